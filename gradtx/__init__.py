@@ -1,0 +1,69 @@
+"""gradtx: composable gradient transformations for JAX.
+
+A learner is a pure ``(init, update)`` pair built by chaining small blocks::
+
+    import gradtx
+    opt = gradtx.chain(gradtx.clip_by_global_norm(1.0), gradtx.adam(1e-3))
+    state = opt.init(params)
+    updates, state = opt.update(grads, state, params)
+    params = gradtx.apply_updates(params, updates)
+"""
+
+from gradtx.checks import TreeMismatchError
+from gradtx.core import (
+    EmptyState,
+    GradientTransformation,
+    Params,
+    ScalarOrSchedule,
+    Schedule,
+    State,
+    Updates,
+    apply_updates,
+    chain,
+    identity,
+    init_empty_state,
+    stateless,
+)
+from gradtx.learners import (
+    adadelta,
+    adagrad,
+    adam,
+    adamax,
+    adamw,
+    amsgrad,
+    lion,
+    nadam,
+    rmsprop,
+    sgd,
+)
+from gradtx.transforms import *  # noqa: F403
+from gradtx.transforms import __all__ as _transforms_all
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "EmptyState",
+    "GradientTransformation",
+    "Params",
+    "ScalarOrSchedule",
+    "Schedule",
+    "State",
+    "TreeMismatchError",
+    "Updates",
+    "adadelta",
+    "adagrad",
+    "adam",
+    "adamax",
+    "adamw",
+    "amsgrad",
+    "apply_updates",
+    "chain",
+    "identity",
+    "init_empty_state",
+    "lion",
+    "nadam",
+    "rmsprop",
+    "sgd",
+    "stateless",
+    *_transforms_all,
+]

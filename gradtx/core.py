@@ -1,0 +1,143 @@
+"""The protocol: a gradient transformation is a pure ``(init, update)`` pair.
+
+``update(updates, state, params=None, **extra) -> (new_updates, new_state)``.
+``extra`` carries per-step keyword values (``batch_size``, ``value``, ...);
+:func:`chain` hands each member only the extras its ``update`` accepts, so
+optax transforms, which take no extras, compose with gradtx ones both ways.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from gradtx.checks import check_trees_match
+
+Params = Any
+Updates = Any
+State = Any
+Schedule = Callable[[jax.Array], jax.Array]
+ScalarOrSchedule = float | jax.Array | Schedule
+
+
+class GradientTransformation(NamedTuple):
+    """A pure ``(init, update)`` pair, structurally identical to ``optax.GradientTransformation``.
+
+    Attributes:
+      init: ``init(params) -> state``.
+      update: ``update(updates, state, params=None, **extra) -> (updates, state)``.
+    """
+
+    init: Callable[[Params], State]
+    update: Callable[..., tuple[Updates, State]]
+
+
+class EmptyState(NamedTuple):
+    """The state of a transform that keeps none."""
+
+
+def init_empty_state(params: Params) -> EmptyState:
+    del params
+    return EmptyState()
+
+
+def identity() -> GradientTransformation:
+    """Pass updates through unchanged: :math:`u \\leftarrow g`."""
+
+    def update(updates, state, params=None, **extra):
+        return updates, state
+
+    return GradientTransformation(init_empty_state, update)
+
+
+def _extras_filter(fn: Callable, slots: int = 3) -> Callable[[dict], dict]:
+    """Return a function that keeps only the extras ``fn`` can take as keywords.
+
+    ``slots`` leading positional parameters (``updates, state, params``) are never extras.
+    """
+    try:
+        parameters = list(inspect.signature(fn).parameters.values())
+    except (TypeError, ValueError):  # builtins and some C callables have no signature
+        return lambda extra: {}
+    if any(p.kind is p.VAR_KEYWORD for p in parameters):
+        return lambda extra: extra
+    names = {p.name for p in parameters[slots:] if p.kind is p.POSITIONAL_OR_KEYWORD}
+    names |= {p.name for p in parameters if p.kind is p.KEYWORD_ONLY}
+    return lambda extra: {k: v for k, v in extra.items() if k in names}
+
+
+def stateless(fn: Callable[..., Updates]) -> GradientTransformation:
+    """Build a transform from ``fn(updates, params) -> updates`` that keeps no state.
+
+    Extras reach ``fn`` when it accepts them as keywords, e.g.
+    ``stateless(lambda g, p, *, batch_size: ...)``.
+
+    Args:
+      fn: a pure function of the updates and the params (which may be ``None``).
+    """
+    keep = _extras_filter(fn, slots=2)
+
+    def update(updates, state, params=None, **extra):
+        return fn(updates, params, **keep(extra)), state
+
+    return GradientTransformation(init_empty_state, update)
+
+
+def chain(*transforms: GradientTransformation) -> GradientTransformation:
+    """Apply transforms one after another; the state is the tuple of their states.
+
+    .. math:: u \\leftarrow T_n(\\cdots T_2(T_1(g)))
+
+    Each member receives only the keyword extras its ``update`` accepts, so
+    ``optax`` transforms (which accept none) can sit beside gradtx ones.
+
+    Args:
+      *transforms: gradtx or optax gradient transformations, applied in order.
+    """
+    for i, t in enumerate(transforms):
+        if not (callable(getattr(t, "init", None)) and callable(getattr(t, "update", None))):
+            raise TypeError(
+                f"chain: argument {i} must be a gradient transformation with init and update, "
+                f"got {type(t).__name__}; did you forget to call the factory, e.g. "
+                f"gradtx.scale_by_adam() instead of gradtx.scale_by_adam?"
+            )
+    filters = tuple(_extras_filter(t.update) for t in transforms)
+
+    def init(params):
+        return tuple(t.init(params) for t in transforms)
+
+    def update(updates, state, params=None, **extra):
+        if len(state) != len(transforms):
+            raise ValueError(
+                f"chain: state has {len(state)} entries but the chain has "
+                f"{len(transforms)} transforms; was it made by this chain's init?"
+            )
+        new_state = []
+        for t, keep, s in zip(transforms, filters, state, strict=True):
+            updates, s = t.update(updates, s, params, **keep(extra))
+            new_state.append(s)
+        return updates, tuple(new_state)
+
+    return GradientTransformation(init, update)
+
+
+def apply_updates(params: Params, updates: Updates) -> Params:
+    """Return ``params + updates``, each leaf keeping its parameter's dtype.
+
+    .. math:: \\theta \\leftarrow \\theta + u
+
+    The sum is computed in the promoted dtype and cast back, so bfloat16
+    parameters stay bfloat16 even when updates are float32.
+
+    Args:
+      params: the parameter tree.
+      updates: a tree of the same structure and shapes, e.g. from ``update``.
+    """
+    check_trees_match("apply_updates", "params", params, updates=updates)
+    return jax.tree.map(
+        lambda p, u: jnp.asarray(p + u).astype(jnp.asarray(p).dtype), params, updates
+    )

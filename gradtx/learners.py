@@ -1,0 +1,436 @@
+"""Named learners, each a visible chain of building blocks.
+
+Conventions shared by every learner here:
+
+* ``learning_rate`` (and ``momentum`` where present) is a number, an array, a
+  tracer or a schedule of the step count.
+* ``weight_decay`` in a learner without "w" in its name is torch's coupled L2:
+  :math:`\\lambda\\theta` is added to the gradient before anything else. In
+  ``adamw`` and ``lion`` it is decoupled: added after the adaptive scaling.
+* With the default arguments each learner gives the same numbers as its optax
+  namesake; the docstring says which arguments reproduce torch.optim.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+
+from gradtx import checks
+from gradtx.core import GradientTransformation, ScalarOrSchedule, chain, identity
+from gradtx.transforms import (
+    add_decayed_weights,
+    scale_by_adadelta,
+    scale_by_adam,
+    scale_by_adamax,
+    scale_by_amsgrad,
+    scale_by_learning_rate,
+    scale_by_lion,
+    scale_by_rms,
+    scale_by_rss,
+    scale_by_stddev,
+    trace,
+)
+
+Scalar = float | jax.Array
+
+_RANGES = {
+    "learning_rate": checks.NONNEGATIVE,
+    "momentum": checks.DECAY,
+    "decay": checks.DECAY,
+    "rho": checks.DECAY,
+    "b1": checks.DECAY,
+    "b2": checks.DECAY,
+    "eps": checks.NONNEGATIVE,
+    "eps_root": checks.NONNEGATIVE,
+    "initial_scale": checks.NONNEGATIVE,
+    "initial_accumulator_value": checks.NONNEGATIVE,
+    "weight_decay": checks.NONNEGATIVE,
+}
+
+
+def _check(who: str, **values: Any) -> None:
+    # Learners check under their own name so errors read "adam: b1 must be ...".
+    checks.check_hyperparams(who, **{k: (v, _RANGES[k]) for k, v in values.items()})
+
+
+def sgd(
+    learning_rate: ScalarOrSchedule,
+    momentum: ScalarOrSchedule | None = None,
+    nesterov: bool = False,
+    unit_gain: bool = False,
+    weight_decay: ScalarOrSchedule = 0.0,
+) -> GradientTransformation:
+    """Stochastic gradient descent, optionally with (Nesterov) momentum.
+
+    .. math::
+        g'_t = g_t + \\lambda \\theta_{t}, \\quad
+        m_t = \\mu m_{t-1} + k g'_t, \\quad
+        \\theta_{t+1} = \\theta_t - \\eta_t \\cdot
+        \\begin{cases} \\mu m_t + k g'_t & \\text{nesterov} \\\\ m_t & \\text{otherwise}\\end{cases}
+
+    with :math:`k = 1-\\mu` if ``unit_gain`` else 1. Without momentum,
+    :math:`\\theta_{t+1} = \\theta_t - \\eta_t g'_t`.
+
+    optax: ``optax.sgd(lr, momentum, nesterov)`` at the defaults.
+    torch: ``torch.optim.SGD(lr, momentum, weight_decay, nesterov, dampening=0)``
+    is ``sgd(lr, momentum, nesterov, weight_decay=weight_decay)``.
+
+    Args:
+      learning_rate: :math:`\\eta \\ge 0` or a schedule.
+      momentum: :math:`\\mu` in [0, 1) or a schedule; ``None`` for plain SGD.
+      nesterov: Nesterov's look-ahead momentum.
+      unit_gain: scale the gradient by :math:`1-\\mu` inside the momentum (CNTK).
+      weight_decay: coupled L2 coefficient :math:`\\lambda \\ge 0` (torch's).
+    """
+    _check("sgd", learning_rate=learning_rate, momentum=momentum, weight_decay=weight_decay)
+    return chain(
+        add_decayed_weights(weight_decay),
+        trace(momentum, nesterov, unit_gain) if momentum is not None else identity(),
+        scale_by_learning_rate(learning_rate),
+    )
+
+
+def adagrad(
+    learning_rate: ScalarOrSchedule,
+    initial_accumulator_value: Scalar = 0.1,
+    eps: Scalar = 1e-7,
+    eps_in_sqrt: bool = True,
+    weight_decay: ScalarOrSchedule = 0.0,
+) -> GradientTransformation:
+    """Adagrad: per-coordinate rates from the sum of all squared gradients.
+
+    .. math::
+        s_t = s_{t-1} + g_t^2, \\qquad
+        \\theta_{t+1} = \\theta_t - \\eta_t\\, g_t / \\sqrt{s_t + \\epsilon}
+        \\;\\text{ (or } g_t/(\\sqrt{s_t} + \\epsilon) \\text{ without eps_in_sqrt)}
+
+    optax: ``optax.adagrad(lr)`` at the defaults.
+    torch: ``torch.optim.Adagrad(lr, weight_decay=wd, initial_accumulator_value=a,
+    eps=1e-10)`` is ``adagrad(lr, initial_accumulator_value=a, eps=1e-10,
+    eps_in_sqrt=False, weight_decay=wd)`` (torch's ``lr_decay`` is a schedule:
+    ``lambda t: lr / (1 + t * lr_decay)``).
+
+    Args:
+      learning_rate: :math:`\\eta \\ge 0` or a schedule.
+      initial_accumulator_value: :math:`s_0 \\ge 0`.
+      eps: :math:`\\epsilon \\ge 0`.
+      eps_in_sqrt: eps inside the root (optax) or outside (torch).
+      weight_decay: coupled L2 coefficient (torch's).
+    """
+    _check(
+        "adagrad",
+        learning_rate=learning_rate,
+        initial_accumulator_value=initial_accumulator_value,
+        eps=eps,
+        weight_decay=weight_decay,
+    )
+    return chain(
+        add_decayed_weights(weight_decay),
+        scale_by_rss(initial_accumulator_value, eps, eps_in_sqrt),
+        scale_by_learning_rate(learning_rate),
+    )
+
+
+def rmsprop(
+    learning_rate: ScalarOrSchedule,
+    decay: Scalar = 0.9,
+    eps: Scalar = 1e-8,
+    initial_scale: Scalar = 0.0,
+    eps_in_sqrt: bool = True,
+    centered: bool = False,
+    momentum: ScalarOrSchedule | None = None,
+    nesterov: bool = False,
+    weight_decay: ScalarOrSchedule = 0.0,
+) -> GradientTransformation:
+    """RMSProp, optionally centered and with momentum.
+
+    .. math::
+        \\nu_t = \\rho \\nu_{t-1} + (1-\\rho) g_t^2, \\quad
+        d_t = \\sqrt{\\nu_t - c\\,\\bar g_t^2 + \\epsilon}
+        \\;\\text{ (or } \\sqrt{\\nu_t - c\\,\\bar g_t^2} + \\epsilon\\text{)}, \\quad
+        \\theta_{t+1} = \\theta_t - \\eta_t g_t / d_t
+
+    where :math:`\\bar g_t = \\rho \\bar g_{t-1} + (1-\\rho) g_t` and :math:`c = 1`
+    if ``centered`` else 0. With momentum the step :math:`-\\eta_t g_t/d_t` is
+    fed through :func:`gradtx.trace`, as optax does; for a constant learning rate
+    this equals torch's buffer :math:`b_t = \\mu b_{t-1} + g_t/d_t`,
+    :math:`\\theta_{t+1} = \\theta_t - \\eta b_t`.
+
+    optax: ``optax.rmsprop(lr, decay, eps, ...)`` at the defaults.
+    torch: ``torch.optim.RMSprop(lr, alpha, eps, weight_decay, momentum, centered)``
+    is ``rmsprop(lr, decay=alpha, eps=eps, eps_in_sqrt=False, centered=centered,
+    momentum=momentum or None, weight_decay=weight_decay)``; torch's default
+    alpha is 0.99.
+
+    Args:
+      learning_rate: :math:`\\eta \\ge 0` or a schedule.
+      decay: :math:`\\rho` in [0, 1).
+      eps: :math:`\\epsilon \\ge 0`.
+      initial_scale: :math:`\\nu_0 \\ge 0`.
+      eps_in_sqrt: eps inside the root (optax) or outside (torch).
+      centered: divide by the standard deviation instead of the RMS.
+      momentum: :math:`\\mu` in [0, 1) or a schedule; ``None`` for none.
+      nesterov: Nesterov momentum (only with ``momentum``).
+      weight_decay: coupled L2 coefficient (torch's).
+    """
+    _check(
+        "rmsprop",
+        learning_rate=learning_rate,
+        decay=decay,
+        eps=eps,
+        initial_scale=initial_scale,
+        momentum=momentum,
+        weight_decay=weight_decay,
+    )
+    scale_by_second_moment = scale_by_stddev if centered else scale_by_rms
+    return chain(
+        add_decayed_weights(weight_decay),
+        scale_by_second_moment(decay, eps, initial_scale, eps_in_sqrt),
+        scale_by_learning_rate(learning_rate),
+        trace(momentum, nesterov) if momentum is not None else identity(),
+    )
+
+
+def adam(
+    learning_rate: ScalarOrSchedule,
+    b1: Scalar = 0.9,
+    b2: Scalar = 0.999,
+    eps: Scalar = 1e-8,
+    eps_root: Scalar = 0.0,
+    *,
+    nesterov: bool = False,
+    weight_decay: ScalarOrSchedule = 0.0,
+) -> GradientTransformation:
+    """Adam (see :func:`gradtx.scale_by_adam` for the moments).
+
+    .. math::
+        \\theta_{t+1} = \\theta_t - \\eta_t\\, \\hat m_t / (\\sqrt{\\hat v_t + \\epsilon_{root}} + \\epsilon)
+
+    optax: ``optax.adam(lr, b1, b2, eps, eps_root, nesterov=...)`` at the defaults.
+    torch: ``torch.optim.Adam(lr, betas=(b1, b2), eps, weight_decay)`` is
+    ``adam(lr, b1, b2, eps, weight_decay=weight_decay)``; torch's
+    ``sqrt(v)/sqrt(1-b2^t)`` equals :math:`\\sqrt{\\hat v_t}` up to rounding.
+
+    Args:
+      learning_rate: :math:`\\eta \\ge 0` or a schedule.
+      b1: :math:`\\beta_1` in [0, 1).
+      b2: :math:`\\beta_2` in [0, 1).
+      eps: :math:`\\epsilon \\ge 0`, outside the root.
+      eps_root: :math:`\\epsilon_{root} \\ge 0`, inside the root.
+      nesterov: NAdam's look-ahead first moment.
+      weight_decay: coupled L2 coefficient (torch's Adam); see :func:`adamw`.
+    """
+    _check(
+        "adam", learning_rate=learning_rate, b1=b1, b2=b2, eps=eps, eps_root=eps_root,
+        weight_decay=weight_decay,
+    )
+    return chain(
+        add_decayed_weights(weight_decay),
+        scale_by_adam(b1, b2, eps, eps_root, nesterov=nesterov),
+        scale_by_learning_rate(learning_rate),
+    )
+
+
+def nadam(
+    learning_rate: ScalarOrSchedule,
+    b1: Scalar = 0.9,
+    b2: Scalar = 0.999,
+    eps: Scalar = 1e-8,
+    eps_root: Scalar = 0.0,
+    *,
+    weight_decay: ScalarOrSchedule = 0.0,
+) -> GradientTransformation:
+    """NAdam: Adam with Nesterov momentum, :func:`adam` with ``nesterov=True``.
+
+    .. math::
+        \\hat m_t = \\frac{\\beta_1 m_t}{1-\\beta_1^{t+1}} + \\frac{(1-\\beta_1) g_t}{1-\\beta_1^t},
+        \\qquad \\theta_{t+1} = \\theta_t - \\eta_t\\, \\hat m_t / (\\sqrt{\\hat v_t + \\epsilon_{root}} + \\epsilon)
+
+    optax: ``optax.nadam`` at the defaults. torch's ``NAdam`` adds a momentum
+    decay schedule (``momentum_decay``) and is not this rule.
+
+    Args:
+      learning_rate: :math:`\\eta \\ge 0` or a schedule.
+      b1: :math:`\\beta_1` in [0, 1).
+      b2: :math:`\\beta_2` in [0, 1).
+      eps: :math:`\\epsilon \\ge 0`, outside the root.
+      eps_root: :math:`\\epsilon_{root} \\ge 0`, inside the root.
+      weight_decay: coupled L2 coefficient.
+    """
+    _check(
+        "nadam", learning_rate=learning_rate, b1=b1, b2=b2, eps=eps, eps_root=eps_root,
+        weight_decay=weight_decay,
+    )
+    return chain(
+        add_decayed_weights(weight_decay),
+        scale_by_adam(b1, b2, eps, eps_root, nesterov=True),
+        scale_by_learning_rate(learning_rate),
+    )
+
+
+def adamw(
+    learning_rate: ScalarOrSchedule,
+    b1: Scalar = 0.9,
+    b2: Scalar = 0.999,
+    eps: Scalar = 1e-8,
+    eps_root: Scalar = 0.0,
+    weight_decay: ScalarOrSchedule = 1e-4,
+    mask: Any | Callable[[Any], Any] | None = None,
+    *,
+    nesterov: bool = False,
+) -> GradientTransformation:
+    """AdamW: Adam with decoupled weight decay.
+
+    .. math::
+        \\theta_{t+1} = \\theta_t - \\eta_t \\left(\\hat m_t / (\\sqrt{\\hat v_t + \\epsilon_{root}}
+        + \\epsilon) + \\lambda_t \\theta_t\\right)
+
+    optax: ``optax.adamw`` at the defaults (weight decay 1e-4).
+    torch: ``torch.optim.AdamW(lr, betas=(b1, b2), eps, weight_decay)`` is
+    ``adamw(lr, b1, b2, eps, weight_decay=weight_decay)``; torch's default
+    weight decay is 1e-2.
+
+    Args:
+      learning_rate: :math:`\\eta \\ge 0` or a schedule.
+      b1: :math:`\\beta_1` in [0, 1).
+      b2: :math:`\\beta_2` in [0, 1).
+      eps: :math:`\\epsilon \\ge 0`, outside the root.
+      eps_root: :math:`\\epsilon_{root} \\ge 0`, inside the root.
+      weight_decay: decoupled coefficient :math:`\\lambda \\ge 0` or a schedule.
+      mask: tree of bools (or function of params) saying which leaves decay.
+      nesterov: NAdam's look-ahead first moment (NAdamW).
+    """
+    _check(
+        "adamw", learning_rate=learning_rate, b1=b1, b2=b2, eps=eps, eps_root=eps_root,
+        weight_decay=weight_decay,
+    )
+    return chain(
+        scale_by_adam(b1, b2, eps, eps_root, nesterov=nesterov),
+        add_decayed_weights(weight_decay, mask),
+        scale_by_learning_rate(learning_rate),
+    )
+
+
+def amsgrad(
+    learning_rate: ScalarOrSchedule,
+    b1: Scalar = 0.9,
+    b2: Scalar = 0.999,
+    eps: Scalar = 1e-8,
+    eps_root: Scalar = 0.0,
+) -> GradientTransformation:
+    """AMSGrad: Adam with a running maximum of the bias-corrected second moment.
+
+    .. math::
+        \\theta_{t+1} = \\theta_t - \\eta_t\\, \\hat m_t / (\\sqrt{\\max_{s \\le t} \\hat v_s
+        + \\epsilon_{root}} + \\epsilon)
+
+    optax: ``optax.amsgrad`` at the defaults. torch's ``Adam(amsgrad=True)``
+    takes the maximum before bias correction, so it differs in early steps.
+
+    Args:
+      learning_rate: :math:`\\eta \\ge 0` or a schedule.
+      b1: :math:`\\beta_1` in [0, 1).
+      b2: :math:`\\beta_2` in [0, 1).
+      eps: :math:`\\epsilon \\ge 0`, outside the root.
+      eps_root: :math:`\\epsilon_{root} \\ge 0`, inside the root.
+    """
+    _check("amsgrad", learning_rate=learning_rate, b1=b1, b2=b2, eps=eps, eps_root=eps_root)
+    return chain(
+        scale_by_amsgrad(b1, b2, eps, eps_root),
+        scale_by_learning_rate(learning_rate),
+    )
+
+
+def adamax(
+    learning_rate: ScalarOrSchedule,
+    b1: Scalar = 0.9,
+    b2: Scalar = 0.999,
+    eps: Scalar = 1e-8,
+    weight_decay: ScalarOrSchedule = 0.0,
+) -> GradientTransformation:
+    """Adamax: Adam with an infinity-norm second moment (see :func:`gradtx.scale_by_adamax`).
+
+    .. math::
+        \\theta_{t+1} = \\theta_t - \\frac{\\eta_t}{1-\\beta_1^t} \\frac{m_t}{u^{\\infty}_t}
+
+    optax: ``optax.adamax`` at the defaults.
+    torch: ``torch.optim.Adamax(lr, betas=(b1, b2), eps, weight_decay)`` is
+    ``adamax(lr, b1, b2, eps, weight_decay)``; torch's default lr is 2e-3.
+
+    Args:
+      learning_rate: :math:`\\eta \\ge 0` or a schedule.
+      b1: :math:`\\beta_1` in [0, 1).
+      b2: :math:`\\beta_2` in [0, 1).
+      eps: :math:`\\epsilon \\ge 0`.
+      weight_decay: coupled L2 coefficient (torch's).
+    """
+    _check("adamax", learning_rate=learning_rate, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay)
+    return chain(
+        add_decayed_weights(weight_decay),
+        scale_by_adamax(b1, b2, eps),
+        scale_by_learning_rate(learning_rate),
+    )
+
+
+def adadelta(
+    learning_rate: ScalarOrSchedule = 1.0,
+    rho: Scalar = 0.9,
+    eps: Scalar = 1e-6,
+    weight_decay: ScalarOrSchedule = 0.0,
+) -> GradientTransformation:
+    """AdaDelta (see :func:`gradtx.scale_by_adadelta`), scaled by a learning rate.
+
+    .. math:: \\theta_{t+1} = \\theta_t - \\eta_t\\, \\frac{\\sqrt{E[\\Delta^2]_{t-1} + \\epsilon}}
+        {\\sqrt{E[g^2]_t + \\epsilon}}\\, g_t
+
+    optax: ``optax.adadelta(lr, rho, eps)`` at the defaults (pass ``lr``; optax's
+    ``None`` skips the sign flip).
+    torch: ``torch.optim.Adadelta(lr=1.0, rho=0.9, eps=1e-6, weight_decay)`` is
+    ``adadelta(lr, rho, eps, weight_decay)``; the defaults agree.
+
+    Args:
+      learning_rate: :math:`\\eta \\ge 0` or a schedule; Zeiler's original is 1.
+      rho: :math:`\\rho` in [0, 1).
+      eps: :math:`\\epsilon \\ge 0`.
+      weight_decay: coupled L2 coefficient (torch's).
+    """
+    _check("adadelta", learning_rate=learning_rate, rho=rho, eps=eps, weight_decay=weight_decay)
+    return chain(
+        add_decayed_weights(weight_decay),
+        scale_by_adadelta(rho, eps),
+        scale_by_learning_rate(learning_rate),
+    )
+
+
+def lion(
+    learning_rate: ScalarOrSchedule,
+    b1: Scalar = 0.9,
+    b2: Scalar = 0.99,
+    weight_decay: ScalarOrSchedule = 1e-3,
+    mask: Any | Callable[[Any], Any] | None = None,
+) -> GradientTransformation:
+    """Lion, with decoupled weight decay (see :func:`gradtx.scale_by_lion`).
+
+    .. math::
+        \\theta_{t+1} = \\theta_t - \\eta_t \\left(\\operatorname{sign}(\\beta_1 m_{t-1}
+        + (1-\\beta_1) g_t) + \\lambda_t \\theta_t\\right)
+
+    optax: ``optax.lion`` at the defaults. Lion wants a learning rate 3-10x
+    smaller than AdamW's and a weight decay 3-10x larger.
+
+    Args:
+      learning_rate: :math:`\\eta \\ge 0` or a schedule.
+      b1: :math:`\\beta_1` in [0, 1).
+      b2: :math:`\\beta_2` in [0, 1).
+      weight_decay: decoupled coefficient :math:`\\lambda \\ge 0` or a schedule.
+      mask: tree of bools (or function of params) saying which leaves decay.
+    """
+    _check("lion", learning_rate=learning_rate, b1=b1, b2=b2, weight_decay=weight_decay)
+    return chain(
+        scale_by_lion(b1, b2),
+        add_decayed_weights(weight_decay, mask),
+        scale_by_learning_rate(learning_rate),
+    )

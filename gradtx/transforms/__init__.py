@@ -1,0 +1,59 @@
+"""Small gradient transformations, one family per module, re-exported flat by ``gradtx``."""
+
+from gradtx.transforms.adam import (
+    ScaleByAdamState,
+    ScaleByAmsgradState,
+    scale_by_adam,
+    scale_by_adamax,
+    scale_by_amsgrad,
+)
+from gradtx.transforms.adaptive import (
+    ScaleByAdadeltaState,
+    ScaleByRmsState,
+    ScaleByRssState,
+    ScaleByStddevState,
+    scale_by_adadelta,
+    scale_by_rms,
+    scale_by_rss,
+    scale_by_stddev,
+)
+from gradtx.transforms.clipping import clip, clip_by_global_norm
+from gradtx.transforms.lion import ScaleByLionState, scale_by_lion
+from gradtx.transforms.momentum import EmaState, TraceState, ema, trace
+from gradtx.transforms.scaling import (
+    ScaleByScheduleState,
+    scale,
+    scale_by_learning_rate,
+    scale_by_schedule,
+)
+from gradtx.transforms.weight_decay import AddDecayedWeightsState, add_decayed_weights
+
+__all__ = [
+    "AddDecayedWeightsState",
+    "EmaState",
+    "ScaleByAdadeltaState",
+    "ScaleByAdamState",
+    "ScaleByAmsgradState",
+    "ScaleByLionState",
+    "ScaleByRmsState",
+    "ScaleByRssState",
+    "ScaleByScheduleState",
+    "ScaleByStddevState",
+    "TraceState",
+    "add_decayed_weights",
+    "clip",
+    "clip_by_global_norm",
+    "ema",
+    "scale",
+    "scale_by_adadelta",
+    "scale_by_adam",
+    "scale_by_adamax",
+    "scale_by_amsgrad",
+    "scale_by_learning_rate",
+    "scale_by_lion",
+    "scale_by_rms",
+    "scale_by_rss",
+    "scale_by_schedule",
+    "scale_by_stddev",
+    "trace",
+]

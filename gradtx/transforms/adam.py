@@ -1,0 +1,171 @@
+"""The Adam family: bias-corrected first and second moments (Adam, NAdam, AMSGrad, Adamax)."""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from gradtx import checks, tree
+from gradtx.core import GradientTransformation
+
+
+class ScaleByAdamState(NamedTuple):
+    count: jax.Array  # int32 scalar: updates applied so far
+    mu: Any
+    nu: Any
+
+
+def _check(who: str, b1: Any, b2: Any, eps: Any, eps_root: Any = 0.0) -> None:
+    checks.check_hyperparams(
+        who,
+        b1=(b1, checks.DECAY),
+        b2=(b2, checks.DECAY),
+        eps=(eps, checks.NONNEGATIVE),
+        eps_root=(eps_root, checks.NONNEGATIVE),
+    )
+
+
+def _init_adam(params: Any) -> ScaleByAdamState:
+    return ScaleByAdamState(tree.zeros_count(), tree.zeros_like(params), tree.zeros_like(params))
+
+
+def scale_by_adam(
+    b1: float | jax.Array = 0.9,
+    b2: float | jax.Array = 0.999,
+    eps: float | jax.Array = 1e-8,
+    eps_root: float | jax.Array = 0.0,
+    *,
+    nesterov: bool = False,
+) -> GradientTransformation:
+    """Kingma and Ba's Adam, or Dozat's NAdam with ``nesterov=True``.
+
+    With :math:`t` the 1-based number of this update:
+
+    .. math::
+        m_t = \\beta_1 m_{t-1} + (1-\\beta_1) g_t, \\quad
+        v_t = \\beta_2 v_{t-1} + (1-\\beta_2) g_t^2, \\quad
+        \\hat m_t = \\frac{m_t}{1-\\beta_1^t}, \\quad \\hat v_t = \\frac{v_t}{1-\\beta_2^t},
+
+    .. math::
+        u_t = \\hat m_t / (\\sqrt{\\hat v_t + \\epsilon_{root}} + \\epsilon).
+
+    With ``nesterov`` the first moment looks one step ahead:
+    :math:`\\hat m_t = \\beta_1 m_t / (1-\\beta_1^{t+1}) + (1-\\beta_1) g_t / (1-\\beta_1^t)`.
+
+    Args:
+      b1: :math:`\\beta_1` in [0, 1).
+      b2: :math:`\\beta_2` in [0, 1).
+      eps: :math:`\\epsilon \\ge 0`, outside the root.
+      eps_root: :math:`\\epsilon_{root} \\ge 0`, inside the root.
+      nesterov: use NAdam's look-ahead first moment.
+
+    References:
+      Kingma and Ba, "Adam: A Method for Stochastic Optimization", 2014.
+      Dozat, "Incorporating Nesterov Momentum into Adam", 2016.
+    """
+    _check("scale_by_adam", b1, b2, eps, eps_root)
+
+    def update(updates, state, params=None, **extra):
+        checks.check_moments("scale_by_adam", updates, state, "mu", "nu")
+        mu = tree.update_moment(updates, state.mu, b1, 1)
+        nu = tree.update_moment(updates, state.nu, b2, 2)
+        count = tree.safe_increment(state.count)
+        if nesterov:
+            mu_hat = jax.tree.map(
+                lambda m, g: b1 * m + (1 - b1) * g,
+                tree.bias_correction(mu, b1, tree.safe_increment(count)),
+                tree.bias_correction(updates, b1, count),
+            )
+        else:
+            mu_hat = tree.bias_correction(mu, b1, count)
+        nu_hat = tree.bias_correction(nu, b2, count)
+        updates = jax.tree.map(lambda m, v: m / (jnp.sqrt(v + eps_root) + eps), mu_hat, nu_hat)
+        return updates, ScaleByAdamState(count, mu, nu)
+
+    return GradientTransformation(_init_adam, update)
+
+
+class ScaleByAmsgradState(NamedTuple):
+    count: jax.Array
+    mu: Any
+    nu: Any
+    nu_max: Any
+
+
+def scale_by_amsgrad(
+    b1: float | jax.Array = 0.9,
+    b2: float | jax.Array = 0.999,
+    eps: float | jax.Array = 1e-8,
+    eps_root: float | jax.Array = 0.0,
+) -> GradientTransformation:
+    """AMSGrad: Adam with a non-decreasing second moment.
+
+    .. math::
+        \\hat v^{max}_t = \\max(\\hat v^{max}_{t-1}, \\hat v_t), \\qquad
+        u_t = \\hat m_t / (\\sqrt{\\hat v^{max}_t + \\epsilon_{root}} + \\epsilon)
+
+    with :math:`\\hat m_t, \\hat v_t` as in :func:`scale_by_adam`. As in optax, the
+    maximum is taken over bias-corrected :math:`\\hat v`; torch's
+    ``Adam(amsgrad=True)`` takes it over the raw :math:`v` and corrects afterwards.
+
+    Args:
+      b1: :math:`\\beta_1` in [0, 1).
+      b2: :math:`\\beta_2` in [0, 1).
+      eps: :math:`\\epsilon \\ge 0`, outside the root.
+      eps_root: :math:`\\epsilon_{root} \\ge 0`, inside the root.
+
+    References:
+      Reddi, Kale and Kumar, "On the Convergence of Adam and Beyond", 2018.
+    """
+    _check("scale_by_amsgrad", b1, b2, eps, eps_root)
+
+    def init(params):
+        return ScaleByAmsgradState(*_init_adam(params), tree.zeros_like(params))
+
+    def update(updates, state, params=None, **extra):
+        checks.check_moments("scale_by_amsgrad", updates, state, "mu", "nu", "nu_max")
+        mu = tree.update_moment(updates, state.mu, b1, 1)
+        nu = tree.update_moment(updates, state.nu, b2, 2)
+        count = tree.safe_increment(state.count)
+        mu_hat = tree.bias_correction(mu, b1, count)
+        nu_max = jax.tree.map(jnp.maximum, state.nu_max, tree.bias_correction(nu, b2, count))
+        updates = jax.tree.map(lambda m, v: m / (jnp.sqrt(v + eps_root) + eps), mu_hat, nu_max)
+        return updates, ScaleByAmsgradState(count, mu, nu, nu_max)
+
+    return GradientTransformation(init, update)
+
+
+def scale_by_adamax(
+    b1: float | jax.Array = 0.9,
+    b2: float | jax.Array = 0.999,
+    eps: float | jax.Array = 1e-8,
+) -> GradientTransformation:
+    """Adamax: Adam with the infinity norm in place of the second moment.
+
+    .. math::
+        m_t = \\beta_1 m_{t-1} + (1-\\beta_1) g_t, \\quad
+        u^{\\infty}_t = \\max(\\beta_2 u^{\\infty}_{t-1}, |g_t| + \\epsilon), \\quad
+        u_t = \\frac{m_t}{(1-\\beta_1^t)\\, u^{\\infty}_t}
+
+    Args:
+      b1: :math:`\\beta_1` in [0, 1).
+      b2: :math:`\\beta_2` in [0, 1).
+      eps: :math:`\\epsilon \\ge 0`, keeps the denominator positive.
+
+    References:
+      Kingma and Ba, "Adam: A Method for Stochastic Optimization", 2014, section 7.
+    """
+    _check("scale_by_adamax", b1, b2, eps)
+
+    def update(updates, state, params=None, **extra):
+        checks.check_moments("scale_by_adamax", updates, state, "mu", "nu")
+        count = tree.safe_increment(state.count)
+        mu = tree.update_moment(updates, state.mu, b1, 1)
+        nu = jax.tree.map(lambda g, n: jnp.maximum(jnp.abs(g) + eps, b2 * n), updates, state.nu)
+        mu_hat = tree.bias_correction(mu, b1, count)
+        updates = jax.tree.map(lambda m, n: m / n, mu_hat, nu)
+        return updates, ScaleByAdamState(count, mu, nu)
+
+    return GradientTransformation(_init_adam, update)

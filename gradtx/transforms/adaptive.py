@@ -1,0 +1,193 @@
+"""Per-coordinate step sizes from squared-gradient statistics: RMSProp, Adagrad, AdaDelta.
+
+``eps_in_sqrt`` names the one place frameworks disagree: optax and Keras put
+eps inside the square root, torch and MXNet outside it.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from gradtx import checks, tree
+from gradtx.core import GradientTransformation
+
+
+def _inverse_root(v: jax.Array, eps: Any, eps_in_sqrt: bool) -> jax.Array:
+    """:math:`1/\\sqrt{v + \\epsilon}` or :math:`1/(\\sqrt{v} + \\epsilon)`."""
+    return jax.lax.rsqrt(v + eps) if eps_in_sqrt else 1 / (jnp.sqrt(v) + eps)
+
+
+class ScaleByRmsState(NamedTuple):
+    nu: Any
+
+
+def scale_by_rms(
+    decay: float | jax.Array = 0.9,
+    eps: float | jax.Array = 1e-8,
+    initial_scale: float | jax.Array = 0.0,
+    eps_in_sqrt: bool = True,
+) -> GradientTransformation:
+    """Divide by a running root mean square of the gradients (Hinton's RMSProp).
+
+    .. math::
+        \\nu_t = \\rho\\, \\nu_{t-1} + (1-\\rho)\\, g_t^2, \\qquad
+        u_t = g_t / \\sqrt{\\nu_t + \\epsilon} \\;\\text{ or }\\; g_t / (\\sqrt{\\nu_t} + \\epsilon)
+
+    Args:
+      decay: :math:`\\rho` in [0, 1).
+      eps: :math:`\\epsilon \\ge 0`.
+      initial_scale: :math:`\\nu_0` (0 in optax and torch, 1 in TensorFlow 1).
+      eps_in_sqrt: True puts eps inside the root (optax); False outside (torch).
+    """
+    checks.check_hyperparams(
+        "scale_by_rms",
+        decay=(decay, checks.DECAY),
+        eps=(eps, checks.NONNEGATIVE),
+        initial_scale=(initial_scale, checks.NONNEGATIVE),
+    )
+
+    def init(params):
+        return ScaleByRmsState(nu=tree.full_like(params, initial_scale))
+
+    def update(updates, state, params=None, **extra):
+        checks.check_moments("scale_by_rms", updates, state, "nu")
+        nu = tree.update_moment(updates, state.nu, decay, 2)
+        updates = jax.tree.map(lambda g, n: _inverse_root(n, eps, eps_in_sqrt) * g, updates, nu)
+        return updates, ScaleByRmsState(nu=nu)
+
+    return GradientTransformation(init, update)
+
+
+class ScaleByStddevState(NamedTuple):
+    mu: Any
+    nu: Any
+
+
+def scale_by_stddev(
+    decay: float | jax.Array = 0.9,
+    eps: float | jax.Array = 1e-8,
+    initial_scale: float | jax.Array = 0.0,
+    eps_in_sqrt: bool = True,
+) -> GradientTransformation:
+    """Divide by a running standard deviation of the gradients (centered RMSProp).
+
+    .. math::
+        \\mu_t = \\rho \\mu_{t-1} + (1-\\rho) g_t, \\quad
+        \\nu_t = \\rho \\nu_{t-1} + (1-\\rho) g_t^2, \\quad
+        u_t = g_t / \\sqrt{\\nu_t - \\mu_t^2 + \\epsilon}
+        \\;\\text{ or }\\; g_t / (\\sqrt{\\nu_t - \\mu_t^2} + \\epsilon)
+
+    Args:
+      decay: :math:`\\rho` in [0, 1).
+      eps: :math:`\\epsilon \\ge 0`.
+      initial_scale: :math:`\\nu_0`.
+      eps_in_sqrt: True puts eps inside the root (optax); False outside (torch).
+    """
+    checks.check_hyperparams(
+        "scale_by_stddev",
+        decay=(decay, checks.DECAY),
+        eps=(eps, checks.NONNEGATIVE),
+        initial_scale=(initial_scale, checks.NONNEGATIVE),
+    )
+
+    def init(params):
+        return ScaleByStddevState(tree.zeros_like(params), tree.full_like(params, initial_scale))
+
+    def update(updates, state, params=None, **extra):
+        checks.check_moments("scale_by_stddev", updates, state, "mu", "nu")
+        mu = tree.update_moment(updates, state.mu, decay, 1)
+        nu = tree.update_moment(updates, state.nu, decay, 2)
+        updates = jax.tree.map(
+            lambda g, m, n: _inverse_root(n - jnp.square(m), eps, eps_in_sqrt) * g, updates, mu, nu
+        )
+        return updates, ScaleByStddevState(mu, nu)
+
+    return GradientTransformation(init, update)
+
+
+class ScaleByRssState(NamedTuple):
+    sum_of_squares: Any
+
+
+def scale_by_rss(
+    initial_accumulator_value: float | jax.Array = 0.1,
+    eps: float | jax.Array = 1e-7,
+    eps_in_sqrt: bool = True,
+) -> GradientTransformation:
+    """Divide by the root of the sum of all squared gradients so far (Adagrad).
+
+    .. math::
+        s_t = s_{t-1} + g_t^2, \\qquad
+        u_t = g_t / \\sqrt{s_t + \\epsilon} \\;\\text{ or }\\; g_t / (\\sqrt{s_t} + \\epsilon)
+
+    with :math:`u_t = 0` where :math:`s_t = 0` (no 0/0).
+
+    Args:
+      initial_accumulator_value: :math:`s_0 \\ge 0` (0.1 in optax, 0 in torch).
+      eps: :math:`\\epsilon \\ge 0` (1e-7 in optax, 1e-10 in torch).
+      eps_in_sqrt: True puts eps inside the root (optax); False outside (torch).
+    """
+    checks.check_hyperparams(
+        "scale_by_rss",
+        initial_accumulator_value=(initial_accumulator_value, checks.NONNEGATIVE),
+        eps=(eps, checks.NONNEGATIVE),
+    )
+
+    def init(params):
+        return ScaleByRssState(tree.full_like(params, initial_accumulator_value))
+
+    def update(updates, state, params=None, **extra):
+        checks.check_moments("scale_by_rss", updates, state, "sum_of_squares")
+        sums = jax.tree.map(lambda g, s: jnp.square(g) + s, updates, state.sum_of_squares)
+        updates = jax.tree.map(
+            lambda g, s: jnp.where(s > 0, _inverse_root(s, eps, eps_in_sqrt), 0.0) * g,
+            updates,
+            sums,
+        )
+        return updates, ScaleByRssState(sums)
+
+    return GradientTransformation(init, update)
+
+
+class ScaleByAdadeltaState(NamedTuple):
+    e_g: Any  # running mean of squared gradients
+    e_x: Any  # running mean of squared steps
+
+
+def scale_by_adadelta(
+    rho: float | jax.Array = 0.9, eps: float | jax.Array = 1e-6
+) -> GradientTransformation:
+    """Zeiler's AdaDelta: a step whose units match the parameters'.
+
+    .. math::
+        E[g^2]_t = \\rho E[g^2]_{t-1} + (1-\\rho) g_t^2, \\quad
+        u_t = \\frac{\\sqrt{E[\\Delta^2]_{t-1} + \\epsilon}}{\\sqrt{E[g^2]_t + \\epsilon}}\\, g_t,
+        \\quad E[\\Delta^2]_t = \\rho E[\\Delta^2]_{t-1} + (1-\\rho) u_t^2
+
+    Args:
+      rho: :math:`\\rho` in [0, 1).
+      eps: :math:`\\epsilon \\ge 0`.
+    """
+    checks.check_hyperparams(
+        "scale_by_adadelta", rho=(rho, checks.DECAY), eps=(eps, checks.NONNEGATIVE)
+    )
+
+    def init(params):
+        return ScaleByAdadeltaState(tree.zeros_like(params), tree.zeros_like(params))
+
+    def update(updates, state, params=None, **extra):
+        checks.check_moments("scale_by_adadelta", updates, state, "e_g", "e_x")
+        e_g = tree.update_moment(updates, state.e_g, rho, 2)
+        updates = jax.tree.map(
+            lambda g, eg, ex: (jnp.sqrt(ex + eps) / jnp.sqrt(eg + eps)) * g,
+            updates,
+            e_g,
+            state.e_x,
+        )
+        e_x = tree.update_moment(updates, state.e_x, rho, 2)
+        return updates, ScaleByAdadeltaState(e_g, e_x)
+
+    return GradientTransformation(init, update)

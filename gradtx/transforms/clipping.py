@@ -1,0 +1,46 @@
+"""Clipping updates elementwise or by their global norm."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from gradtx import checks, tree
+from gradtx.core import GradientTransformation, init_empty_state
+
+
+def clip(max_delta: float | jax.Array) -> GradientTransformation:
+    """Clip each coordinate to :math:`[-c, c]`: :math:`u \\leftarrow \\min(\\max(g, -c), c)`.
+
+    Args:
+      max_delta: :math:`c > 0`.
+    """
+    checks.check_interval("clip", "max_delta", max_delta, checks.POSITIVE)
+
+    def update(updates, state, params=None, **extra):
+        return jax.tree.map(lambda g: jnp.clip(g, -max_delta, max_delta), updates), state
+
+    return GradientTransformation(init_empty_state, update)
+
+
+def clip_by_global_norm(max_norm: float | jax.Array) -> GradientTransformation:
+    """Rescale all updates together so that their joint L2 norm is at most :math:`c`.
+
+    .. math:: u \\leftarrow g \\cdot \\min\\left(1, \\frac{c}{\\lVert g \\rVert_2}\\right)
+
+    where :math:`\\lVert g \\rVert_2` is taken over every leaf at once.
+
+    Args:
+      max_norm: :math:`c > 0`.
+    """
+    checks.check_interval("clip_by_global_norm", "max_norm", max_norm, checks.POSITIVE)
+
+    def update(updates, state, params=None, **extra):
+        norm = tree.global_norm(updates)
+        keep = norm < max_norm
+        updates = jax.tree.map(
+            lambda g: jnp.where(keep, g, (g / norm.astype(g.dtype)) * max_norm), updates
+        )
+        return updates, state
+
+    return GradientTransformation(init_empty_state, update)

@@ -1,0 +1,46 @@
+"""Lion: the sign of an interpolated momentum."""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from gradtx import checks, tree
+from gradtx.core import GradientTransformation
+
+
+class ScaleByLionState(NamedTuple):
+    count: jax.Array
+    mu: Any
+
+
+def scale_by_lion(b1: float | jax.Array = 0.9, b2: float | jax.Array = 0.99) -> GradientTransformation:
+    """Lion (evoLved sIgn mOmeNtum).
+
+    .. math::
+        u_t = \\operatorname{sign}(\\beta_1 m_{t-1} + (1-\\beta_1) g_t), \\qquad
+        m_t = \\beta_2 m_{t-1} + (1-\\beta_2) g_t
+
+    Args:
+      b1: :math:`\\beta_1` in [0, 1), the interpolation for the step.
+      b2: :math:`\\beta_2` in [0, 1), the momentum decay.
+
+    References:
+      Chen et al., "Symbolic Discovery of Optimization Algorithms", 2023.
+    """
+    checks.check_hyperparams("scale_by_lion", b1=(b1, checks.DECAY), b2=(b2, checks.DECAY))
+
+    def init(params):
+        return ScaleByLionState(tree.zeros_count(), tree.zeros_like(params))
+
+    def update(updates, state, params=None, **extra):
+        checks.check_moments("scale_by_lion", updates, state, "mu")
+        new_updates = jax.tree.map(
+            lambda g, m: jnp.sign((1.0 - b1) * g + b1 * m), updates, state.mu
+        )
+        mu = tree.update_moment(updates, state.mu, b2, 1)
+        return new_updates, ScaleByLionState(tree.safe_increment(state.count), mu)
+
+    return GradientTransformation(init, update)

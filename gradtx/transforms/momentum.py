@@ -1,0 +1,93 @@
+"""Momentum: a decaying trace of past updates, and exponential moving averages."""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+
+from gradtx import checks, tree
+from gradtx.core import GradientTransformation, ScalarOrSchedule
+
+
+class TraceState(NamedTuple):
+    count: jax.Array  # int32 scalar: evaluates a momentum schedule
+    trace: Any
+
+
+def trace(
+    decay: ScalarOrSchedule,
+    nesterov: bool = False,
+    unit_gain: bool = False,
+    accumulator_dtype: Any = None,
+) -> GradientTransformation:
+    """Heavy-ball momentum.
+
+    .. math::
+        m_t = \\mu_t\\, m_{t-1} + k\\, g_t, \\qquad
+        u_t = \\begin{cases} \\mu_t m_t + k\\, g_t & \\text{nesterov} \\\\
+                             m_t & \\text{otherwise} \\end{cases}
+
+    with :math:`k = 1 - \\mu_t` when ``unit_gain`` (CNTK's default, an EMA of
+    the updates) and :math:`k = 1` otherwise (optax's ``trace`` and torch's SGD
+    with dampening 0). :math:`m_0 = 0`.
+
+    Args:
+      decay: the momentum :math:`\\mu` in [0, 1), or a schedule of the step count.
+      nesterov: use Nesterov's look-ahead form.
+      unit_gain: scale the incoming update by :math:`1 - \\mu`.
+      accumulator_dtype: dtype of :math:`m`; defaults to the params' dtype.
+    """
+    checks.check_interval("trace", "decay", decay, checks.DECAY)
+
+    def init(params):
+        return TraceState(tree.zeros_count(), tree.zeros_like(params, accumulator_dtype))
+
+    def update(updates, state, params=None, **extra):
+        checks.check_moments("trace", updates, state, "trace")
+        mu = tree.resolve(decay, state.count)
+        if unit_gain:
+            step = lambda g, m: (1 - mu) * g + mu * m  # noqa: E731
+        else:
+            step = lambda g, m: g + mu * m  # noqa: E731
+        new_trace = jax.tree.map(step, updates, state.trace)
+        updates = jax.tree.map(step, updates, new_trace) if nesterov else new_trace
+        if accumulator_dtype is not None:
+            new_trace = jax.tree.map(lambda m: m.astype(accumulator_dtype), new_trace)
+        return updates, TraceState(tree.safe_increment(state.count), new_trace)
+
+    return GradientTransformation(init, update)
+
+
+class EmaState(NamedTuple):
+    count: jax.Array
+    ema: Any
+
+
+def ema(decay: float | jax.Array, debias: bool = True, accumulator_dtype: Any = None):
+    """Exponential moving average of the updates.
+
+    .. math::
+        m_t = \\beta m_{t-1} + (1-\\beta) g_t, \\qquad
+        u_t = m_t / (1 - \\beta^{t+1}) \\text{ if debias, else } m_t
+
+    Args:
+      decay: :math:`\\beta` in [0, 1).
+      debias: divide by :math:`1 - \\beta^{t+1}` to undo the zero start.
+      accumulator_dtype: dtype of :math:`m`; defaults to the params' dtype.
+    """
+    checks.check_interval("ema", "decay", decay, checks.DECAY)
+
+    def init(params):
+        return EmaState(tree.zeros_count(), tree.zeros_like(params, accumulator_dtype))
+
+    def update(updates, state, params=None, **extra):
+        checks.check_moments("ema", updates, state, "ema")
+        new_ema = tree.update_moment(updates, state.ema, decay, 1)
+        count = tree.safe_increment(state.count)
+        updates = tree.bias_correction(new_ema, decay, count) if debias else new_ema
+        if accumulator_dtype is not None:
+            new_ema = jax.tree.map(lambda m: m.astype(accumulator_dtype), new_ema)
+        return updates, EmaState(count, new_ema)
+
+    return GradientTransformation(init, update)

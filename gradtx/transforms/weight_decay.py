@@ -1,0 +1,76 @@
+"""Adding decayed weights: L2 regularisation or decoupled weight decay, by position in a chain."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import numpy as np
+
+from gradtx import checks, tree
+from gradtx.core import GradientTransformation, ScalarOrSchedule
+
+
+class AddDecayedWeightsState(NamedTuple):
+    count: jax.Array  # int32 scalar: evaluates a weight-decay schedule
+
+
+def add_decayed_weights(
+    weight_decay: ScalarOrSchedule = 0.0,
+    mask: Any | Callable[[Any], Any] | None = None,
+) -> GradientTransformation:
+    """Add :math:`\\lambda_t \\theta` to the updates: :math:`u \\leftarrow g + \\lambda_t \\theta`.
+
+    Placed first in a chain this is torch's coupled ``weight_decay`` (L2 added
+    to the gradient); placed after the adaptive scaling and before the learning
+    rate it is AdamW's decoupled weight decay.
+
+    Args:
+      weight_decay: :math:`\\lambda \\ge 0`, or a schedule of the step count.
+      mask: a tree of Python bools shaped like the params (or a function of the
+        params returning one); decay applies only where it is True.
+    """
+    checks.check_interval("add_decayed_weights", "weight_decay", weight_decay, checks.NONNEGATIVE)
+
+    def init(params):
+        return AddDecayedWeightsState(tree.zeros_count())
+
+    # A literal zero is a no-op that needs no params, so learners can always chain it.
+    is_zero = isinstance(weight_decay, int | float) and weight_decay == 0
+
+    def update(updates, state, params=None, **extra):
+        count = tree.safe_increment(state.count)
+        if is_zero:
+            return updates, AddDecayedWeightsState(count)
+        if params is None:
+            raise ValueError(
+                "add_decayed_weights: update needs params to decay; call "
+                "update(updates, state, params)"
+            )
+        checks.check_trees_match("add_decayed_weights", "updates", updates, params=params)
+        decay = tree.resolve(weight_decay, state.count)
+        decayed = lambda g, p: g + decay * p  # noqa: E731
+        if mask is None:
+            updates = jax.tree.map(decayed, updates, params)
+        else:
+            where = mask(params) if callable(mask) else mask
+            # Compare structure only: mask leaves are scalars standing for whole arrays.
+            checks.check_trees_match(
+                "add_decayed_weights", "params", jax.tree.map(lambda _: 0, params), mask=where
+            )
+            updates = jax.tree.map(
+                lambda m, g, p: decayed(g, p) if _as_bool(m) else g, where, updates, params
+            )
+        return updates, AddDecayedWeightsState(count)
+
+    return GradientTransformation(init, update)
+
+
+def _as_bool(flag: Any) -> bool:
+    if not isinstance(flag, bool | np.bool_):
+        raise TypeError(
+            f"add_decayed_weights: mask leaves must be Python bools (decided when tracing), "
+            f"got {type(flag).__name__}"
+        )
+    return bool(flag)
