@@ -25,7 +25,7 @@ class TreeMismatchError(ValueError):
     """Two trees that must have the same structure and shapes do not."""
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _parse_interval(interval: str) -> tuple[float, float, bool, bool]:
     low, high = (s.strip() for s in interval[1:-1].split(","))
     return float(low), float(high), interval[0] == "(", interval[-1] == ")"

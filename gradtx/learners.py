@@ -207,7 +207,8 @@ def adam(
     """Adam (see :func:`gradtx.scale_by_adam` for the moments).
 
     .. math::
-        \\theta_{t+1} = \\theta_t - \\eta_t\\, \\hat m_t / (\\sqrt{\\hat v_t + \\epsilon_{root}} + \\epsilon)
+        \\theta_{t+1} = \\theta_t
+        - \\eta_t\\, \\hat m_t / (\\sqrt{\\hat v_t + \\epsilon_{root}} + \\epsilon)
 
     optax: ``optax.adam(lr, b1, b2, eps, eps_root, nesterov=...)`` at the defaults.
     torch: ``torch.optim.Adam(lr, betas=(b1, b2), eps, weight_decay)`` is
@@ -247,7 +248,8 @@ def nadam(
 
     .. math::
         \\hat m_t = \\frac{\\beta_1 m_t}{1-\\beta_1^{t+1}} + \\frac{(1-\\beta_1) g_t}{1-\\beta_1^t},
-        \\qquad \\theta_{t+1} = \\theta_t - \\eta_t\\, \\hat m_t / (\\sqrt{\\hat v_t + \\epsilon_{root}} + \\epsilon)
+        \\qquad \\theta_{t+1} = \\theta_t
+        - \\eta_t\\, \\hat m_t / (\\sqrt{\\hat v_t + \\epsilon_{root}} + \\epsilon)
 
     optax: ``optax.nadam`` at the defaults. torch's ``NAdam`` adds a momentum
     decay schedule (``momentum_decay``) and is not this rule.

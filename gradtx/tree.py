@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import jax
@@ -39,6 +40,9 @@ def update_moment(updates: Any, moments: Any, decay: Any, order: int) -> Any:
     return jax.tree.map(lambda g, m: (1 - decay) * (g**order) + decay * m, updates, moments)
 
 
+# Jitted so that eager and jitted updates compute ``decay**count`` with the same
+# XLA kernel (eager ``pow`` differs by an ulp, which ``1 - b**t`` amplifies).
+@functools.partial(jax.jit, inline=True)
 def bias_correction(moments: Any, decay: Any, count: jax.Array) -> Any:
     """Divide by ``1 - decay**count``; the factor is computed in float32 then cast per leaf."""
     correction = 1 - decay**count

@@ -16,7 +16,9 @@ class ScaleByLionState(NamedTuple):
     mu: Any
 
 
-def scale_by_lion(b1: float | jax.Array = 0.9, b2: float | jax.Array = 0.99) -> GradientTransformation:
+def scale_by_lion(
+    b1: float | jax.Array = 0.9, b2: float | jax.Array = 0.99
+) -> GradientTransformation:
     """Lion (evoLved sIgn mOmeNtum).
 
     .. math::

@@ -63,7 +63,9 @@ def scale_by_learning_rate(
       learning_rate: :math:`\\eta`, a non-negative number, array, tracer or schedule.
       flip_sign: if False, scale by :math:`+\\eta` (gradient ascent).
     """
-    checks.check_interval("scale_by_learning_rate", "learning_rate", learning_rate, checks.NONNEGATIVE)
+    checks.check_interval(
+        "scale_by_learning_rate", "learning_rate", learning_rate, checks.NONNEGATIVE
+    )
     sign = -1 if flip_sign else 1
     if callable(learning_rate):
         return scale_by_schedule(lambda count: sign * learning_rate(count))

@@ -1,0 +1,40 @@
+"""Shared test fixtures: a nested parameter tree and a deterministic gradient stream."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+SHAPES = {"dense": [(4, 3), (3,)], "conv": [(2, 3, 3, 2)], "head": [(), (5,)]}
+
+
+def make_params(seed: int = 0, dtype=jnp.float32):
+    """A dict of lists of arrays of several shapes, scalar included."""
+    rng = np.random.default_rng(seed)
+    return {
+        k: [jnp.asarray(rng.normal(size=s), dtype=dtype) for s in shapes]
+        for k, shapes in SHAPES.items()
+    }
+
+
+def grads_at(params, step: int):
+    """Gradients that depend on the params (a quadratic pull to 0) plus per-step noise."""
+    leaves, treedef = jax.tree.flatten(params)
+    rng = np.random.default_rng(1000 + step)
+    noise = [rng.normal(size=np.shape(x)).astype(np.float32) for x in leaves]
+    return jax.tree.unflatten(treedef, [0.5 * p + n for p, n in zip(leaves, noise, strict=True)])
+
+
+def run(opt, params, steps: int = 20, update=None):
+    """Apply ``steps`` updates of ``opt`` with gradients from :func:`grads_at`; return params."""
+    update = update or opt.update
+    state = opt.init(params)
+    for t in range(steps):
+        updates, state = update(grads_at(params, t), state, params)
+        params = jax.tree.map(lambda p, u: (p + u).astype(p.dtype), params, updates)
+    return params
+
+
+def assert_trees_close(a, b, rtol=1e-6, atol=1e-7):
+    jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=rtol, atol=atol), a, b)
