@@ -1,4 +1,4 @@
-"""Bad hyperparameters fail at construction with the argument named; tracers pass; counters saturate."""
+"""Bad hyperparameters fail at construction, naming the argument; tracers pass; counts saturate."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ import gradtx
 BAD = [
     (lambda: gradtx.adam(0.1, b1=1.5), "adam: b1 must be in [0, 1), got 1.5"),
     (lambda: gradtx.adam(-1e-3), "adam: learning_rate must be in [0, inf), got -0.001"),
-    (lambda: gradtx.adamw(1e-3, weight_decay=-1), "adamw: weight_decay must be in [0, inf), got -1"),
+    (lambda: gradtx.adamw(1e-3, weight_decay=-1),
+     "adamw: weight_decay must be in [0, inf), got -1"),
     (lambda: gradtx.sgd(0.1, momentum=1.0), "sgd: momentum must be in [0, 1), got 1"),
     (lambda: gradtx.rmsprop(0.1, decay=-0.1), "rmsprop: decay must be in [0, 1), got -0.1"),
     (lambda: gradtx.rmsprop(0.1, eps=-1e-8), "rmsprop: eps must be in [0, inf), got -1e-08"),
@@ -23,7 +24,8 @@ BAD = [
     (lambda: gradtx.nadam(float("nan")), "nadam: learning_rate must be in [0, inf), got nan"),
     (lambda: gradtx.amsgrad(1e-3, eps_root=-1.0), "amsgrad: eps_root must be in [0, inf), got -1"),
     (lambda: gradtx.adamax(1e-3, b2=jnp.array(1.0)), "adamax: b2 must be in [0, 1), got 1"),
-    (lambda: gradtx.clip_by_global_norm(0.0), "clip_by_global_norm: max_norm must be in (0, inf), got 0"),
+    (lambda: gradtx.clip_by_global_norm(0.0),
+     "clip_by_global_norm: max_norm must be in (0, inf), got 0"),
     (lambda: gradtx.clip(-1.0), "clip: max_delta must be in (0, inf), got -1"),
     (lambda: gradtx.trace(1.2), "trace: decay must be in [0, 1), got 1.2"),
     (lambda: gradtx.ema(-0.5), "ema: decay must be in [0, 1), got -0.5"),
