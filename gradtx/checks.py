@@ -58,6 +58,21 @@ def check_interval(who: str, name: str, value: Any, interval: str) -> None:
         raise ValueError(f"{who}: {name} must be in {interval}, got {_fmt(bad)}")
 
 
+def check_state_dtype(who: str, dtype: Any) -> Any:
+    """Return ``dtype`` as a NumPy dtype if it is a floating dtype (or None), else raise."""
+    if dtype is None:
+        return None
+    try:
+        canonical = jax.numpy.dtype(dtype)
+    except TypeError:
+        canonical = None
+    if canonical is None or not jax.numpy.issubdtype(canonical, jax.numpy.floating):
+        raise ValueError(
+            f"{who}: state_dtype must be a floating dtype such as jnp.bfloat16, got {dtype!r}"
+        )
+    return canonical
+
+
 def check_hyperparams(who: str, **specs: tuple[Any, str]) -> None:
     """Validate several hyperparameters: ``check_hyperparams("adam", b1=(0.9, "[0, 1)"))``."""
     for name, (value, interval) in specs.items():

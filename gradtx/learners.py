@@ -51,9 +51,10 @@ _RANGES = {
 }
 
 
-def _check(who: str, **values: Any) -> None:
+def _check(who: str, state_dtype: Any, **values: Any) -> None:
     # Learners check under their own name so errors read "adam: b1 must be ...".
     checks.check_hyperparams(who, **{k: (v, _RANGES[k]) for k, v in values.items()})
+    checks.check_state_dtype(who, state_dtype)
 
 
 def sgd(
@@ -62,6 +63,8 @@ def sgd(
     nesterov: bool = False,
     unit_gain: bool = False,
     weight_decay: ScalarOrSchedule = 0.0,
+    *,
+    state_dtype: Any = None,
 ) -> GradientTransformation:
     """Stochastic gradient descent, optionally with (Nesterov) momentum.
 
@@ -84,11 +87,23 @@ def sgd(
       nesterov: Nesterov's look-ahead momentum.
       unit_gain: scale the gradient by :math:`1-\\mu` inside the momentum (CNTK).
       weight_decay: coupled L2 coefficient :math:`\\lambda \\ge 0` (torch's).
+      state_dtype: dtype of the stored moments, e.g. ``jnp.bfloat16`` to halve
+        their memory; arithmetic stays in the gradients' dtype.
     """
-    _check("sgd", learning_rate=learning_rate, momentum=momentum, weight_decay=weight_decay)
+    _check(
+        "sgd",
+        state_dtype,
+        learning_rate=learning_rate,
+        momentum=momentum,
+        weight_decay=weight_decay,
+    )
     return chain(
         add_decayed_weights(weight_decay),
-        trace(momentum, nesterov, unit_gain) if momentum is not None else identity(),
+        (
+            trace(momentum, nesterov, unit_gain, state_dtype=state_dtype)
+            if momentum is not None
+            else identity()
+        ),
         scale_by_learning_rate(learning_rate),
     )
 
@@ -99,6 +114,8 @@ def adagrad(
     eps: Scalar = 1e-7,
     eps_in_sqrt: bool = True,
     weight_decay: ScalarOrSchedule = 0.0,
+    *,
+    state_dtype: Any = None,
 ) -> GradientTransformation:
     """Adagrad: per-coordinate rates from the sum of all squared gradients.
 
@@ -119,9 +136,12 @@ def adagrad(
       eps: :math:`\\epsilon \\ge 0`.
       eps_in_sqrt: eps inside the root (optax) or outside (torch).
       weight_decay: coupled L2 coefficient (torch's).
+      state_dtype: dtype of the stored moments, e.g. ``jnp.bfloat16`` to halve
+        their memory; arithmetic stays in the gradients' dtype.
     """
     _check(
         "adagrad",
+        state_dtype,
         learning_rate=learning_rate,
         initial_accumulator_value=initial_accumulator_value,
         eps=eps,
@@ -129,7 +149,7 @@ def adagrad(
     )
     return chain(
         add_decayed_weights(weight_decay),
-        scale_by_rss(initial_accumulator_value, eps, eps_in_sqrt),
+        scale_by_rss(initial_accumulator_value, eps, eps_in_sqrt, state_dtype=state_dtype),
         scale_by_learning_rate(learning_rate),
     )
 
@@ -144,6 +164,8 @@ def rmsprop(
     momentum: ScalarOrSchedule | None = None,
     nesterov: bool = False,
     weight_decay: ScalarOrSchedule = 0.0,
+    *,
+    state_dtype: Any = None,
 ) -> GradientTransformation:
     """RMSProp, optionally centered and with momentum.
 
@@ -175,9 +197,12 @@ def rmsprop(
       momentum: :math:`\\mu` in [0, 1) or a schedule; ``None`` for none.
       nesterov: Nesterov momentum (only with ``momentum``).
       weight_decay: coupled L2 coefficient (torch's).
+      state_dtype: dtype of the stored moments, e.g. ``jnp.bfloat16`` to halve
+        their memory; arithmetic stays in the gradients' dtype.
     """
     _check(
         "rmsprop",
+        state_dtype,
         learning_rate=learning_rate,
         decay=decay,
         eps=eps,
@@ -188,9 +213,13 @@ def rmsprop(
     scale_by_second_moment = scale_by_stddev if centered else scale_by_rms
     return chain(
         add_decayed_weights(weight_decay),
-        scale_by_second_moment(decay, eps, initial_scale, eps_in_sqrt),
+        scale_by_second_moment(decay, eps, initial_scale, eps_in_sqrt, state_dtype=state_dtype),
         scale_by_learning_rate(learning_rate),
-        trace(momentum, nesterov) if momentum is not None else identity(),
+        (
+            trace(momentum, nesterov, state_dtype=state_dtype)
+            if momentum is not None
+            else identity()
+        ),
     )
 
 
@@ -203,6 +232,7 @@ def adam(
     *,
     nesterov: bool = False,
     weight_decay: ScalarOrSchedule = 0.0,
+    state_dtype: Any = None,
 ) -> GradientTransformation:
     """Adam (see :func:`gradtx.scale_by_adam` for the moments).
 
@@ -223,14 +253,22 @@ def adam(
       eps_root: :math:`\\epsilon_{root} \\ge 0`, inside the root.
       nesterov: NAdam's look-ahead first moment.
       weight_decay: coupled L2 coefficient (torch's Adam); see :func:`adamw`.
+      state_dtype: dtype of the stored moments, e.g. ``jnp.bfloat16`` to halve
+        their memory; arithmetic stays in the gradients' dtype.
     """
     _check(
-        "adam", learning_rate=learning_rate, b1=b1, b2=b2, eps=eps, eps_root=eps_root,
+        "adam",
+        state_dtype,
+        learning_rate=learning_rate,
+        b1=b1,
+        b2=b2,
+        eps=eps,
+        eps_root=eps_root,
         weight_decay=weight_decay,
     )
     return chain(
         add_decayed_weights(weight_decay),
-        scale_by_adam(b1, b2, eps, eps_root, nesterov=nesterov),
+        scale_by_adam(b1, b2, eps, eps_root, nesterov=nesterov, state_dtype=state_dtype),
         scale_by_learning_rate(learning_rate),
     )
 
@@ -243,6 +281,7 @@ def nadam(
     eps_root: Scalar = 0.0,
     *,
     weight_decay: ScalarOrSchedule = 0.0,
+    state_dtype: Any = None,
 ) -> GradientTransformation:
     """NAdam: Adam with Nesterov momentum, :func:`adam` with ``nesterov=True``.
 
@@ -261,14 +300,22 @@ def nadam(
       eps: :math:`\\epsilon \\ge 0`, outside the root.
       eps_root: :math:`\\epsilon_{root} \\ge 0`, inside the root.
       weight_decay: coupled L2 coefficient.
+      state_dtype: dtype of the stored moments, e.g. ``jnp.bfloat16`` to halve
+        their memory; arithmetic stays in the gradients' dtype.
     """
     _check(
-        "nadam", learning_rate=learning_rate, b1=b1, b2=b2, eps=eps, eps_root=eps_root,
+        "nadam",
+        state_dtype,
+        learning_rate=learning_rate,
+        b1=b1,
+        b2=b2,
+        eps=eps,
+        eps_root=eps_root,
         weight_decay=weight_decay,
     )
     return chain(
         add_decayed_weights(weight_decay),
-        scale_by_adam(b1, b2, eps, eps_root, nesterov=True),
+        scale_by_adam(b1, b2, eps, eps_root, nesterov=True, state_dtype=state_dtype),
         scale_by_learning_rate(learning_rate),
     )
 
@@ -283,6 +330,7 @@ def adamw(
     mask: Any | Callable[[Any], Any] | None = None,
     *,
     nesterov: bool = False,
+    state_dtype: Any = None,
 ) -> GradientTransformation:
     """AdamW: Adam with decoupled weight decay.
 
@@ -304,13 +352,21 @@ def adamw(
       weight_decay: decoupled coefficient :math:`\\lambda \\ge 0` or a schedule.
       mask: tree of bools (or function of params) saying which leaves decay.
       nesterov: NAdam's look-ahead first moment (NAdamW).
+      state_dtype: dtype of the stored moments, e.g. ``jnp.bfloat16`` to halve
+        their memory; arithmetic stays in the gradients' dtype.
     """
     _check(
-        "adamw", learning_rate=learning_rate, b1=b1, b2=b2, eps=eps, eps_root=eps_root,
+        "adamw",
+        state_dtype,
+        learning_rate=learning_rate,
+        b1=b1,
+        b2=b2,
+        eps=eps,
+        eps_root=eps_root,
         weight_decay=weight_decay,
     )
     return chain(
-        scale_by_adam(b1, b2, eps, eps_root, nesterov=nesterov),
+        scale_by_adam(b1, b2, eps, eps_root, nesterov=nesterov, state_dtype=state_dtype),
         add_decayed_weights(weight_decay, mask),
         scale_by_learning_rate(learning_rate),
     )
@@ -322,6 +378,8 @@ def amsgrad(
     b2: Scalar = 0.999,
     eps: Scalar = 1e-8,
     eps_root: Scalar = 0.0,
+    *,
+    state_dtype: Any = None,
 ) -> GradientTransformation:
     """AMSGrad: Adam with a running maximum of the bias-corrected second moment.
 
@@ -338,10 +396,20 @@ def amsgrad(
       b2: :math:`\\beta_2` in [0, 1).
       eps: :math:`\\epsilon \\ge 0`, outside the root.
       eps_root: :math:`\\epsilon_{root} \\ge 0`, inside the root.
+      state_dtype: dtype of the stored moments, e.g. ``jnp.bfloat16`` to halve
+        their memory; arithmetic stays in the gradients' dtype.
     """
-    _check("amsgrad", learning_rate=learning_rate, b1=b1, b2=b2, eps=eps, eps_root=eps_root)
+    _check(
+        "amsgrad",
+        state_dtype,
+        learning_rate=learning_rate,
+        b1=b1,
+        b2=b2,
+        eps=eps,
+        eps_root=eps_root,
+    )
     return chain(
-        scale_by_amsgrad(b1, b2, eps, eps_root),
+        scale_by_amsgrad(b1, b2, eps, eps_root, state_dtype=state_dtype),
         scale_by_learning_rate(learning_rate),
     )
 
@@ -352,6 +420,8 @@ def adamax(
     b2: Scalar = 0.999,
     eps: Scalar = 1e-8,
     weight_decay: ScalarOrSchedule = 0.0,
+    *,
+    state_dtype: Any = None,
 ) -> GradientTransformation:
     """Adamax: Adam with an infinity-norm second moment (see :func:`gradtx.scale_by_adamax`).
 
@@ -368,11 +438,21 @@ def adamax(
       b2: :math:`\\beta_2` in [0, 1).
       eps: :math:`\\epsilon \\ge 0`.
       weight_decay: coupled L2 coefficient (torch's).
+      state_dtype: dtype of the stored moments, e.g. ``jnp.bfloat16`` to halve
+        their memory; arithmetic stays in the gradients' dtype.
     """
-    _check("adamax", learning_rate=learning_rate, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay)
+    _check(
+        "adamax",
+        state_dtype,
+        learning_rate=learning_rate,
+        b1=b1,
+        b2=b2,
+        eps=eps,
+        weight_decay=weight_decay,
+    )
     return chain(
         add_decayed_weights(weight_decay),
-        scale_by_adamax(b1, b2, eps),
+        scale_by_adamax(b1, b2, eps, state_dtype=state_dtype),
         scale_by_learning_rate(learning_rate),
     )
 
@@ -382,6 +462,8 @@ def adadelta(
     rho: Scalar = 0.9,
     eps: Scalar = 1e-6,
     weight_decay: ScalarOrSchedule = 0.0,
+    *,
+    state_dtype: Any = None,
 ) -> GradientTransformation:
     """AdaDelta (see :func:`gradtx.scale_by_adadelta`), scaled by a learning rate.
 
@@ -398,11 +480,20 @@ def adadelta(
       rho: :math:`\\rho` in [0, 1).
       eps: :math:`\\epsilon \\ge 0`.
       weight_decay: coupled L2 coefficient (torch's).
+      state_dtype: dtype of the stored moments, e.g. ``jnp.bfloat16`` to halve
+        their memory; arithmetic stays in the gradients' dtype.
     """
-    _check("adadelta", learning_rate=learning_rate, rho=rho, eps=eps, weight_decay=weight_decay)
+    _check(
+        "adadelta",
+        state_dtype,
+        learning_rate=learning_rate,
+        rho=rho,
+        eps=eps,
+        weight_decay=weight_decay,
+    )
     return chain(
         add_decayed_weights(weight_decay),
-        scale_by_adadelta(rho, eps),
+        scale_by_adadelta(rho, eps, state_dtype=state_dtype),
         scale_by_learning_rate(learning_rate),
     )
 
@@ -413,6 +504,8 @@ def lion(
     b2: Scalar = 0.99,
     weight_decay: ScalarOrSchedule = 1e-3,
     mask: Any | Callable[[Any], Any] | None = None,
+    *,
+    state_dtype: Any = None,
 ) -> GradientTransformation:
     """Lion, with decoupled weight decay (see :func:`gradtx.scale_by_lion`).
 
@@ -429,10 +522,14 @@ def lion(
       b2: :math:`\\beta_2` in [0, 1).
       weight_decay: decoupled coefficient :math:`\\lambda \\ge 0` or a schedule.
       mask: tree of bools (or function of params) saying which leaves decay.
+      state_dtype: dtype of the stored moments, e.g. ``jnp.bfloat16`` to halve
+        their memory; arithmetic stays in the gradients' dtype.
     """
-    _check("lion", learning_rate=learning_rate, b1=b1, b2=b2, weight_decay=weight_decay)
+    _check(
+        "lion", state_dtype, learning_rate=learning_rate, b1=b1, b2=b2, weight_decay=weight_decay
+    )
     return chain(
-        scale_by_lion(b1, b2),
+        scale_by_lion(b1, b2, state_dtype=state_dtype),
         add_decayed_weights(weight_decay, mask),
         scale_by_learning_rate(learning_rate),
     )

@@ -35,6 +35,63 @@ def zeros_like(tree: Any, dtype: Any = None) -> Any:
     return jax.tree.map(lambda x: jnp.zeros_like(x, dtype=dtype), tree)
 
 
+def cast(tree: Any, dtype: Any, seed: Any = 0) -> Any:
+    """Cast every leaf to the state dtype ``dtype``; ``None`` leaves the tree as it is.
+
+    float32 to bfloat16 rounds stochastically (:func:`stochastic_round`): a
+    moment that decays by 0.999 per step moves by less than half a bfloat16 ulp,
+    so round-to-nearest would freeze it. ``seed`` (the step count, where the
+    transform keeps one) varies the rounding from step to step.
+    """
+    if dtype is None:
+        return tree
+    if jnp.dtype(dtype) != jnp.bfloat16:
+        return jax.tree.map(lambda x: x.astype(dtype), tree)
+    leaves, treedef = jax.tree.flatten(tree)
+    rounded = [
+        stochastic_round(x, seed, i) if x.dtype == jnp.float32 else x.astype(dtype)
+        for i, x in enumerate(leaves)
+    ]
+    return jax.tree.unflatten(treedef, rounded)
+
+
+def _mix(h: jax.Array) -> jax.Array:
+    """A 32-bit integer hash (the 'lowbias32' finaliser): cheap, well mixed, stateless."""
+    h = h ^ (h >> 16)
+    h = h * jnp.uint32(0x7FEB352D)
+    h = h ^ (h >> 15)
+    h = h * jnp.uint32(0x846CA68B)
+    return h ^ (h >> 16)
+
+
+def stochastic_round(x: jax.Array, seed: Any = 0, stream: int = 0) -> jax.Array:
+    """Round float32 to bfloat16 up or down with odds set by the distance: ``E[round(x)] = x``.
+
+    The random bits hash each element's value, position, ``seed`` and
+    ``stream``, so the result is deterministic (a resumed run repeats itself bit
+    for bit) and costs arithmetic, not memory traffic.
+    """
+    bits = jax.lax.bitcast_convert_type(x, jnp.uint32)
+    key = _mix(jnp.asarray(seed).astype(jnp.uint32) * jnp.uint32(0x9E3779B9) + jnp.uint32(stream))
+    position = jax.lax.iota(jnp.uint32, x.size).reshape(x.shape)
+    noise = _mix(bits ^ _mix(position ^ key)) & jnp.uint32(0xFFFF)
+    # Adding noise below the kept 16 bits, then truncating, rounds up with the right odds;
+    # the truncated float32 is exactly representable, so the final cast is exact.
+    rounded = jax.lax.bitcast_convert_type((bits + noise) & jnp.uint32(0xFFFF0000), jnp.float32)
+    return jnp.where(jnp.isfinite(x), rounded, x).astype(jnp.bfloat16)
+
+
+def widen(moments: Any, updates: Any) -> Any:
+    """Promote stored moments to the updates' dtype before any arithmetic.
+
+    A bfloat16 moment times a Python float stays bfloat16, so without this
+    ``0.999 * nu`` would round to ``nu`` and a low-precision state would freeze.
+    """
+    return jax.tree.map(
+        lambda m, g: m.astype(jnp.promote_types(m.dtype, g.dtype)), moments, updates
+    )
+
+
 def update_moment(updates: Any, moments: Any, decay: Any, order: int) -> Any:
     """Exponential moving average of ``g**order``: ``(1 - decay) g^order + decay m``."""
     return jax.tree.map(lambda g, m: (1 - decay) * (g**order) + decay * m, updates, moments)

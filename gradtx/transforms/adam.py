@@ -17,7 +17,8 @@ class ScaleByAdamState(NamedTuple):
     nu: Any
 
 
-def _check(who: str, b1: Any, b2: Any, eps: Any, eps_root: Any = 0.0) -> None:
+def _check(who: str, b1: Any, b2: Any, eps: Any, eps_root: Any, state_dtype: Any) -> Any:
+    """Validate the shared hyperparameters; return the canonical state dtype."""
     checks.check_hyperparams(
         who,
         b1=(b1, checks.DECAY),
@@ -25,10 +26,14 @@ def _check(who: str, b1: Any, b2: Any, eps: Any, eps_root: Any = 0.0) -> None:
         eps=(eps, checks.NONNEGATIVE),
         eps_root=(eps_root, checks.NONNEGATIVE),
     )
+    return checks.check_state_dtype(who, state_dtype)
 
 
-def _init_adam(params: Any) -> ScaleByAdamState:
-    return ScaleByAdamState(tree.zeros_count(), tree.zeros_like(params), tree.zeros_like(params))
+def _init_adam(params: Any, dtype: Any) -> ScaleByAdamState:
+    # Two separate buffers: a donated state must not hold the same array twice.
+    return ScaleByAdamState(
+        tree.zeros_count(), tree.zeros_like(params, dtype), tree.zeros_like(params, dtype)
+    )
 
 
 def scale_by_adam(
@@ -38,6 +43,7 @@ def scale_by_adam(
     eps_root: float | jax.Array = 0.0,
     *,
     nesterov: bool = False,
+    state_dtype: Any = None,
 ) -> GradientTransformation:
     """Kingma and Ba's Adam, or Dozat's NAdam with ``nesterov=True``.
 
@@ -60,17 +66,19 @@ def scale_by_adam(
       eps: :math:`\\epsilon \\ge 0`, outside the root.
       eps_root: :math:`\\epsilon_{root} \\ge 0`, inside the root.
       nesterov: use NAdam's look-ahead first moment.
+      state_dtype: dtype of the stored moments (e.g. ``jnp.bfloat16``); arithmetic
+        runs in the gradients' dtype. Defaults to the params' dtype.
 
     References:
       Kingma and Ba, "Adam: A Method for Stochastic Optimization", 2014.
       Dozat, "Incorporating Nesterov Momentum into Adam", 2016.
     """
-    _check("scale_by_adam", b1, b2, eps, eps_root)
+    state_dtype = _check("scale_by_adam", b1, b2, eps, eps_root, state_dtype)
 
     def update(updates, state, params=None, **extra):
         checks.check_moments("scale_by_adam", updates, state, "mu", "nu")
-        mu = tree.update_moment(updates, state.mu, b1, 1)
-        nu = tree.update_moment(updates, state.nu, b2, 2)
+        mu = tree.update_moment(updates, tree.widen(state.mu, updates), b1, 1)
+        nu = tree.update_moment(updates, tree.widen(state.nu, updates), b2, 2)
         count = tree.safe_increment(state.count)
         if nesterov:
             mu_hat = jax.tree.map(
@@ -82,9 +90,10 @@ def scale_by_adam(
             mu_hat = tree.bias_correction(mu, b1, count)
         nu_hat = tree.bias_correction(nu, b2, count)
         updates = jax.tree.map(lambda m, v: m / (jnp.sqrt(v + eps_root) + eps), mu_hat, nu_hat)
+        mu, nu = tree.cast(mu, state_dtype, count), tree.cast(nu, state_dtype, count)
         return updates, ScaleByAdamState(count, mu, nu)
 
-    return GradientTransformation(_init_adam, update)
+    return GradientTransformation(lambda params: _init_adam(params, state_dtype), update)
 
 
 class ScaleByAmsgradState(NamedTuple):
@@ -99,6 +108,8 @@ def scale_by_amsgrad(
     b2: float | jax.Array = 0.999,
     eps: float | jax.Array = 1e-8,
     eps_root: float | jax.Array = 0.0,
+    *,
+    state_dtype: Any = None,
 ) -> GradientTransformation:
     """AMSGrad: Adam with a non-decreasing second moment.
 
@@ -115,23 +126,28 @@ def scale_by_amsgrad(
       b2: :math:`\\beta_2` in [0, 1).
       eps: :math:`\\epsilon \\ge 0`, outside the root.
       eps_root: :math:`\\epsilon_{root} \\ge 0`, inside the root.
+      state_dtype: dtype of the stored moments (e.g. ``jnp.bfloat16``); arithmetic
+        runs in the gradients' dtype. Defaults to the params' dtype.
 
     References:
       Reddi, Kale and Kumar, "On the Convergence of Adam and Beyond", 2018.
     """
-    _check("scale_by_amsgrad", b1, b2, eps, eps_root)
+    state_dtype = _check("scale_by_amsgrad", b1, b2, eps, eps_root, state_dtype)
 
     def init(params):
-        return ScaleByAmsgradState(*_init_adam(params), tree.zeros_like(params))
+        return ScaleByAmsgradState(
+            *_init_adam(params, state_dtype), tree.zeros_like(params, state_dtype)
+        )
 
     def update(updates, state, params=None, **extra):
         checks.check_moments("scale_by_amsgrad", updates, state, "mu", "nu", "nu_max")
-        mu = tree.update_moment(updates, state.mu, b1, 1)
-        nu = tree.update_moment(updates, state.nu, b2, 2)
+        mu = tree.update_moment(updates, tree.widen(state.mu, updates), b1, 1)
+        nu = tree.update_moment(updates, tree.widen(state.nu, updates), b2, 2)
         count = tree.safe_increment(state.count)
         mu_hat = tree.bias_correction(mu, b1, count)
         nu_max = jax.tree.map(jnp.maximum, state.nu_max, tree.bias_correction(nu, b2, count))
         updates = jax.tree.map(lambda m, v: m / (jnp.sqrt(v + eps_root) + eps), mu_hat, nu_max)
+        mu, nu, nu_max = (tree.cast(x, state_dtype, count) for x in (mu, nu, nu_max))
         return updates, ScaleByAmsgradState(count, mu, nu, nu_max)
 
     return GradientTransformation(init, update)
@@ -141,6 +157,8 @@ def scale_by_adamax(
     b1: float | jax.Array = 0.9,
     b2: float | jax.Array = 0.999,
     eps: float | jax.Array = 1e-8,
+    *,
+    state_dtype: Any = None,
 ) -> GradientTransformation:
     """Adamax: Adam with the infinity norm in place of the second moment.
 
@@ -153,19 +171,26 @@ def scale_by_adamax(
       b1: :math:`\\beta_1` in [0, 1).
       b2: :math:`\\beta_2` in [0, 1).
       eps: :math:`\\epsilon \\ge 0`, keeps the denominator positive.
+      state_dtype: dtype of the stored moments (e.g. ``jnp.bfloat16``); arithmetic
+        runs in the gradients' dtype. Defaults to the params' dtype.
 
     References:
       Kingma and Ba, "Adam: A Method for Stochastic Optimization", 2014, section 7.
     """
-    _check("scale_by_adamax", b1, b2, eps)
+    state_dtype = _check("scale_by_adamax", b1, b2, eps, 0.0, state_dtype)
 
     def update(updates, state, params=None, **extra):
         checks.check_moments("scale_by_adamax", updates, state, "mu", "nu")
         count = tree.safe_increment(state.count)
-        mu = tree.update_moment(updates, state.mu, b1, 1)
-        nu = jax.tree.map(lambda g, n: jnp.maximum(jnp.abs(g) + eps, b2 * n), updates, state.nu)
+        mu = tree.update_moment(updates, tree.widen(state.mu, updates), b1, 1)
+        nu = jax.tree.map(
+            lambda g, n: jnp.maximum(jnp.abs(g) + eps, b2 * n),
+            updates,
+            tree.widen(state.nu, updates),
+        )
         mu_hat = tree.bias_correction(mu, b1, count)
         updates = jax.tree.map(lambda m, n: m / n, mu_hat, nu)
+        mu, nu = tree.cast(mu, state_dtype, count), tree.cast(nu, state_dtype, count)
         return updates, ScaleByAdamState(count, mu, nu)
 
-    return GradientTransformation(_init_adam, update)
+    return GradientTransformation(lambda params: _init_adam(params, state_dtype), update)

@@ -29,6 +29,8 @@ def scale_by_rms(
     eps: float | jax.Array = 1e-8,
     initial_scale: float | jax.Array = 0.0,
     eps_in_sqrt: bool = True,
+    *,
+    state_dtype: Any = None,
 ) -> GradientTransformation:
     """Divide by a running root mean square of the gradients (Hinton's RMSProp).
 
@@ -41,7 +43,10 @@ def scale_by_rms(
       eps: :math:`\\epsilon \\ge 0`.
       initial_scale: :math:`\\nu_0` (0 in optax and torch, 1 in TensorFlow 1).
       eps_in_sqrt: True puts eps inside the root (optax); False outside (torch).
+      state_dtype: dtype of the stored moments (e.g. ``jnp.bfloat16``); arithmetic
+        runs in the gradients' dtype. Defaults to the params' dtype.
     """
+    state_dtype = checks.check_state_dtype("scale_by_rms", state_dtype)
     checks.check_hyperparams(
         "scale_by_rms",
         decay=(decay, checks.DECAY),
@@ -50,13 +55,13 @@ def scale_by_rms(
     )
 
     def init(params):
-        return ScaleByRmsState(nu=tree.full_like(params, initial_scale))
+        return ScaleByRmsState(nu=tree.full_like(params, initial_scale, state_dtype))
 
     def update(updates, state, params=None, **extra):
         checks.check_moments("scale_by_rms", updates, state, "nu")
-        nu = tree.update_moment(updates, state.nu, decay, 2)
+        nu = tree.update_moment(updates, tree.widen(state.nu, updates), decay, 2)
         updates = jax.tree.map(lambda g, n: _inverse_root(n, eps, eps_in_sqrt) * g, updates, nu)
-        return updates, ScaleByRmsState(nu=nu)
+        return updates, ScaleByRmsState(nu=tree.cast(nu, state_dtype))
 
     return GradientTransformation(init, update)
 
@@ -71,6 +76,8 @@ def scale_by_stddev(
     eps: float | jax.Array = 1e-8,
     initial_scale: float | jax.Array = 0.0,
     eps_in_sqrt: bool = True,
+    *,
+    state_dtype: Any = None,
 ) -> GradientTransformation:
     """Divide by a running standard deviation of the gradients (centered RMSProp).
 
@@ -85,7 +92,10 @@ def scale_by_stddev(
       eps: :math:`\\epsilon \\ge 0`.
       initial_scale: :math:`\\nu_0`.
       eps_in_sqrt: True puts eps inside the root (optax); False outside (torch).
+      state_dtype: dtype of the stored moments (e.g. ``jnp.bfloat16``); arithmetic
+        runs in the gradients' dtype. Defaults to the params' dtype.
     """
+    state_dtype = checks.check_state_dtype("scale_by_stddev", state_dtype)
     checks.check_hyperparams(
         "scale_by_stddev",
         decay=(decay, checks.DECAY),
@@ -94,16 +104,18 @@ def scale_by_stddev(
     )
 
     def init(params):
-        return ScaleByStddevState(tree.zeros_like(params), tree.full_like(params, initial_scale))
+        return ScaleByStddevState(
+            tree.zeros_like(params, state_dtype), tree.full_like(params, initial_scale, state_dtype)
+        )
 
     def update(updates, state, params=None, **extra):
         checks.check_moments("scale_by_stddev", updates, state, "mu", "nu")
-        mu = tree.update_moment(updates, state.mu, decay, 1)
-        nu = tree.update_moment(updates, state.nu, decay, 2)
+        mu = tree.update_moment(updates, tree.widen(state.mu, updates), decay, 1)
+        nu = tree.update_moment(updates, tree.widen(state.nu, updates), decay, 2)
         updates = jax.tree.map(
             lambda g, m, n: _inverse_root(n - jnp.square(m), eps, eps_in_sqrt) * g, updates, mu, nu
         )
-        return updates, ScaleByStddevState(mu, nu)
+        return updates, ScaleByStddevState(tree.cast(mu, state_dtype), tree.cast(nu, state_dtype))
 
     return GradientTransformation(init, update)
 
@@ -116,6 +128,8 @@ def scale_by_rss(
     initial_accumulator_value: float | jax.Array = 0.1,
     eps: float | jax.Array = 1e-7,
     eps_in_sqrt: bool = True,
+    *,
+    state_dtype: Any = None,
 ) -> GradientTransformation:
     """Divide by the root of the sum of all squared gradients so far (Adagrad).
 
@@ -129,7 +143,10 @@ def scale_by_rss(
       initial_accumulator_value: :math:`s_0 \\ge 0` (0.1 in optax, 0 in torch).
       eps: :math:`\\epsilon \\ge 0` (1e-7 in optax, 1e-10 in torch).
       eps_in_sqrt: True puts eps inside the root (optax); False outside (torch).
+      state_dtype: dtype of the stored moments (e.g. ``jnp.bfloat16``); arithmetic
+        runs in the gradients' dtype. Defaults to the params' dtype.
     """
+    state_dtype = checks.check_state_dtype("scale_by_rss", state_dtype)
     checks.check_hyperparams(
         "scale_by_rss",
         initial_accumulator_value=(initial_accumulator_value, checks.NONNEGATIVE),
@@ -137,17 +154,19 @@ def scale_by_rss(
     )
 
     def init(params):
-        return ScaleByRssState(tree.full_like(params, initial_accumulator_value))
+        return ScaleByRssState(tree.full_like(params, initial_accumulator_value, state_dtype))
 
     def update(updates, state, params=None, **extra):
         checks.check_moments("scale_by_rss", updates, state, "sum_of_squares")
-        sums = jax.tree.map(lambda g, s: jnp.square(g) + s, updates, state.sum_of_squares)
+        sums = jax.tree.map(
+            lambda g, s: jnp.square(g) + s, updates, tree.widen(state.sum_of_squares, updates)
+        )
         updates = jax.tree.map(
             lambda g, s: jnp.where(s > 0, _inverse_root(s, eps, eps_in_sqrt), 0.0) * g,
             updates,
             sums,
         )
-        return updates, ScaleByRssState(sums)
+        return updates, ScaleByRssState(tree.cast(sums, state_dtype))
 
     return GradientTransformation(init, update)
 
@@ -158,7 +177,7 @@ class ScaleByAdadeltaState(NamedTuple):
 
 
 def scale_by_adadelta(
-    rho: float | jax.Array = 0.9, eps: float | jax.Array = 1e-6
+    rho: float | jax.Array = 0.9, eps: float | jax.Array = 1e-6, *, state_dtype: Any = None
 ) -> GradientTransformation:
     """Zeiler's AdaDelta: a step whose units match the parameters'.
 
@@ -170,24 +189,31 @@ def scale_by_adadelta(
     Args:
       rho: :math:`\\rho` in [0, 1).
       eps: :math:`\\epsilon \\ge 0`.
+      state_dtype: dtype of the stored moments (e.g. ``jnp.bfloat16``); arithmetic
+        runs in the gradients' dtype. Defaults to the params' dtype.
     """
+    state_dtype = checks.check_state_dtype("scale_by_adadelta", state_dtype)
     checks.check_hyperparams(
         "scale_by_adadelta", rho=(rho, checks.DECAY), eps=(eps, checks.NONNEGATIVE)
     )
 
     def init(params):
-        return ScaleByAdadeltaState(tree.zeros_like(params), tree.zeros_like(params))
+        return ScaleByAdadeltaState(
+            tree.zeros_like(params, state_dtype), tree.zeros_like(params, state_dtype)
+        )
 
     def update(updates, state, params=None, **extra):
         checks.check_moments("scale_by_adadelta", updates, state, "e_g", "e_x")
-        e_g = tree.update_moment(updates, state.e_g, rho, 2)
+        e_g = tree.update_moment(updates, tree.widen(state.e_g, updates), rho, 2)
         updates = jax.tree.map(
             lambda g, eg, ex: (jnp.sqrt(ex + eps) / jnp.sqrt(eg + eps)) * g,
             updates,
             e_g,
-            state.e_x,
+            tree.widen(state.e_x, updates),
         )
-        e_x = tree.update_moment(updates, state.e_x, rho, 2)
-        return updates, ScaleByAdadeltaState(e_g, e_x)
+        e_x = tree.update_moment(updates, tree.widen(state.e_x, updates), rho, 2)
+        return updates, ScaleByAdadeltaState(
+            tree.cast(e_g, state_dtype), tree.cast(e_x, state_dtype)
+        )
 
     return GradientTransformation(init, update)

@@ -17,7 +17,7 @@ class ScaleByLionState(NamedTuple):
 
 
 def scale_by_lion(
-    b1: float | jax.Array = 0.9, b2: float | jax.Array = 0.99
+    b1: float | jax.Array = 0.9, b2: float | jax.Array = 0.99, *, state_dtype: Any = None
 ) -> GradientTransformation:
     """Lion (evoLved sIgn mOmeNtum).
 
@@ -28,21 +28,25 @@ def scale_by_lion(
     Args:
       b1: :math:`\\beta_1` in [0, 1), the interpolation for the step.
       b2: :math:`\\beta_2` in [0, 1), the momentum decay.
+      state_dtype: dtype of the stored moments (e.g. ``jnp.bfloat16``); arithmetic
+        runs in the gradients' dtype. Defaults to the params' dtype.
 
     References:
       Chen et al., "Symbolic Discovery of Optimization Algorithms", 2023.
     """
     checks.check_hyperparams("scale_by_lion", b1=(b1, checks.DECAY), b2=(b2, checks.DECAY))
+    state_dtype = checks.check_state_dtype("scale_by_lion", state_dtype)
 
     def init(params):
-        return ScaleByLionState(tree.zeros_count(), tree.zeros_like(params))
+        return ScaleByLionState(tree.zeros_count(), tree.zeros_like(params, state_dtype))
 
     def update(updates, state, params=None, **extra):
         checks.check_moments("scale_by_lion", updates, state, "mu")
         new_updates = jax.tree.map(
-            lambda g, m: jnp.sign((1.0 - b1) * g + b1 * m), updates, state.mu
+            lambda g, m: jnp.sign((1.0 - b1) * g + b1 * m), updates, tree.widen(state.mu, updates)
         )
-        mu = tree.update_moment(updates, state.mu, b2, 1)
+        mu = tree.update_moment(updates, tree.widen(state.mu, updates), b2, 1)
+        mu = tree.cast(mu, state_dtype, state.count)
         return new_updates, ScaleByLionState(tree.safe_increment(state.count), mu)
 
     return GradientTransformation(init, update)

@@ -19,7 +19,8 @@ def trace(
     decay: ScalarOrSchedule,
     nesterov: bool = False,
     unit_gain: bool = False,
-    accumulator_dtype: Any = None,
+    *,
+    state_dtype: Any = None,
 ) -> GradientTransformation:
     """Heavy-ball momentum.
 
@@ -36,12 +37,14 @@ def trace(
       decay: the momentum :math:`\\mu` in [0, 1), or a schedule of the step count.
       nesterov: use Nesterov's look-ahead form.
       unit_gain: scale the incoming update by :math:`1 - \\mu`.
-      accumulator_dtype: dtype of :math:`m`; defaults to the params' dtype.
+      state_dtype: dtype of the stored moments (e.g. ``jnp.bfloat16``); arithmetic
+        runs in the gradients' dtype. Defaults to the params' dtype.
     """
     checks.check_interval("trace", "decay", decay, checks.DECAY)
+    state_dtype = checks.check_state_dtype("trace", state_dtype)
 
     def init(params):
-        return TraceState(tree.zeros_count(), tree.zeros_like(params, accumulator_dtype))
+        return TraceState(tree.zeros_count(), tree.zeros_like(params, state_dtype))
 
     def update(updates, state, params=None, **extra):
         checks.check_moments("trace", updates, state, "trace")
@@ -50,11 +53,11 @@ def trace(
             step = lambda g, m: (1 - mu) * g + mu * m  # noqa: E731
         else:
             step = lambda g, m: g + mu * m  # noqa: E731
-        new_trace = jax.tree.map(step, updates, state.trace)
+        new_trace = jax.tree.map(step, updates, tree.widen(state.trace, updates))
         updates = jax.tree.map(step, updates, new_trace) if nesterov else new_trace
-        if accumulator_dtype is not None:
-            new_trace = jax.tree.map(lambda m: m.astype(accumulator_dtype), new_trace)
-        return updates, TraceState(tree.safe_increment(state.count), new_trace)
+        return updates, TraceState(
+            tree.safe_increment(state.count), tree.cast(new_trace, state_dtype, state.count)
+        )
 
     return GradientTransformation(init, update)
 
@@ -64,7 +67,9 @@ class EmaState(NamedTuple):
     ema: Any
 
 
-def ema(decay: float | jax.Array, debias: bool = True, accumulator_dtype: Any = None):
+def ema(
+    decay: float | jax.Array, debias: bool = True, *, state_dtype: Any = None
+) -> GradientTransformation:
     """Exponential moving average of the updates.
 
     .. math::
@@ -74,20 +79,20 @@ def ema(decay: float | jax.Array, debias: bool = True, accumulator_dtype: Any = 
     Args:
       decay: :math:`\\beta` in [0, 1).
       debias: divide by :math:`1 - \\beta^{t+1}` to undo the zero start.
-      accumulator_dtype: dtype of :math:`m`; defaults to the params' dtype.
+      state_dtype: dtype of the stored moments (e.g. ``jnp.bfloat16``); arithmetic
+        runs in the gradients' dtype. Defaults to the params' dtype.
     """
     checks.check_interval("ema", "decay", decay, checks.DECAY)
+    state_dtype = checks.check_state_dtype("ema", state_dtype)
 
     def init(params):
-        return EmaState(tree.zeros_count(), tree.zeros_like(params, accumulator_dtype))
+        return EmaState(tree.zeros_count(), tree.zeros_like(params, state_dtype))
 
     def update(updates, state, params=None, **extra):
         checks.check_moments("ema", updates, state, "ema")
-        new_ema = tree.update_moment(updates, state.ema, decay, 1)
+        new_ema = tree.update_moment(updates, tree.widen(state.ema, updates), decay, 1)
         count = tree.safe_increment(state.count)
         updates = tree.bias_correction(new_ema, decay, count) if debias else new_ema
-        if accumulator_dtype is not None:
-            new_ema = jax.tree.map(lambda m: m.astype(accumulator_dtype), new_ema)
-        return updates, EmaState(count, new_ema)
+        return updates, EmaState(count, tree.cast(new_ema, state_dtype, count))
 
     return GradientTransformation(init, update)
