@@ -24,6 +24,7 @@ from gradtx.core import (
     init_empty_state,
     stateless,
 )
+from gradtx.grouping import GroupedState, grouped
 from gradtx.learners import (
     adadelta,
     adagrad,
@@ -44,6 +45,7 @@ __version__ = "0.1.0"
 __all__ = [
     "EmptyState",
     "GradientTransformation",
+    "GroupedState",
     "Params",
     "ScalarOrSchedule",
     "Schedule",
@@ -58,6 +60,7 @@ __all__ = [
     "amsgrad",
     "apply_updates",
     "chain",
+    "grouped",
     "identity",
     "init_empty_state",
     "lion",

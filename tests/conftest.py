@@ -23,7 +23,8 @@ def grads_at(params, step: int):
     leaves, treedef = jax.tree.flatten(params)
     rng = np.random.default_rng(1000 + step)
     noise = [rng.normal(size=np.shape(x)).astype(np.float32) for x in leaves]
-    return jax.tree.unflatten(treedef, [0.5 * p + n for p, n in zip(leaves, noise, strict=True)])
+    grads = [(0.5 * p + n).astype(jnp.result_type(p)) for p, n in zip(leaves, noise, strict=True)]
+    return jax.tree.unflatten(treedef, grads)
 
 
 def run(opt, params, steps: int = 20, update=None):
