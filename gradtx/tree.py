@@ -81,6 +81,18 @@ def stochastic_round(x: jax.Array, seed: Any = 0, stream: int = 0) -> jax.Array:
     return jnp.where(jnp.isfinite(x), rounded, x).astype(jnp.bfloat16)
 
 
+def store(moments: Any, updates: Any, dtype: Any, seed: Any = 0) -> tuple[Any, Any]:
+    """Round new moments to the state dtype; return (what to store, its value to compute with).
+
+    Computing the step from the stored value (not the unrounded one) lets XLA
+    read the narrow state once instead of keeping a float32 copy in memory.
+    """
+    if dtype is None:
+        return moments, moments
+    stored = cast(moments, dtype, seed)
+    return stored, widen(stored, updates)
+
+
 def widen(moments: Any, updates: Any) -> Any:
     """Promote stored moments to the updates' dtype before any arithmetic.
 

@@ -77,9 +77,12 @@ def scale_by_adam(
 
     def update(updates, state, params=None, **extra):
         checks.check_moments("scale_by_adam", updates, state, "mu", "nu")
+        count = tree.safe_increment(state.count)
         mu = tree.update_moment(updates, tree.widen(state.mu, updates), b1, 1)
         nu = tree.update_moment(updates, tree.widen(state.nu, updates), b2, 2)
-        count = tree.safe_increment(state.count)
+        (mu_stored, mu), (nu_stored, nu) = (
+            tree.store(m, updates, state_dtype, count) for m in (mu, nu)
+        )
         if nesterov:
             mu_hat = jax.tree.map(
                 lambda m, g: b1 * m + (1 - b1) * g,
@@ -90,8 +93,7 @@ def scale_by_adam(
             mu_hat = tree.bias_correction(mu, b1, count)
         nu_hat = tree.bias_correction(nu, b2, count)
         updates = jax.tree.map(lambda m, v: m / (jnp.sqrt(v + eps_root) + eps), mu_hat, nu_hat)
-        mu, nu = tree.cast(mu, state_dtype, count), tree.cast(nu, state_dtype, count)
-        return updates, ScaleByAdamState(count, mu, nu)
+        return updates, ScaleByAdamState(count, mu_stored, nu_stored)
 
     return GradientTransformation(lambda params: _init_adam(params, state_dtype), update)
 
@@ -141,14 +143,19 @@ def scale_by_amsgrad(
 
     def update(updates, state, params=None, **extra):
         checks.check_moments("scale_by_amsgrad", updates, state, "mu", "nu", "nu_max")
+        count = tree.safe_increment(state.count)
         mu = tree.update_moment(updates, tree.widen(state.mu, updates), b1, 1)
         nu = tree.update_moment(updates, tree.widen(state.nu, updates), b2, 2)
-        count = tree.safe_increment(state.count)
+        (mu_stored, mu), (nu_stored, nu) = (
+            tree.store(m, updates, state_dtype, count) for m in (mu, nu)
+        )
+        nu_max = jax.tree.map(
+            jnp.maximum, tree.widen(state.nu_max, updates), tree.bias_correction(nu, b2, count)
+        )
+        nu_max_stored, nu_max = tree.store(nu_max, updates, state_dtype, count)
         mu_hat = tree.bias_correction(mu, b1, count)
-        nu_max = jax.tree.map(jnp.maximum, state.nu_max, tree.bias_correction(nu, b2, count))
         updates = jax.tree.map(lambda m, v: m / (jnp.sqrt(v + eps_root) + eps), mu_hat, nu_max)
-        mu, nu, nu_max = (tree.cast(x, state_dtype, count) for x in (mu, nu, nu_max))
-        return updates, ScaleByAmsgradState(count, mu, nu, nu_max)
+        return updates, ScaleByAmsgradState(count, mu_stored, nu_stored, nu_max_stored)
 
     return GradientTransformation(init, update)
 
@@ -188,9 +195,10 @@ def scale_by_adamax(
             updates,
             tree.widen(state.nu, updates),
         )
-        mu_hat = tree.bias_correction(mu, b1, count)
-        updates = jax.tree.map(lambda m, n: m / n, mu_hat, nu)
-        mu, nu = tree.cast(mu, state_dtype, count), tree.cast(nu, state_dtype, count)
-        return updates, ScaleByAdamState(count, mu, nu)
+        (mu_stored, mu), (nu_stored, nu) = (
+            tree.store(m, updates, state_dtype, count) for m in (mu, nu)
+        )
+        updates = jax.tree.map(lambda m, n: m / n, tree.bias_correction(mu, b1, count), nu)
+        return updates, ScaleByAdamState(count, mu_stored, nu_stored)
 
     return GradientTransformation(lambda params: _init_adam(params, state_dtype), update)

@@ -60,8 +60,9 @@ def scale_by_rms(
     def update(updates, state, params=None, **extra):
         checks.check_moments("scale_by_rms", updates, state, "nu")
         nu = tree.update_moment(updates, tree.widen(state.nu, updates), decay, 2)
+        nu_stored, nu = tree.store(nu, updates, state_dtype)
         updates = jax.tree.map(lambda g, n: _inverse_root(n, eps, eps_in_sqrt) * g, updates, nu)
-        return updates, ScaleByRmsState(nu=tree.cast(nu, state_dtype))
+        return updates, ScaleByRmsState(nu=nu_stored)
 
     return GradientTransformation(init, update)
 
@@ -112,10 +113,11 @@ def scale_by_stddev(
         checks.check_moments("scale_by_stddev", updates, state, "mu", "nu")
         mu = tree.update_moment(updates, tree.widen(state.mu, updates), decay, 1)
         nu = tree.update_moment(updates, tree.widen(state.nu, updates), decay, 2)
+        (mu_stored, mu), (nu_stored, nu) = (tree.store(m, updates, state_dtype) for m in (mu, nu))
         updates = jax.tree.map(
             lambda g, m, n: _inverse_root(n - jnp.square(m), eps, eps_in_sqrt) * g, updates, mu, nu
         )
-        return updates, ScaleByStddevState(tree.cast(mu, state_dtype), tree.cast(nu, state_dtype))
+        return updates, ScaleByStddevState(mu_stored, nu_stored)
 
     return GradientTransformation(init, update)
 
@@ -161,12 +163,13 @@ def scale_by_rss(
         sums = jax.tree.map(
             lambda g, s: jnp.square(g) + s, updates, tree.widen(state.sum_of_squares, updates)
         )
+        sums_stored, sums = tree.store(sums, updates, state_dtype)
         updates = jax.tree.map(
             lambda g, s: jnp.where(s > 0, _inverse_root(s, eps, eps_in_sqrt), 0.0) * g,
             updates,
             sums,
         )
-        return updates, ScaleByRssState(tree.cast(sums, state_dtype))
+        return updates, ScaleByRssState(sums_stored)
 
     return GradientTransformation(init, update)
 
@@ -205,6 +208,7 @@ def scale_by_adadelta(
     def update(updates, state, params=None, **extra):
         checks.check_moments("scale_by_adadelta", updates, state, "e_g", "e_x")
         e_g = tree.update_moment(updates, tree.widen(state.e_g, updates), rho, 2)
+        e_g_stored, e_g = tree.store(e_g, updates, state_dtype)
         updates = jax.tree.map(
             lambda g, eg, ex: (jnp.sqrt(ex + eps) / jnp.sqrt(eg + eps)) * g,
             updates,
@@ -212,8 +216,6 @@ def scale_by_adadelta(
             tree.widen(state.e_x, updates),
         )
         e_x = tree.update_moment(updates, tree.widen(state.e_x, updates), rho, 2)
-        return updates, ScaleByAdadeltaState(
-            tree.cast(e_g, state_dtype), tree.cast(e_x, state_dtype)
-        )
+        return updates, ScaleByAdadeltaState(e_g_stored, tree.cast(e_x, state_dtype))
 
     return GradientTransformation(init, update)

@@ -54,10 +54,9 @@ def trace(
         else:
             step = lambda g, m: g + mu * m  # noqa: E731
         new_trace = jax.tree.map(step, updates, tree.widen(state.trace, updates))
+        stored, new_trace = tree.store(new_trace, updates, state_dtype, state.count)
         updates = jax.tree.map(step, updates, new_trace) if nesterov else new_trace
-        return updates, TraceState(
-            tree.safe_increment(state.count), tree.cast(new_trace, state_dtype, state.count)
-        )
+        return updates, TraceState(tree.safe_increment(state.count), stored)
 
     return GradientTransformation(init, update)
 
@@ -90,9 +89,10 @@ def ema(
 
     def update(updates, state, params=None, **extra):
         checks.check_moments("ema", updates, state, "ema")
-        new_ema = tree.update_moment(updates, tree.widen(state.ema, updates), decay, 1)
         count = tree.safe_increment(state.count)
+        new_ema = tree.update_moment(updates, tree.widen(state.ema, updates), decay, 1)
+        stored, new_ema = tree.store(new_ema, updates, state_dtype, count)
         updates = tree.bias_correction(new_ema, decay, count) if debias else new_ema
-        return updates, EmaState(count, tree.cast(new_ema, state_dtype, count))
+        return updates, EmaState(count, stored)
 
     return GradientTransformation(init, update)

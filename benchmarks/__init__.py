@@ -1,0 +1,1 @@
+"""gradtx's benchmark suite: ``python -m benchmarks [--quick]`` prints the comparison table."""

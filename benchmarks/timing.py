@@ -1,0 +1,63 @@
+"""Side-by-side timing: runners take turns round by round, and medians are reported."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+
+class JaxStep:
+    """One library's jitted, donated ``(params, state, grads) -> (params, state)`` step."""
+
+    def __init__(self, opt: Any, apply_updates: Callable, params: Any, grads: Any):
+        def step(params, state, grads):
+            updates, state = opt.update(grads, state, params)
+            return apply_updates(params, updates), state
+
+        self.params = jax.tree.map(jnp.copy, params)
+        self.state = opt.init(self.params)
+        self.grads = grads
+        start = time.perf_counter()
+        lowered = jax.jit(step, donate_argnums=(0, 1)).lower(self.params, self.state, grads)
+        traced = time.perf_counter()
+        self.compiled = lowered.compile()
+        self.trace_s, self.compile_s = traced - start, time.perf_counter() - traced
+        self.run(1)  # warm-up
+
+    def run(self, steps: int) -> None:
+        for _ in range(steps):
+            self.params, self.state = self.compiled(self.params, self.state, self.grads)
+        jax.block_until_ready((self.params, self.state))
+
+
+class TorchStep:
+    """A torch.optim optimizer stepping one flat parameter with a fixed gradient."""
+
+    def __init__(self, make_opt: Callable, size: int):
+        import torch
+
+        self.param = torch.zeros(size, requires_grad=True)
+        self.param.grad = torch.randn(size) * 1e-3
+        self.opt = make_opt([self.param])
+        self.run(1)
+
+    def run(self, steps: int) -> None:
+        for _ in range(steps):
+            self.opt.step()
+
+
+def interleaved(runners: dict[str, Any], rounds: int, steps: int) -> dict[str, float]:
+    """Median seconds per step of each runner, measured in alternating order."""
+    times: dict[str, list[float]] = {name: [] for name in runners}
+    order = list(runners)
+    for r in range(rounds):
+        for name in order if r % 2 == 0 else reversed(order):
+            start = time.perf_counter()
+            runners[name].run(steps)
+            times[name].append((time.perf_counter() - start) / steps)
+    return {name: statistics.median(t) for name, t in times.items()}
