@@ -2,7 +2,8 @@
 
 Both libraries run in the same process, interleaved round by round so that
 machine noise hits them alike; the figures are medians over rounds and the
-ratio is gradtx time / optax time (below 1 means gradtx is faster).
+ratio is gradtx time / optax time (below 1 means gradtx is faster). The full
+suite, with more learners, torch and the roofline, is ``python -m benchmarks``.
 
     python benchmarks/bench_update.py [--rounds 15] [--steps 10]
 """
@@ -10,73 +11,17 @@ ratio is gradtx time / optax time (below 1 means gradtx is faster).
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
+import sys
+from pathlib import Path
 
 import jax
-import jax.numpy as jnp
-import numpy as np
 import optax
 
-import gradtx
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script
 
-
-def single_leaf(n: int = 10_000_000) -> dict[str, jax.Array]:
-    return {"w": jnp.zeros(n, jnp.float32)}
-
-
-def many_leaves() -> dict[str, jax.Array]:
-    """300 leaves, about 8M parameters: 100 blocks of a square, a thin matrix and a bias."""
-    tree = {}
-    for i in range(100):
-        tree[f"block{i:03d}/w"] = jnp.zeros((256, 256), jnp.float32)
-        tree[f"block{i:03d}/proj"] = jnp.zeros((256, 56), jnp.float32)
-        tree[f"block{i:03d}/b"] = jnp.zeros((256,), jnp.float32)
-    return tree
-
-
-def make_step(opt, apply_updates):
-    def step(params, state, grads):
-        updates, state = opt.update(grads, state, params)
-        return apply_updates(params, updates), state
-
-    return jax.jit(step, donate_argnums=(0, 1))
-
-
-class Runner:
-    """Holds one library's step, its live (donated) buffers, and its timings."""
-
-    def __init__(self, opt, apply_updates, params, grads):
-        self.step = make_step(opt, apply_updates)
-        self.params = jax.tree.map(jnp.copy, params)
-        self.state = opt.init(self.params)
-        self.grads = grads
-        self.params, self.state = self.step(self.params, self.state, grads)  # compile
-        jax.block_until_ready(self.params)
-        self.times: list[float] = []
-
-    def round(self, steps: int) -> None:
-        start = time.perf_counter()
-        for _ in range(steps):
-            self.params, self.state = self.step(self.params, self.state, self.grads)
-        jax.block_until_ready((self.params, self.state))
-        self.times.append((time.perf_counter() - start) / steps)
-
-
-def bench(name: str, params, rounds: int, steps: int) -> tuple[str, int, float, float]:
-    rng = np.random.default_rng(0)
-    grads = jax.tree.map(
-        lambda x: jnp.asarray(rng.normal(size=x.shape), jnp.float32) * 1e-3, params
-    )
-    ours = Runner(gradtx.adam(1e-3), gradtx.apply_updates, params, grads)
-    theirs = Runner(optax.adam(1e-3), optax.apply_updates, params, grads)
-    for r in range(rounds):
-        # Alternate who goes first so that neither always runs on a warmer cache.
-        pair = (ours, theirs) if r % 2 == 0 else (theirs, ours)
-        for runner in pair:
-            runner.round(steps)
-    size = sum(x.size for x in jax.tree.leaves(params))
-    return name, size, statistics.median(ours.times), statistics.median(theirs.times)
+import gradtx  # noqa: E402
+from benchmarks.run import layered_tree, single_leaf  # noqa: E402
+from benchmarks.timing import JaxStep, interleaved  # noqa: E402
 
 
 def main() -> None:
@@ -86,11 +31,19 @@ def main() -> None:
     args = parser.parse_args()
     print(f"jax {jax.__version__}, optax {optax.__version__}, device {jax.devices()[0]}")
     print(f"{'case':<26}{'params':>12}{'gradtx ms':>12}{'optax ms':>12}{'gradtx/optax':>14}")
-    cases = [("adam, 1 leaf of 10M", single_leaf()), ("adam, 300 leaves, 8M", many_leaves())]
-    for name, params in cases:
-        name, size, ours, theirs = bench(name, params, args.rounds, args.steps)
-        ratio = ours / theirs
-        print(f"{name:<26}{size:>12,}{ours * 1e3:>12.2f}{theirs * 1e3:>12.2f}{ratio:>14.3f}")
+    cases = {
+        "adam, 1 leaf of 10M": single_leaf(10_000_000),
+        "adam, 300 leaves, 8M": layered_tree(100, 256),
+    }
+    for name, params in cases.items():
+        runners = {
+            "gradtx": JaxStep(gradtx.adam(1e-3), gradtx.apply_updates, params, params),
+            "optax": JaxStep(optax.adam(1e-3), optax.apply_updates, params, params),
+        }
+        t = interleaved(runners, args.rounds, args.steps)
+        size = sum(x.size for x in jax.tree.leaves(params))
+        ours, theirs = t["gradtx"] * 1e3, t["optax"] * 1e3
+        print(f"{name:<26}{size:>12,}{ours:>12.2f}{theirs:>12.2f}{ours / theirs:>14.3f}")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,272 @@
+"""gradtx's benchmark suite: step time against optax, torch's fused kernels and the roofline.
+
+    python -m benchmarks            # the full table (a few minutes)
+    python -m benchmarks --quick    # smaller arrays and trees, under a minute
+
+Every figure is a median over rounds in which the contenders take turns, so
+machine noise hits them alike; read ratios, not single timings. Nothing here is
+asserted: the test suite never times anything.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+import gradtx
+from benchmarks.hlo import memory_traffic
+from benchmarks.timing import JaxStep, TorchStep, interleaved
+
+HAVE_TORCH = importlib.util.find_spec("torch") is not None
+
+
+@dataclass(frozen=True)
+class Learner:
+    ours: Callable[[], Any]
+    theirs: Callable[[], Any]
+    torch: Callable[[list], Any] | None
+    ideal_bytes: int  # bytes per float32 parameter of a single pass: reads plus writes
+
+
+def _torch(name: str, **kwargs: Any) -> Callable[[list], Any]:
+    def make(params: list) -> Any:
+        import torch
+
+        return getattr(torch.optim, name)(params, **kwargs)
+
+    return make
+
+
+LEARNERS = {
+    # Adam reads params, grads and two moments and writes params and two moments.
+    "adam": Learner(
+        lambda: gradtx.adam(1e-3),
+        lambda: optax.adam(1e-3),
+        _torch("Adam", lr=1e-3, fused=True),
+        28,
+    ),
+    "adamw": Learner(
+        lambda: gradtx.adamw(1e-3, weight_decay=1e-2),
+        lambda: optax.adamw(1e-3, weight_decay=1e-2),
+        _torch("AdamW", lr=1e-3, weight_decay=1e-2, fused=True),
+        28,
+    ),
+    "sgd_momentum": Learner(
+        lambda: gradtx.sgd(1e-3, momentum=0.9),
+        lambda: optax.sgd(1e-3, momentum=0.9),
+        _torch("SGD", lr=1e-3, momentum=0.9, fused=True),
+        20,
+    ),
+    "rmsprop": Learner(
+        lambda: gradtx.rmsprop(1e-3),
+        lambda: optax.rmsprop(1e-3),
+        _torch("RMSprop", lr=1e-3, alpha=0.9, foreach=True),
+        20,
+    ),
+    # Moments in bfloat16: 4 + 4 + 2 + 2 read, 4 + 2 + 2 written.
+    "adam_bf16_state": Learner(
+        lambda: gradtx.adam(1e-3, state_dtype=jnp.bfloat16),
+        lambda: optax.adam(1e-3),
+        None,
+        20,
+    ),
+}
+
+
+def single_leaf(n: int) -> dict[str, jax.Array]:
+    return {"w": jnp.zeros(n, jnp.float32)}
+
+
+def layered_tree(blocks: int, width: int) -> dict[str, jax.Array]:
+    """``3 * blocks`` leaves: a square matrix, a thin matrix and a bias per block."""
+    tree = {}
+    for i in range(blocks):
+        tree[f"block{i:03d}/w"] = jnp.zeros((width, width), jnp.float32)
+        tree[f"block{i:03d}/proj"] = jnp.zeros((width, width * 7 // 32), jnp.float32)
+        tree[f"block{i:03d}/b"] = jnp.zeros((width,), jnp.float32)
+    return tree
+
+
+def small_leaves(count: int) -> dict[str, jax.Array]:
+    return {f"p{i:05d}": jnp.zeros(16, jnp.float32) for i in range(count)}
+
+
+def _grads(params: Any) -> Any:
+    rng = np.random.default_rng(0)
+    return jax.tree.map(lambda x: jnp.asarray(rng.normal(size=x.shape) * 1e-3, x.dtype), params)
+
+
+class Triad:
+    """A single-pass streaming kernel, ``a = a + s * b``: measures usable memory bandwidth.
+
+    It reads two arrays and writes one (12 bytes per element), in place.
+    """
+
+    def __init__(self, n: int):
+        self.step = jax.jit(lambda a, b: (a + 0.5 * b, b), donate_argnums=(0, 1))
+        self.args = (jnp.zeros(n), jnp.ones(n))
+        self.bytes = 12 * n
+        self.run(1)
+
+    def run(self, steps: int) -> None:
+        for _ in range(steps):
+            self.args = self.step(*self.args)
+        jax.block_until_ready(self.args)
+
+
+def _row(cells: list[Any], widths: list[int]) -> str:
+    return "".join(
+        (f"{c:<{w}}" if i == 0 else f"{c:>{w}}")
+        for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+    )
+
+
+def _fmt(x: float | None, spec: str = ".2f") -> str:
+    return "-" if x is None else format(x, spec)
+
+
+def step_table(cases: dict[str, Any], rounds: int, steps: int) -> None:
+    widths = [30, 16, 11, 10, 10, 10, 9, 9, 9, 8, 9]
+    print(
+        _row(
+            [
+                "case",
+                "learner",
+                "gradtx ms",
+                "optax ms",
+                "torch ms",
+                "roof ms",
+                "g/optax",
+                "g/torch",
+                "g/roof",
+                "kernels",
+                "B/param",
+            ],
+            widths,
+        )
+    )
+    for case, params in cases.items():
+        size = sum(x.size for x in jax.tree.leaves(params))
+        grads = _grads(params)
+        for name, learner in LEARNERS.items():
+            runners: dict[str, Any] = {
+                "gradtx": JaxStep(learner.ours(), gradtx.apply_updates, params, grads),
+                "optax": JaxStep(learner.theirs(), optax.apply_updates, params, grads),
+                "roof": Triad(size),
+            }
+            if HAVE_TORCH and learner.torch is not None:
+                runners["torch"] = TorchStep(learner.torch, size)
+            t = interleaved(runners, rounds, steps)
+            bandwidth = runners["roof"].bytes / t["roof"]
+            roof = learner.ideal_bytes * size / bandwidth
+            kernels, per_param = memory_traffic(runners["gradtx"].compiled.as_text(), size)
+            leaves = len(jax.tree.leaves(params))
+            torch_t = t.get("torch")
+            print(
+                _row(
+                    [
+                        case,
+                        name,
+                        _fmt(t["gradtx"] * 1e3),
+                        _fmt(t["optax"] * 1e3),
+                        _fmt(torch_t and torch_t * 1e3),
+                        _fmt(roof * 1e3),
+                        _fmt(t["gradtx"] / t["optax"], ".3f"),
+                        _fmt(torch_t and t["gradtx"] / torch_t, ".3f"),
+                        _fmt(t["gradtx"] / roof, ".3f"),
+                        _fmt(kernels / leaves, ".1f"),
+                        _fmt(per_param, ".1f"),
+                    ],
+                    widths,
+                ),
+                flush=True,
+            )
+
+
+def compile_table(counts: list[int], rounds: int, steps: int) -> None:
+    """chain(clip_by_global_norm, adamw) on many 16-float leaves: per-leaf vs grouped."""
+    widths = [26, 10, 12, 10, 12, 12]
+    print(
+        _row(
+            [
+                "clip+adamw, 16-float leaves",
+                "leaves",
+                "trace+comp s",
+                "step ms",
+                "compile/optax",
+                "step/optax",
+            ],
+            widths,
+        )
+    )
+    for count in counts:
+        params = small_leaves(count)
+        grads = _grads(params)
+        runners = {
+            "optax": JaxStep(
+                optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(1e-3)),
+                optax.apply_updates,
+                params,
+                grads,
+            ),
+            "gradtx per-leaf": JaxStep(
+                gradtx.chain(gradtx.clip_by_global_norm(1.0), gradtx.adamw(1e-3)),
+                gradtx.apply_updates,
+                params,
+                grads,
+            ),
+            "gradtx grouped": JaxStep(
+                gradtx.grouped(gradtx.chain(gradtx.clip_by_global_norm(1.0), gradtx.adamw(1e-3))),
+                gradtx.apply_updates,
+                params,
+                grads,
+            ),
+        }
+        t = interleaved(runners, rounds, steps)
+        base = runners["optax"]
+        for name, runner in runners.items():
+            build = runner.trace_s + runner.compile_s
+            print(
+                _row(
+                    [
+                        name,
+                        count,
+                        _fmt(build),
+                        _fmt(t[name] * 1e3),
+                        _fmt(build / (base.trace_s + base.compile_s), ".3f"),
+                        _fmt(t[name] / t["optax"], ".3f"),
+                    ],
+                    widths,
+                ),
+                flush=True,
+            )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes, under a minute")
+    args = parser.parse_args()
+    torch_note = "torch not importable" if not HAVE_TORCH else "torch fused kernels"
+    print(f"jax {jax.__version__}, optax {optax.__version__}, {jax.devices()[0]}, {torch_note}")
+    if args.quick:
+        cases = {"1 leaf, 2M": single_leaf(2_000_000), "300 leaves, 2M": layered_tree(100, 128)}
+        rounds, steps, counts = 5, 5, [300]
+    else:
+        cases = {"1 leaf, 10M": single_leaf(10_000_000), "300 leaves, 8M": layered_tree(100, 256)}
+        rounds, steps, counts = 11, 10, [1000, 3000]
+    print("\nOne jitted, donated step (update + apply). kernels: per leaf, B/param: from the HLO.")
+    step_table(cases, rounds, steps)
+    print()
+    compile_table(counts, rounds, steps)
+
+
+if __name__ == "__main__":
+    main()
