@@ -9,6 +9,7 @@ A learner is a pure ``(init, update)`` pair built by chaining small blocks::
     params = gradtx.apply_updates(params, updates)
 """
 
+from gradtx import schedules
 from gradtx.checks import TreeMismatchError
 from gradtx.core import (
     EmptyState,
@@ -66,6 +67,7 @@ __all__ = [
     "lion",
     "nadam",
     "rmsprop",
+    "schedules",
     "sgd",
     "stateless",
     *_transforms_all,
