@@ -1,8 +1,8 @@
 """Quick start: a small MLP on scikit-learn's digits, trained with a chained gradtx learner.
 
 The learner clips the global gradient norm, then runs AdamW whose learning rate
-is a schedule: a plain function of the step count (linear warm-up, then cosine
-decay). Run it with ``python examples/quickstart.py``.
+is a schedule (linear warm-up, then cosine decay). Run it with
+``python examples/quickstart.py``.
 """
 
 from __future__ import annotations
@@ -38,19 +38,6 @@ def loss_fn(params, x, y):
     return -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(logits), y[:, None], axis=1))
 
 
-def warmup_cosine(peak: float, warmup_steps: int, total_steps: int):
-    """Linear warm-up to ``peak``, then cosine decay to 0; ``count`` starts at 0."""
-
-    def schedule(count):
-        count = count.astype(jnp.float32)
-        warm = peak * (count + 1) / warmup_steps
-        progress = jnp.clip((count - warmup_steps) / (total_steps - warmup_steps), 0.0, 1.0)
-        cool = peak * 0.5 * (1 + jnp.cos(jnp.pi * progress))
-        return jnp.where(count < warmup_steps, warm, cool)
-
-    return schedule
-
-
 def main(epochs: int = 20, batch_size: int = 64, seed: int = 0) -> float:
     x, y = load_digits(return_X_y=True)
     x_train, x_test, y_train, y_test = train_test_split(
@@ -59,9 +46,11 @@ def main(epochs: int = 20, batch_size: int = 64, seed: int = 0) -> float:
     steps_per_epoch = len(x_train) // batch_size
     total_steps = epochs * steps_per_epoch
 
+    # Linear warm-up over 50 steps, then cosine decay to 0: a plain function of the step count.
+    schedule = gradtx.schedules.warmup(gradtx.schedules.cosine_decay(3e-3, total_steps - 50), 50)
     learner = gradtx.chain(
         gradtx.clip_by_global_norm(1.0),
-        gradtx.adamw(warmup_cosine(3e-3, 50, total_steps), weight_decay=1e-4),
+        gradtx.adamw(schedule, weight_decay=1e-4),
     )
     params = init_mlp(jax.random.key(seed), [64, 128, 10])
     state = learner.init(params)

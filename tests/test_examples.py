@@ -18,3 +18,9 @@ def _load(name: str):
 def test_quickstart_reaches_ninety_percent():
     accuracy = _load("quickstart").main(epochs=20)
     assert accuracy > 0.9
+
+
+def test_schedules_gallery_writes_its_png(tmp_path):
+    out = tmp_path / "gallery.png"
+    _load("schedules_gallery").main(out)
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
