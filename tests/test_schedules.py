@@ -431,3 +431,17 @@ def test_bad_arguments_name_the_argument(build, message):
     with pytest.raises(ValueError) as info:
         build()
     assert str(info.value).startswith(message)
+
+
+def test_constant_linear_piecewise_and_inverse_sqrt_closed_forms():
+    check(S.constant(0.3), lambda t: 0.3)
+    check(S.linear(0.1, 0.01, 3000), lambda t: 0.1 + (0.01 - 0.1) * min(t / 3000, 1.0))
+    # gradtx switches at the boundary itself: count b already has the next value.
+    bounds, vals = [100, 1000, 3000], [1.0, 0.5, 0.1, 0.01]
+    check(S.piecewise_constant(bounds, vals), lambda t: vals[bisect.bisect_right(bounds, t)])
+    # Vaswani et al.: d**-0.5 * min(step**-0.5, step * W**-1.5), step = t + 1, scaled to peak v0.
+    w = 400
+    check(
+        S.inverse_sqrt(2.0, w),
+        lambda t: 2.0 * math.sqrt(w) * min((t + 1) ** -0.5, (t + 1) * w**-1.5),
+    )
