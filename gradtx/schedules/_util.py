@@ -9,8 +9,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gradtx import checks
-
 
 def as_count(count: Any) -> jax.Array:
     """The step count as an int32 array (scalar or any shape)."""
@@ -54,7 +52,3 @@ def check_boundaries(who: str, name: str, values: Any) -> tuple[int, ...]:
     if any(b <= a for a, b in zip(values, values[1:], strict=False)):
         raise ValueError(f"{who}: {name} must be strictly increasing, got {list(values)}")
     return values
-
-
-def check_value(who: str, name: str, value: Any, interval: str = checks.NONNEGATIVE) -> None:
-    checks.check_interval(who, name, value, interval)

@@ -21,7 +21,6 @@ from gradtx.schedules._util import (
     as_float,
     check_boundaries,
     check_length,
-    check_value,
     power,
 )
 
@@ -99,7 +98,7 @@ def step_decay(init_value: Scalar, step_size: int, factor: Scalar, min_value: Sc
       min_value: :math:`v_{min}` (MXNet's ``stop_factor_lr``).
     """
     size = check_length("step_decay", "step_size", step_size)
-    check_value("step_decay", "factor", factor, "[0, 1]")
+    checks.check_interval("step_decay", "factor", factor, "[0, 1]")
 
     def schedule(count):
         decays = (as_count(count) // size).astype(jnp.float32)
@@ -119,7 +118,7 @@ def multistep_decay(init_value: Scalar, milestones: Sequence[int], factor: Scala
       factor: :math:`\\gamma` in [0, 1].
     """
     marks = jnp.asarray(check_boundaries("multistep_decay", "milestones", milestones), jnp.int32)
-    check_value("multistep_decay", "factor", factor, "[0, 1]")
+    checks.check_interval("multistep_decay", "factor", factor, "[0, 1]")
 
     def schedule(count):
         passed = jnp.searchsorted(marks, as_count(count), side="right").astype(jnp.float32)
@@ -150,7 +149,7 @@ def exponential_decay(
       end_value: the bound, or None.
     """
     steps = check_length("exponential_decay", "transition_steps", transition_steps)
-    check_value("exponential_decay", "decay_rate", decay_rate, checks.POSITIVE)
+    checks.check_interval("exponential_decay", "decay_rate", decay_rate, checks.POSITIVE)
     if end_value is None and not callable(decay_rate) and checks._is_concrete(decay_rate):
         if float(decay_rate) > 1:
             raise ValueError(
@@ -189,7 +188,7 @@ def polynomial_decay(
       transition_steps: :math:`T > 0`.
     """
     steps = check_length("polynomial_decay", "transition_steps", transition_steps)
-    check_value("polynomial_decay", "power", power, checks.POSITIVE)
+    checks.check_interval("polynomial_decay", "power", power, checks.POSITIVE)
 
     def schedule(count):
         # XLA may divide by multiplying with 1/steps: clamp the rounding below zero away.

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 
 from gradtx import checks
 from gradtx.core import GradientTransformation
-from gradtx.schedules._util import check_length, check_value
+from gradtx.schedules._util import check_length
 
 
 class ReduceOnPlateauState(NamedTuple):
@@ -46,11 +46,11 @@ def reduce_on_plateau(
       cooldown: updates to wait after a reduction, :math:`\\ge 0`.
       min_scale: :math:`s_{min} \\ge 0`.
     """
-    check_value("reduce_on_plateau", "factor", factor, checks.DECAY)
+    checks.check_interval("reduce_on_plateau", "factor", factor, checks.DECAY)
     patience = check_length("reduce_on_plateau", "patience", patience, allow_zero=True)
-    check_value("reduce_on_plateau", "threshold", threshold)
+    checks.check_interval("reduce_on_plateau", "threshold", threshold, checks.NONNEGATIVE)
     cooldown_steps = check_length("reduce_on_plateau", "cooldown", cooldown, allow_zero=True)
-    check_value("reduce_on_plateau", "min_scale", min_scale)
+    checks.check_interval("reduce_on_plateau", "min_scale", min_scale, checks.NONNEGATIVE)
     if threshold_mode not in ("rel", "abs"):
         raise ValueError(
             f"reduce_on_plateau: threshold_mode must be 'rel' or 'abs', got {threshold_mode!r}"

@@ -10,7 +10,7 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
-from gradtx.schedules._util import check_value
+from gradtx import checks
 
 Shape = Callable[[jax.Array], jax.Array]
 
@@ -29,7 +29,7 @@ def triangular(inc_fraction: float = 0.5) -> Shape:
       inc_fraction: :math:`a` in (0, 1); 0.5 is symmetric, other values give the
         slanted triangle of ULMFiT.
     """
-    check_value("triangular", "inc_fraction", inc_fraction, "(0, 1)")
+    checks.check_interval("triangular", "inc_fraction", inc_fraction, "(0, 1)")
 
     def shape(progress: jax.Array) -> jax.Array:
         progress = jnp.clip(progress, 0.0, 1.0)

@@ -16,7 +16,7 @@ import numpy as np
 from gradtx import checks
 from gradtx.core import Schedule
 from gradtx.schedules import shapes
-from gradtx.schedules._util import as_count, check_boundaries, check_length, check_value, power
+from gradtx.schedules._util import as_count, check_boundaries, check_length, power
 
 Scalar = float | jax.Array
 INT32_MAX = int(np.iinfo(np.int32).max)
@@ -138,7 +138,7 @@ def cyclic(
     checks.check_interval("cyclic", "length_decay", length_decay, checks.POSITIVE)
     if not isinstance(length_decay, int | float):
         raise ValueError(f"cyclic: length_decay must be a concrete number, got {length_decay!r}")
-    check_value("cyclic", "magnitude_decay", magnitude_decay, "(0, 1]")
+    checks.check_interval("cyclic", "magnitude_decay", magnitude_decay, "(0, 1]")
 
     def schedule(count):
         index, offset, length = _cycle_position(as_count(count), first, float(length_decay))
@@ -245,7 +245,7 @@ def cyclic_lr(
     )
     if mode not in _CLR_MODES:
         raise ValueError(f"cyclic_lr: mode must be one of {_CLR_MODES}, got {mode!r}")
-    check_value("cyclic_lr", "gamma", gamma, "(0, 1]")
+    checks.check_interval("cyclic_lr", "gamma", gamma, "(0, 1]")
     total = up + down
     ratio = up / total
 
