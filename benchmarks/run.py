@@ -165,23 +165,23 @@ def step_table(cases: dict[str, Any], rounds: int, steps: int) -> None:
             if HAVE_TORCH and learner.torch is not None:
                 runners["torch"] = TorchStep(learner.torch, size)
             t = interleaved(runners, rounds, steps)
-            bandwidth = runners["roof"].bytes / t["roof"]
+            bandwidth = runners["roof"].bytes / t.median("roof")
             roof = learner.ideal_bytes * size / bandwidth
             kernels, per_param = memory_traffic(runners["gradtx"].compiled.as_text(), size)
             leaves = len(jax.tree.leaves(params))
-            torch_t = t.get("torch")
+            torch_t = t.median("torch") if "torch" in t else None
             print(
                 _row(
                     [
                         case,
                         name,
-                        _fmt(t["gradtx"] * 1e3),
-                        _fmt(t["optax"] * 1e3),
+                        _fmt(t.median("gradtx") * 1e3),
+                        _fmt(t.median("optax") * 1e3),
                         _fmt(torch_t and torch_t * 1e3),
                         _fmt(roof * 1e3),
-                        _fmt(t["gradtx"] / t["optax"], ".3f"),
-                        _fmt(torch_t and t["gradtx"] / torch_t, ".3f"),
-                        _fmt(t["gradtx"] / roof, ".3f"),
+                        _fmt(t.ratio("gradtx", "optax"), ".3f"),
+                        _fmt(torch_t and t.ratio("gradtx", "torch"), ".3f"),
+                        _fmt(t.median("gradtx") / roof, ".3f"),
                         _fmt(kernels / leaves, ".1f"),
                         _fmt(per_param, ".1f"),
                     ],
@@ -240,9 +240,9 @@ def compile_table(counts: list[int], rounds: int, steps: int) -> None:
                         name,
                         count,
                         _fmt(build),
-                        _fmt(t[name] * 1e3),
+                        _fmt(t.median(name) * 1e3),
                         _fmt(build / (base.trace_s + base.compile_s), ".3f"),
-                        _fmt(t[name] / t["optax"], ".3f"),
+                        _fmt(t.ratio(name, "optax"), ".3f"),
                     ],
                     widths,
                 ),

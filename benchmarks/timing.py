@@ -51,13 +51,28 @@ class TorchStep:
             self.opt.step()
 
 
-def interleaved(runners: dict[str, Any], rounds: int, steps: int) -> dict[str, float]:
-    """Median seconds per step of each runner, measured in alternating order."""
-    times: dict[str, list[float]] = {name: [] for name in runners}
+class Timings(dict):
+    """Seconds per step of each runner, one entry per round (rounds alternate the order)."""
+
+    def median(self, name: str) -> float:
+        return statistics.median(self[name])
+
+    def ratio(self, a: str, b: str) -> float:
+        """Median over rounds of a's time over b's in the same round.
+
+        Rounds of a pair run back to back, so slow drifts of a shared machine
+        cancel in each quotient before the median is taken.
+        """
+        return statistics.median(x / y for x, y in zip(self[a], self[b], strict=True))
+
+
+def interleaved(runners: dict[str, Any], rounds: int, steps: int) -> Timings:
+    """Time every runner for ``rounds`` rounds of ``steps`` steps, in alternating order."""
+    times = Timings({name: [] for name in runners})
     order = list(runners)
     for r in range(rounds):
         for name in order if r % 2 == 0 else reversed(order):
             start = time.perf_counter()
             runners[name].run(steps)
             times[name].append((time.perf_counter() - start) / steps)
-    return {name: statistics.median(t) for name, t in times.items()}
+    return times
