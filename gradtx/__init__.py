@@ -9,7 +9,7 @@ A learner is a pure ``(init, update)`` pair built by chaining small blocks::
     params = gradtx.apply_updates(params, updates)
 """
 
-from gradtx import schedules
+from gradtx import cntk, schedules
 from gradtx.checks import TreeMismatchError
 from gradtx.core import (
     EmptyState,
@@ -61,6 +61,7 @@ __all__ = [
     "amsgrad",
     "apply_updates",
     "chain",
+    "cntk",
     "grouped",
     "identity",
     "init_empty_state",

@@ -9,16 +9,29 @@ from gradtx.transforms.adam import (
 )
 from gradtx.transforms.adaptive import (
     ScaleByAdadeltaState,
+    ScaleByRmsSignStepsState,
     ScaleByRmsState,
     ScaleByRssState,
     ScaleByStddevState,
     scale_by_adadelta,
     scale_by_rms,
+    scale_by_rms_sign_steps,
     scale_by_rss,
     scale_by_stddev,
 )
 from gradtx.transforms.clipping import clip, clip_by_global_norm
 from gradtx.transforms.lion import ScaleByLionState, scale_by_lion
+from gradtx.transforms.minibatch import (
+    MomentumState,
+    Progress,
+    ScaleByFsadagradState,
+    ScaleByMinibatchAdamState,
+    ScaleByRateState,
+    momentum,
+    scale_by_fsadagrad,
+    scale_by_minibatch_adam,
+    scale_by_rate,
+)
 from gradtx.transforms.momentum import EmaState, TraceState, ema, trace
 from gradtx.transforms.scaling import (
     ScaleByScheduleState,
@@ -29,6 +42,17 @@ from gradtx.transforms.scaling import (
 from gradtx.transforms.weight_decay import AddDecayedWeightsState, add_decayed_weights
 
 __all__ = [
+    "MomentumState",
+    "Progress",
+    "ScaleByFsadagradState",
+    "ScaleByMinibatchAdamState",
+    "ScaleByRateState",
+    "ScaleByRmsSignStepsState",
+    "momentum",
+    "scale_by_fsadagrad",
+    "scale_by_minibatch_adam",
+    "scale_by_rate",
+    "scale_by_rms_sign_steps",
     "AddDecayedWeightsState",
     "EmaState",
     "ScaleByAdadeltaState",

@@ -131,20 +131,25 @@ def scale_by_rss(
     eps: float | jax.Array = 1e-7,
     eps_in_sqrt: bool = True,
     *,
+    normalize: bool = False,
     state_dtype: Any = None,
 ) -> GradientTransformation:
     """Divide by the root of the sum of all squared gradients so far (Adagrad).
 
     .. math::
-        s_t = s_{t-1} + g_t^2, \\qquad
-        u_t = g_t / \\sqrt{s_t + \\epsilon} \\;\\text{ or }\\; g_t / (\\sqrt{s_t} + \\epsilon)
+        s_t = s_{t-1} + g_t^2, \\quad a_t = 1 / \\sqrt{s_t + \\epsilon}
+        \\;\\text{ or }\\; 1 / (\\sqrt{s_t} + \\epsilon), \\quad
+        u_t = a_t g_t \\;\\; (\\text{or } a_t g_t / \\overline{a_t} \\text{ with normalize})
 
-    with :math:`u_t = 0` where :math:`s_t = 0` (no 0/0).
+    with :math:`u_t = 0` where :math:`s_t = 0` (no 0/0), and
+    :math:`\\overline{a_t}` the mean of the factors over each leaf.
 
     Args:
       initial_accumulator_value: :math:`s_0 \\ge 0` (0.1 in optax, 0 in torch).
       eps: :math:`\\epsilon \\ge 0` (1e-7 in optax, 1e-10 in torch).
       eps_in_sqrt: True puts eps inside the root (optax); False outside (torch).
+      normalize: divide each leaf's factors by their mean, so the average step
+        follows the learning rate (CNTK's ``need_ave_multiplier``).
       state_dtype: dtype of the stored moments (e.g. ``jnp.bfloat16``); arithmetic
         runs in the gradients' dtype. Defaults to the params' dtype.
     """
@@ -164,12 +169,13 @@ def scale_by_rss(
             lambda g, s: jnp.square(g) + s, updates, tree.widen(state.sum_of_squares, updates)
         )
         sums_stored, sums = tree.store(sums, updates, state_dtype)
-        updates = jax.tree.map(
-            lambda g, s: jnp.where(s > 0, _inverse_root(s, eps, eps_in_sqrt), 0.0) * g,
-            updates,
-            sums,
-        )
-        return updates, ScaleByRssState(sums_stored)
+
+        def scaled(g, s):
+            factor = _inverse_root(s, eps, eps_in_sqrt)
+            u = jnp.where(s > 0, factor, 0.0) * g
+            return u / jnp.mean(factor) if normalize and g.size else u
+
+        return jax.tree.map(scaled, updates, sums), ScaleByRssState(sums_stored)
 
     return GradientTransformation(init, update)
 
@@ -217,5 +223,99 @@ def scale_by_adadelta(
         )
         e_x = tree.update_moment(updates, tree.widen(state.e_x, updates), rho, 2)
         return updates, ScaleByAdadeltaState(e_g_stored, tree.cast(e_x, state_dtype))
+
+    return GradientTransformation(init, update)
+
+
+class ScaleByRmsSignStepsState(NamedTuple):
+    count: jax.Array  # int32: the first update seeds the mean square with g**2
+    mean_square: Any
+    signs: Any  # sign of the previous gradient
+    steps: Any  # per-element step sizes
+
+
+def scale_by_rms_sign_steps(
+    gamma: float | jax.Array,
+    inc: float | jax.Array,
+    dec: float | jax.Array,
+    max_step: float | jax.Array,
+    min_step: float | jax.Array,
+    normalize: bool = True,
+    floor: float = 1e-6,
+) -> GradientTransformation:
+    """RMS scaling with per-element step sizes that grow while the gradient keeps its sign.
+
+    CNTK's RMSProp (not Hinton's): with :math:`\\nu_0 = g_1^2` and :math:`s_0 = 0.02`,
+
+    .. math::
+        \\nu_t = \\gamma \\nu_{t-1} + (1-\\gamma) g_t^2, \\quad
+        s_t = \\begin{cases} \\min(s_{t-1}\\, inc, s_{max}) & \\operatorname{sign}(g_t)
+        \\operatorname{sign}(g_{t-1}) > 0 \\\\ \\max(s_{t-1}\\, dec, s_{min}) & \\text{otherwise}
+        \\end{cases}, \\quad
+        a_t = s_t / \\sqrt{\\nu_t + 10^{-6}}, \\quad u_t = a_t g_t
+
+    divided by the mean of :math:`a_t` over the leaf with ``normalize``.
+
+    Args:
+      gamma: :math:`\\gamma` in (0, 1).
+      inc: growth factor, :math:`\\ge 1`.
+      dec: shrink factor, in (0, 1].
+      max_step: :math:`s_{max}`.
+      min_step: :math:`s_{min}`, at most ``max_step``.
+      normalize: divide by the mean factor (CNTK's ``need_ave_multiplier``).
+      floor: the constant inside the root.
+    """
+    checks.check_hyperparams(
+        "scale_by_rms_sign_steps",
+        gamma=(gamma, "(0, 1)"),
+        inc=(inc, "[1, inf)"),
+        dec=(dec, "(0, 1]"),
+        max_step=(max_step, checks.POSITIVE),
+        min_step=(min_step, checks.NONNEGATIVE),
+    )
+    if checks._is_concrete((min_step, max_step)) and float(min_step) > float(max_step):
+        raise ValueError(
+            f"scale_by_rms_sign_steps: min_step must be at most max_step, got min_step="
+            f"{min_step} > max_step={max_step}"
+        )
+
+    def init(params):
+        return ScaleByRmsSignStepsState(
+            tree.zeros_count(),
+            tree.zeros_like(params),
+            tree.zeros_like(params),
+            tree.full_like(params, 0.02),
+        )
+
+    def update(updates, state, params=None, **extra):
+        checks.check_moments(
+            "scale_by_rms_sign_steps", updates, state, "mean_square", "signs", "steps"
+        )
+        first = state.count == 0
+        mean_square = jax.tree.map(
+            lambda g, ms: gamma * jnp.where(first, g * g, ms) + (1 - gamma) * (g * g),
+            updates,
+            state.mean_square,
+        )
+        signs = jax.tree.map(jnp.sign, updates)
+        steps = jax.tree.map(
+            lambda sign, prev, step: jnp.where(
+                sign * prev > 0,
+                jnp.minimum(step * inc, max_step),
+                jnp.maximum(step * dec, min_step),
+            ),
+            signs,
+            state.signs,
+            state.steps,
+        )
+
+        def scaled(g, ms, step):
+            factor = step / jnp.sqrt(ms + floor)
+            return g * factor / jnp.mean(factor) if normalize and g.size else g * factor
+
+        new_updates = jax.tree.map(scaled, updates, mean_square, steps)
+        return new_updates, ScaleByRmsSignStepsState(
+            tree.safe_increment(state.count), mean_square, signs, steps
+        )
 
     return GradientTransformation(init, update)
