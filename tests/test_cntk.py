@@ -149,7 +149,7 @@ def test_rmsprop(lr_spec, need_ave):
         ave = a.mean() if need_ave else 1.0
         return p - eta / ave * g * a
 
-    # Flip some gradients' signs between steps so both branches of the step rule run.
+    # The random gradients change sign between steps, so both branches of the step rule run.
     opt = C.rmsprop(to_lr(lr_spec), gamma, inc, dec, top, bottom, need_ave)
     close(run(opt), reference(step, lr_spec, {}))
 
