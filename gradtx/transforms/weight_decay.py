@@ -9,11 +9,11 @@ import jax
 import numpy as np
 
 from gradtx import checks, tree
-from gradtx.core import GradientTransformation, ScalarOrSchedule
+from gradtx.core import EmptyState, GradientTransformation, ScalarOrSchedule
 
 
 class AddDecayedWeightsState(NamedTuple):
-    count: jax.Array  # int32 scalar: evaluates a weight-decay schedule
+    count: jax.Array  # int32 scalar: evaluates a weight-decay schedule (only kept for one)
 
 
 def add_decayed_weights(
@@ -33,23 +33,25 @@ def add_decayed_weights(
     """
     checks.check_interval("add_decayed_weights", "weight_decay", weight_decay, checks.NONNEGATIVE)
 
-    def init(params):
-        return AddDecayedWeightsState(tree.zeros_count())
-
+    # Only a schedule needs a step count; a constant keeps no state, as in optax.
+    scheduled = callable(weight_decay)
     # A literal zero is a no-op that needs no params, so learners can always chain it.
     is_zero = isinstance(weight_decay, int | float) and weight_decay == 0
 
+    def init(params):
+        return AddDecayedWeightsState(tree.zeros_count()) if scheduled else EmptyState()
+
     def update(updates, state, params=None, **extra):
-        count = tree.safe_increment(state.count)
+        new_state = AddDecayedWeightsState(tree.safe_increment(state.count)) if scheduled else state
         if is_zero:
-            return updates, AddDecayedWeightsState(count)
+            return updates, new_state
         if params is None:
             raise ValueError(
                 "add_decayed_weights: update needs params to decay; call "
                 "update(updates, state, params)"
             )
         checks.check_trees_match("add_decayed_weights", "updates", updates, params=params)
-        decay = tree.resolve(weight_decay, state.count)
+        decay = weight_decay(state.count) if scheduled else weight_decay
         decayed = lambda g, p: g + decay * p  # noqa: E731
         if mask is None:
             updates = jax.tree.map(decayed, updates, params)
@@ -62,7 +64,7 @@ def add_decayed_weights(
             updates = jax.tree.map(
                 lambda m, g, p: decayed(g, p) if _as_bool(m) else g, where, updates, params
             )
-        return updates, AddDecayedWeightsState(count)
+        return updates, new_state
 
     return GradientTransformation(init, update)
 
