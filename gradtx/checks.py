@@ -31,7 +31,7 @@ def _parse_interval(interval: str) -> tuple[float, float, bool, bool]:
     return float(low), float(high), interval[0] == "(", interval[-1] == ")"
 
 
-def _is_concrete(value: Any) -> bool:
+def is_concrete(value: Any) -> bool:
     leaves = jax.tree.leaves(value)
     return not any(isinstance(x, jax.core.Tracer) for x in leaves)
 
@@ -42,7 +42,7 @@ def check_interval(who: str, name: str, value: Any, interval: str) -> None:
     ``interval`` is written like ``"[0, 1)"``; ``inf`` is allowed as a bound.
     ``None``, callables (schedules) and tracers are not inspected.
     """
-    if value is None or callable(value) or not _is_concrete(value):
+    if value is None or callable(value) or not is_concrete(value):
         return
     try:
         array = np.asarray(value, dtype=np.float64)

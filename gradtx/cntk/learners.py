@@ -134,7 +134,7 @@ def rmsprop(
     """
     who = "rmsprop"
     checks.check_interval(who, "gamma", gamma, "(0, 1)")
-    if checks._is_concrete((min, max)) and float(min) > float(max):
+    if checks.is_concrete((min, max)) and float(min) > float(max):
         raise ValueError(f"{who}: min must be at most max, got min={min} > max={max}")
     return chain(
         scale_by_rms_sign_steps(gamma, inc, dec, max, min, need_ave_multiplier),

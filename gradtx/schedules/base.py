@@ -150,7 +150,7 @@ def exponential_decay(
     """
     steps = check_length("exponential_decay", "transition_steps", transition_steps)
     checks.check_interval("exponential_decay", "decay_rate", decay_rate, checks.POSITIVE)
-    if end_value is None and not callable(decay_rate) and checks._is_concrete(decay_rate):
+    if end_value is None and not callable(decay_rate) and checks.is_concrete(decay_rate):
         if float(decay_rate) > 1:
             raise ValueError(
                 f"exponential_decay: decay_rate {decay_rate} > 1 grows without bound; "

@@ -273,7 +273,7 @@ def scale_by_rms_sign_steps(
         max_step=(max_step, checks.POSITIVE),
         min_step=(min_step, checks.NONNEGATIVE),
     )
-    if checks._is_concrete((min_step, max_step)) and float(min_step) > float(max_step):
+    if checks.is_concrete((min_step, max_step)) and float(min_step) > float(max_step):
         raise ValueError(
             f"scale_by_rms_sign_steps: min_step must be at most max_step, got min_step="
             f"{min_step} > max_step={max_step}"
