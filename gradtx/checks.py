@@ -32,6 +32,7 @@ def _parse_interval(interval: str) -> tuple[float, float, bool, bool]:
 
 
 def is_concrete(value: Any) -> bool:
+    """True when no leaf of ``value`` is a tracer, so its numbers can be checked now."""
     leaves = jax.tree.leaves(value)
     return not any(isinstance(x, jax.core.Tracer) for x in leaves)
 

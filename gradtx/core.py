@@ -41,6 +41,11 @@ class EmptyState(NamedTuple):
 
 
 def init_empty_state(params: Params) -> EmptyState:
+    """The ``init`` of a stateless transform.
+
+    Args:
+      params: ignored.
+    """
     del params
     return EmptyState()
 
