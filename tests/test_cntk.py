@@ -332,3 +332,16 @@ def test_missing_batch_size_says_how_to_pass_it():
         ValueError, match="update needs the minibatch size as the extra keyword batch_size"
     ):
         opt.update(p, opt.init(p), p)
+
+
+def test_a_gradtx_schedule_is_a_rate_per_minibatch():
+    """gradtx.schedules.piecewise_constant as lr equals the stepwise CNTK schedule."""
+    stepwise = C.learning_rate_schedule([0.05, 0.02], C.UnitType.minibatch, epoch_size=5)
+    schedule = gradtx.schedules.piecewise_constant([5], [0.05, 0.02])
+    np.testing.assert_allclose(
+        run(C.momentum_sgd(schedule, 0.9)), run(C.momentum_sgd(stepwise, 0.9)), rtol=1e-6
+    )
+    momentum = gradtx.schedules.constant(0.9)
+    np.testing.assert_allclose(
+        run(C.nesterov(stepwise, momentum)), run(C.nesterov(stepwise, 0.9)), rtol=1e-6
+    )

@@ -6,9 +6,11 @@ the gradient summed over the minibatch's samples, as CNTK computes it.
 ``lr`` is a :func:`learning_rate_schedule` or a bare number (a rate per
 minibatch); ``momentum`` is a :func:`momentum_schedule`,
 :func:`momentum_as_time_constant_schedule`, :func:`momentum_schedule_per_sample`
-or a bare number (a momentum per minibatch). Below, :math:`\\eta_t` is the rate
-per sample after the unit rule, :math:`m_t` the momentum for this minibatch and
-:math:`k = 1 - m_t` with ``unit_gain`` (CNTK's default), else 1.
+or a bare number (a momentum per minibatch). A :mod:`gradtx.schedules`
+schedule counts as a bare number that changes with the update count.
+Below, :math:`\\eta_t` is the rate per sample after the unit rule,
+:math:`m_t` the momentum for this minibatch and :math:`k = 1 - m_t` with
+``unit_gain`` (CNTK's default), else 1.
 """
 
 from __future__ import annotations

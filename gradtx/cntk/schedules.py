@@ -69,6 +69,8 @@ def _epoch_size(who: str, epoch_size: Any) -> int:
 
 
 def _pick(values: tuple[Any, ...], epoch_size: int, progress: jax.Array) -> jax.Array:
+    if len(values) == 1 and callable(values[0]):  # a gradtx schedule of the progress
+        return jnp.asarray(values[0](progress), jnp.float32)
     if len(values) == 1:
         return jnp.asarray(values[0], jnp.float32)
     index = jnp.minimum(progress // epoch_size, len(values) - 1)
@@ -124,13 +126,16 @@ class MomentumSchedule:
         if self.kind == "time_constant":
             tc = _pick(self.values, self.epoch_size, progress)
             return jnp.where(tc > 0, -batch / jnp.where(tc > 0, tc, 1.0), -jnp.inf)
-        logs = tuple(
-            np.float32(math.log(v) if v > 0 else -np.inf)
-            if isinstance(v, int | float)
-            else jnp.log(v)
-            for v in self.values
-        )
-        log_m = _pick(logs, self.epoch_size, progress)
+        if callable(self.values[0]):  # a gradtx schedule of the progress
+            log_m = jnp.log(_pick(self.values, self.epoch_size, progress))
+        else:
+            logs = tuple(
+                np.float32(math.log(v) if v > 0 else -np.inf)
+                if isinstance(v, int | float)
+                else jnp.log(v)
+                for v in self.values
+            )
+            log_m = _pick(logs, self.epoch_size, progress)
         return log_m * batch if self.kind == "sample" else log_m
 
     def __call__(self, minibatches, samples, batch_size) -> jax.Array:
@@ -209,7 +214,7 @@ def time_constant_from_momentum(momentum: float, batch_size: int) -> float:
 
 
 def as_learning_rate(who: str, lr: Any) -> LearningRateSchedule:
-    """A bare number (or array, or tracer) is a learning rate per minibatch."""
+    """A bare number (array, tracer, or gradtx schedule of the update count): per minibatch."""
     if isinstance(lr, LearningRateSchedule):
         return lr
     checks.check_interval(who, "lr", lr, checks.NONNEGATIVE)
@@ -217,7 +222,8 @@ def as_learning_rate(who: str, lr: Any) -> LearningRateSchedule:
 
 
 def as_momentum(who: str, name: str, momentum: Any) -> MomentumSchedule:
-    """A bare number (or array, or tracer) is a momentum per minibatch."""
+    """A bare number (array, tracer, or gradtx schedule of the update count) is a momentum
+    per minibatch."""
     if isinstance(momentum, MomentumSchedule):
         return momentum
     checks.check_interval(who, name, momentum, checks.DECAY)
