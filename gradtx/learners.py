@@ -313,10 +313,15 @@ def nadam(
         eps_root=eps_root,
         weight_decay=weight_decay,
     )
-    return chain(
-        add_decayed_weights(weight_decay),
-        scale_by_adam(b1, b2, eps, eps_root, nesterov=True, state_dtype=state_dtype),
-        scale_by_learning_rate(learning_rate),
+    return adam(
+        learning_rate,
+        b1,
+        b2,
+        eps,
+        eps_root,
+        nesterov=True,
+        weight_decay=weight_decay,
+        state_dtype=state_dtype,
     )
 
 
