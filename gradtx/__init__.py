@@ -11,6 +11,7 @@ A learner is a pure ``(init, update)`` pair built by chaining small blocks::
 
 from gradtx import cntk, schedules
 from gradtx.checks import TreeMismatchError
+from gradtx.combine import PartitionState, freeze, groups_by_path, masked, partition
 from gradtx.core import (
     EmptyState,
     GradientTransformation,
@@ -47,6 +48,7 @@ __all__ = [
     "EmptyState",
     "GradientTransformation",
     "GroupedState",
+    "PartitionState",
     "Params",
     "ScalarOrSchedule",
     "Schedule",
@@ -62,11 +64,15 @@ __all__ = [
     "apply_updates",
     "chain",
     "cntk",
+    "freeze",
+    "groups_by_path",
     "grouped",
     "identity",
     "init_empty_state",
     "lion",
+    "masked",
     "nadam",
+    "partition",
     "rmsprop",
     "schedules",
     "sgd",

@@ -1,0 +1,202 @@
+"""Parameter groups: a transform per label, frozen leaves, masks, labels from path patterns.
+
+A group's transform sees only its own leaves: the other leaves are ``None``
+(an empty subtree to ``jax.tree``), so it keeps state for, and spends work on,
+nothing else.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Callable, Hashable, Mapping
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from gradtx import checks
+from gradtx.core import GradientTransformation, init_empty_state
+
+Labels = Any | Callable[[Any], Any]
+
+
+def _resolve(labels: Labels, params: Any) -> Any:
+    return labels(params) if callable(labels) else labels
+
+
+def _only(tree: Any, labels: Any, label: Hashable) -> Any:
+    """``tree`` with every leaf not labelled ``label`` replaced by None."""
+    return jax.tree.map(lambda x, l: x if l == label else None, tree, labels)
+
+
+def _paths(labels: Any, label: Hashable) -> list[str]:
+    flat = jax.tree_util.tree_flatten_with_path(labels)[0]
+    return [jax.tree_util.keystr(p) for p, l in flat if l == label]
+
+
+def _check_labels(who: str, params: Any, labels: Any, transforms: Mapping) -> None:
+    checks.check_trees_match(
+        who, "params", jax.tree.map(lambda _: 0, params), labels=jax.tree.map(lambda _: 0, labels)
+    )
+    used = set(jax.tree.leaves(labels))
+    missing = [l for l in used if l not in transforms]
+    if missing:
+        label = missing[0]
+        raise ValueError(
+            f"{who}: label {label!r} has no transform; it labels {_paths(labels, label)[:5]}. "
+            f"Add it to the transforms (or map it to gradtx.freeze())"
+        )
+    idle = [l for l in transforms if l not in used]
+    if idle:
+        raise ValueError(
+            f"{who}: transform {idle[0]!r} has no leaves; labels in use are "
+            f"{sorted(map(str, used))}"
+        )
+
+
+class PartitionState(NamedTuple):
+    inner: dict  # label -> that transform's state
+
+
+def partition(transforms: Mapping[Hashable, GradientTransformation], labels: Labels):
+    """Give each labelled group of leaves its own transform (torch's param groups).
+
+    .. math:: u_i = T_{\\ell(i)}(g)_i
+
+    Every leaf goes to exactly one transform, chosen by its label; each
+    transform sees, and keeps state for, only its own leaves (the others are
+    ``None`` in the trees it gets).
+
+    Args:
+      transforms: maps each label to a transform; ``freeze()`` leaves a group untouched.
+      labels: a tree of labels shaped like the params, or a function of the params
+        returning one (see :func:`groups_by_path`).
+    """
+    if not transforms:
+        raise ValueError("partition: transforms must map at least one label to a transform")
+
+    def init(params):
+        tree = _resolve(labels, params)
+        _check_labels("partition", params, tree, transforms)
+        return PartitionState(
+            {label: t.init(_only(params, tree, label)) for label, t in transforms.items()}
+        )
+
+    def update(updates, state, params=None, **extra):
+        tree = _resolve(labels, updates if params is None else params)
+        _check_labels("partition", updates, tree, transforms)
+        outputs, inner = {}, {}
+        for label, t in transforms.items():
+            sub_params = None if params is None else _only(params, tree, label)
+            outputs[label], inner[label] = t.update(
+                _only(updates, tree, label), state.inner[label], sub_params, **extra
+            )
+        # Each output holds its group's leaves in tree order: deal them back by label.
+        flat_labels, treedef = jax.tree.flatten(tree)
+        per_label = {label: iter(jax.tree.leaves(out)) for label, out in outputs.items()}
+        leaves = [next(per_label[l]) for l in flat_labels]
+        return jax.tree.unflatten(treedef, leaves), PartitionState(inner)
+
+    return GradientTransformation(init, update)
+
+
+def freeze() -> GradientTransformation:
+    """Zero updates, no state (:math:`u = 0`): map a label to it to keep its params as they are."""
+
+    def update(updates, state, params=None, **extra):
+        return jax.tree.map(jnp.zeros_like, updates), state
+
+    return GradientTransformation(init_empty_state, update)
+
+
+def masked(transform: GradientTransformation, mask: Labels) -> GradientTransformation:
+    """Apply ``transform`` where ``mask`` is True and pass the other updates through.
+
+    Args:
+      transform: run on the masked leaves only (it sees the rest as ``None``).
+      mask: a tree of bools shaped like the params, or a function of the params.
+    """
+
+    def labels(params):
+        return jax.tree.map(bool, _resolve(mask, params))
+
+    def pass_through(updates, state, params=None, **extra):
+        return updates, state
+
+    both = partition(
+        {True: transform, False: GradientTransformation(init_empty_state, pass_through)}, labels
+    )
+
+    def init(params):
+        used = set(jax.tree.leaves(labels(params)))
+        if used == {True}:  # nothing to pass through: the transform sees every leaf
+            return PartitionState({True: transform.init(params)})
+        if used == {False} or not used:
+            return PartitionState({})
+        return both.init(params)
+
+    def update(updates, state, params=None, **extra):
+        if set(state.inner) == {True, False}:
+            return both.update(updates, state, params, **extra)
+        if True in state.inner:
+            new, inner = transform.update(updates, state.inner[True], params, **extra)
+            return new, PartitionState({True: inner})
+        return updates, state
+
+    return GradientTransformation(init, update)
+
+
+@functools.lru_cache(maxsize=256)
+def _glob(pattern: str) -> re.Pattern:
+    out, i = [], 0
+    while i < len(pattern):
+        if pattern.startswith("**/", i):
+            out.append("(?:.*/)?")
+            i += 3
+        elif pattern.startswith("**", i):
+            out.append(".*")
+            i += 2
+        elif pattern[i] == "*":
+            out.append("[^/]*")
+            i += 1
+        elif pattern[i] == "?":
+            out.append("[^/]")
+            i += 1
+        else:
+            out.append(re.escape(pattern[i]))
+            i += 1
+    return re.compile("".join(out) + r"\Z")
+
+
+def _path_string(path: tuple) -> str:
+    parts = []
+    for key in path:
+        for attr in ("key", "idx", "name"):
+            if hasattr(key, attr):
+                parts.append(str(getattr(key, attr)))
+                break
+        else:
+            parts.append(str(key))
+    return "/".join(parts)
+
+
+def groups_by_path(patterns: Mapping[str, Hashable], params: Any, default: Hashable) -> Any:
+    """A label tree from glob patterns on each leaf's path; the first match wins.
+
+    Paths join dict keys, sequence indices and attribute names with ``/``
+    (``{"encoder": [{"w": ...}]}`` has ``encoder/0/w``). ``*`` matches within
+    one segment, ``**`` across segments (``**/bias`` matches every ``bias``).
+
+    Args:
+      patterns: glob pattern to label, tried in order.
+      params: the parameter tree.
+      default: the label of leaves that match no pattern.
+    """
+    compiled = [(_glob(p), label) for p, label in patterns.items()]
+
+    def label_of(path, _):
+        text = _path_string(path)
+        return next((label for rx, label in compiled if rx.match(text)), default)
+
+    return jax.tree_util.tree_map_with_path(label_of, params)

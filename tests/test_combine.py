@@ -1,0 +1,173 @@
+"""partition, freeze, masked and groups_by_path against optax run on each group separately."""
+
+from __future__ import annotations
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from conftest import assert_trees_close, grads_at, make_params
+
+import gradtx
+
+
+def _steps(opt, params, steps=10, update=None):
+    update = update or opt.update
+    state = opt.init(params)
+    for t in range(steps):
+        updates, state = update(grads_at(params, t), state, params)
+        params = gradtx.apply_updates(params, updates)
+    return params
+
+
+def _sub(tree, keys):
+    return {k: tree[k] for k in keys}
+
+
+class PartitionTest(chex.TestCase):
+    @chex.variants(with_jit=True, without_jit=True)
+    def test_each_group_equals_its_learner_alone(self):
+        params = make_params()  # keys: conv, dense, head
+        labels = {"dense": ["fast", "fast"], "conv": ["slow"], "head": ["fast", "none"]}
+        opt = gradtx.partition(
+            {
+                "fast": gradtx.adam(1e-2),
+                "slow": gradtx.sgd(1e-2, momentum=0.9),
+                "none": gradtx.freeze(),
+            },
+            labels,
+        )
+        ours = _steps(opt, params, update=self.variant(opt.update))
+        # Oracle: optax on each group's leaves alone, driven by the same gradients.
+        fast = {"dense": params["dense"], "head": [params["head"][0]]}
+        ref_fast = optax.adam(1e-2)
+        ref_slow = optax.sgd(1e-2, momentum=0.9)
+        s_fast, s_slow = ref_fast.init(fast), ref_slow.init({"conv": params["conv"]})
+        p = params
+        for t in range(10):
+            g = grads_at(p, t)
+            u_fast, s_fast = ref_fast.update({"dense": g["dense"], "head": [g["head"][0]]}, s_fast)
+            u_slow, s_slow = ref_slow.update({"conv": g["conv"]}, s_slow)
+            p = {
+                "dense": optax.apply_updates(p["dense"], u_fast["dense"]),
+                "head": [p["head"][0] + u_fast["head"][0], p["head"][1]],
+                "conv": optax.apply_updates(p["conv"], u_slow["conv"]),
+            }
+        assert_trees_close(ours, p)
+        np.testing.assert_array_equal(ours["head"][1], params["head"][1])
+
+    def test_cntk_pattern_frozen_leaves_are_bitwise_unchanged(self):
+        params = make_params(3)
+        labels = lambda p: {"dense": ["a", "a"], "conv": ["b"], "head": ["frozen", "frozen"]}  # noqa: E731
+        opt = gradtx.partition(
+            {
+                "a": gradtx.cntk.momentum_sgd(0.1, 0.9),
+                "b": gradtx.cntk.adam(0.01, 0.9),
+                "frozen": gradtx.freeze(),
+            },
+            labels,
+        )
+        state = opt.init(params)
+        update = jax.jit(lambda g, s, p: opt.update(g, s, p, batch_size=8))
+        p = params
+        for t in range(10):
+            u, state = update(grads_at(p, t), state, p)
+            p = gradtx.apply_updates(p, u)
+        for before, after in zip(params["head"], p["head"], strict=True):
+            assert np.asarray(before).tobytes() == np.asarray(after).tobytes()
+        assert not np.allclose(p["dense"][0], params["dense"][0])
+        assert not np.allclose(p["conv"][0], params["conv"][0])
+
+    def test_state_holds_only_each_groups_leaves(self):
+        params = {"a": jnp.ones(3), "b": jnp.ones(4)}
+        opt = gradtx.partition({"x": gradtx.adam(0.1), "y": gradtx.freeze()}, {"a": "x", "b": "y"})
+        state = opt.init(params)
+        mu = state.inner["x"][1].mu
+        assert jax.tree.leaves(mu)[0].shape == (3,) and len(jax.tree.leaves(mu)) == 1
+        assert jax.tree.leaves(state.inner["y"]) == []
+
+    def test_vmap_over_a_groups_learning_rate(self):
+        params = make_params()
+        labels = {"dense": ["u", "u"], "conv": ["v"], "head": ["u", "v"]}
+
+        def train(lr):
+            return _steps(
+                gradtx.partition({"u": gradtx.adam(lr), "v": gradtx.sgd(0.01)}, labels),
+                params,
+                steps=5,
+            )
+
+        lrs = jnp.array([1e-3, 1e-2, 1e-1])
+        batched = jax.jit(jax.vmap(train))(lrs)
+        for i, lr in enumerate(lrs):
+            assert_trees_close(jax.tree.map(lambda x, i=i: x[i], batched), jax.jit(train)(lr))
+
+
+class MaskedTest(chex.TestCase):
+    @chex.variants(with_jit=True, without_jit=True)
+    def test_masked_equals_optax_masked(self):
+        params = make_params()
+        mask = {"dense": [True, False], "conv": [True], "head": [False, True]}
+        for m in (mask, lambda p: mask):
+            ours = gradtx.masked(gradtx.adam(1e-2), m)
+            theirs = optax.masked(optax.adam(1e-2), m)
+            assert_trees_close(
+                _steps(ours, params, update=self.variant(ours.update)), _steps(theirs, params)
+            )
+
+    def test_all_true_and_all_false_masks(self):
+        params = make_params()
+        everywhere = jax.tree.map(lambda _: True, params)
+        nowhere = jax.tree.map(lambda _: False, params)
+        assert_trees_close(
+            _steps(gradtx.masked(gradtx.adam(1e-2), everywhere), params),
+            _steps(gradtx.adam(1e-2), params),
+        )
+        unchanged = _steps(gradtx.masked(gradtx.adam(1e-2), nowhere), params, steps=1)
+        g = grads_at(params, 0)
+        assert_trees_close(unchanged, jax.tree.map(lambda p, u: p + u, params, g))
+
+
+def test_groups_by_path_first_match_wins():
+    params = {
+        "encoder": [{"w": 1.0, "bias": 2.0}],
+        "decoder": {"norm": {"scale": 3.0}, "w": 4.0},
+        "bias": 5.0,
+    }
+    labels = gradtx.groups_by_path(
+        {"encoder/**": "slow", "**/bias": "no_decay", "decoder/*/scale": "no_decay"},
+        params,
+        default="main",
+    )
+    assert labels == {
+        "encoder": [{"w": "slow", "bias": "slow"}],
+        "decoder": {"norm": {"scale": "no_decay"}, "w": "main"},
+        "bias": "no_decay",
+    }
+    single = gradtx.groups_by_path({"decoder/*": "d"}, params, default="other")
+    assert single["decoder"] == {"norm": {"scale": "other"}, "w": "d"}
+
+
+def test_label_without_transform_names_label_and_paths():
+    params = {"a": jnp.ones(2), "b": jnp.ones(2)}
+    opt = gradtx.partition({"x": gradtx.sgd(0.1)}, {"a": "x", "b": "y"})
+    with pytest.raises(
+        ValueError,
+        match=r"partition: label 'y' has no transform; it labels "
+        r"\[\"\['b'\]\"\]",
+    ):
+        opt.init(params)
+
+
+def test_transform_without_leaves_names_it():
+    opt = gradtx.partition({"x": gradtx.sgd(0.1), "z": gradtx.adam(0.1)}, {"a": "x"})
+    with pytest.raises(ValueError, match="partition: transform 'z' has no leaves"):
+        opt.init({"a": jnp.ones(2)})
+
+
+def test_label_tree_must_match_params():
+    opt = gradtx.partition({"x": gradtx.sgd(0.1)}, {"a": "x"})
+    with pytest.raises(gradtx.TreeMismatchError, match=r"partition: .*\['b'\]"):
+        opt.init({"a": jnp.ones(2), "b": jnp.ones(2)})
