@@ -41,6 +41,12 @@ from gradtx.learners import (
 )
 from gradtx.transforms import *  # noqa: F403
 from gradtx.transforms import __all__ as _transforms_all
+from gradtx.wrappers import (
+    InjectHyperparamsState,
+    get_hyperparams,
+    inject_hyperparams,
+    set_hyperparams,
+)
 
 __version__ = "0.1.0"
 
@@ -48,6 +54,7 @@ __all__ = [
     "EmptyState",
     "GradientTransformation",
     "GroupedState",
+    "InjectHyperparamsState",
     "PartitionState",
     "Params",
     "ScalarOrSchedule",
@@ -65,16 +72,19 @@ __all__ = [
     "chain",
     "cntk",
     "freeze",
+    "get_hyperparams",
     "groups_by_path",
     "grouped",
     "identity",
     "init_empty_state",
+    "inject_hyperparams",
     "lion",
     "masked",
     "nadam",
     "partition",
     "rmsprop",
     "schedules",
+    "set_hyperparams",
     "sgd",
     "stateless",
     *_transforms_all,
