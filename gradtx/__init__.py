@@ -42,7 +42,11 @@ from gradtx.learners import (
 from gradtx.transforms import *  # noqa: F403
 from gradtx.transforms import __all__ as _transforms_all
 from gradtx.wrappers import (
+    AccumulateState,
+    ApplyIfFiniteState,
     InjectHyperparamsState,
+    accumulate,
+    apply_if_finite,
     get_hyperparams,
     inject_hyperparams,
     set_hyperparams,
@@ -51,6 +55,8 @@ from gradtx.wrappers import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "AccumulateState",
+    "ApplyIfFiniteState",
     "EmptyState",
     "GradientTransformation",
     "GroupedState",
@@ -62,12 +68,14 @@ __all__ = [
     "State",
     "TreeMismatchError",
     "Updates",
+    "accumulate",
     "adadelta",
     "adagrad",
     "adam",
     "adamax",
     "adamw",
     "amsgrad",
+    "apply_if_finite",
     "apply_updates",
     "chain",
     "cntk",

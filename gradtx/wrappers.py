@@ -169,3 +169,102 @@ def set_hyperparams(state: Any, path: str | None = None, value: Any = None, **by
             f"{sorted(get_hyperparams(state))}"
         )
     return new_state
+
+
+def _select(keep_new: jax.Array, new: Any, old: Any) -> Any:
+    return jax.tree.map(lambda n, o: jnp.where(keep_new, n, o), new, old)
+
+
+class ApplyIfFiniteState(NamedTuple):
+    consecutive_errors: jax.Array  # int32: non-finite steps in a row, 0 after a finite one
+    total_errors: jax.Array  # int32: non-finite steps skipped or given up on, in all
+    last_finite: jax.Array  # bool: whether the latest updates were finite
+    inner: Any
+
+
+def apply_if_finite(
+    transform: GradientTransformation, max_consecutive_errors: int
+) -> GradientTransformation:
+    """Skip steps whose updates contain NaN or Inf, leaving the inner state untouched.
+
+    A skipped step returns zero updates and keeps ``transform``'s state as it
+    was, so a run with skipped steps equals the run in which they never
+    happened. Once more than ``max_consecutive_errors`` steps in a row are not
+    finite, they are applied anyway (the inner transform decides what NaN does),
+    as in optax; ``consecutive_errors`` resets after a finite step. Written with
+    ``jnp.where``, not ``lax.cond``, so it runs the same under ``jit``, ``vmap``
+    and ``shard_map``.
+
+    Args:
+      transform: the transform to protect.
+      max_consecutive_errors: non-finite steps skipped in a row before giving up,
+        :math:`\\ge 0`.
+    """
+    if (
+        isinstance(max_consecutive_errors, bool)
+        or not isinstance(max_consecutive_errors, int)
+        or (max_consecutive_errors < 0)
+    ):
+        raise ValueError(
+            f"apply_if_finite: max_consecutive_errors must be an integer >= 0, got "
+            f"{max_consecutive_errors!r}"
+        )
+
+    def init(params):
+        # Separate counters: a donated state must not hold one buffer twice.
+        return ApplyIfFiniteState(
+            tree.zeros_count(), tree.zeros_count(), jnp.array(True), transform.init(params)
+        )
+
+    def update(updates, state, params=None, **extra):
+        finite = jnp.all(jnp.array([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(updates)]))
+        new_updates, inner = transform.update(updates, state.inner, params, **extra)
+        consecutive = jnp.where(finite, 0, tree.safe_increment(state.consecutive_errors))
+        apply = finite | (consecutive > max_consecutive_errors)
+        new_updates = jax.tree.map(lambda u: jnp.where(apply, u, jnp.zeros_like(u)), new_updates)
+        total = jnp.where(finite, state.total_errors, tree.safe_increment(state.total_errors))
+        return new_updates, ApplyIfFiniteState(
+            consecutive.astype(jnp.int32), total, finite, _select(apply, inner, state.inner)
+        )
+
+    return GradientTransformation(init, update)
+
+
+class AccumulateState(NamedTuple):
+    micro_step: jax.Array  # int32: micro-steps since the last real update, in [0, every_k)
+    gradients: Any  # the sum of this cycle's gradients
+    inner: Any
+
+
+def accumulate(transform: GradientTransformation, every_k: int) -> GradientTransformation:
+    """Gradient accumulation: ``transform`` sees the mean of every ``every_k`` micro-steps.
+
+    Updates are zero on the first ``every_k - 1`` micro-steps of each cycle; on
+    the last, ``transform`` runs on the mean gradient and its updates are
+    returned. Memory: one extra buffer per parameter. No ``lax.cond``, so it
+    works inside ``jit`` and ``shard_map`` (the inner update is computed every
+    micro-step and kept only on the last).
+
+    Args:
+      transform: the transform to run on the accumulated mean.
+      every_k: micro-steps per update, :math:`\\ge 1`.
+    """
+    if isinstance(every_k, bool) or not isinstance(every_k, int) or every_k < 1:
+        raise ValueError(f"accumulate: every_k must be an integer >= 1, got {every_k!r}")
+
+    def init(params):
+        return AccumulateState(tree.zeros_count(), tree.zeros_like(params), transform.init(params))
+
+    def update(updates, state, params=None, **extra):
+        sums = jax.tree.map(lambda a, g: a + g, state.gradients, updates)
+        last = state.micro_step == every_k - 1
+        mean = jax.tree.map(lambda s: s / every_k, sums)
+        new_updates, inner = transform.update(mean, state.inner, params, **extra)
+        new_updates = jax.tree.map(lambda u: jnp.where(last, u, jnp.zeros_like(u)), new_updates)
+        return new_updates, AccumulateState(
+            jnp.where(last, 0, state.micro_step + 1).astype(jnp.int32),
+            jax.tree.map(lambda s: jnp.where(last, jnp.zeros_like(s), s), sums),
+            _select(last, inner, state.inner),
+        )
+
+    return GradientTransformation(init, update)

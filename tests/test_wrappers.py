@@ -138,3 +138,86 @@ def test_errors():
         gradtx.inject_hyperparams(gradtx.adam)(0.1)
     with pytest.raises(ValueError, match="adam: b1 must be in"):
         gradtx.inject_hyperparams(gradtx.adam)(learning_rate=0.1, b1=2.0)
+
+
+class ApplyIfFiniteTest(chex.TestCase):
+    @chex.variants(with_jit=True, without_jit=True)
+    def test_nan_steps_are_as_if_they_never_happened(self):
+        params = make_params()
+        opt = gradtx.apply_if_finite(gradtx.adam(1e-2), max_consecutive_errors=3)
+        update = self.variant(opt.update)
+        state, p = opt.init(params), params
+        for t in range(10):
+            g = grads_at(p, t)
+            if t in (3, 4):
+                g = jax.tree.map(
+                    lambda x: x.at[...].set(jnp.nan) if x.ndim == 0 else x.at[0].set(jnp.nan), g
+                )
+            u, state = update(g, state, p)
+            p = gradtx.apply_updates(p, u)
+            if t == 4:
+                assert int(state.consecutive_errors) == 2 and not bool(state.last_finite)
+        assert int(state.consecutive_errors) == 0 and int(state.total_errors) == 2
+        ref_opt, ref = gradtx.adam(1e-2), params
+        ref_state, ref_update = ref_opt.init(ref), self.variant(ref_opt.update)
+        for t in range(10):
+            if t in (3, 4):
+                continue
+            u, ref_state = ref_update(grads_at(ref, t), ref_state, ref)
+            ref = gradtx.apply_updates(ref, u)
+        chex.assert_trees_all_equal(p, ref)
+
+    def test_gives_up_after_too_many(self):
+        opt = gradtx.apply_if_finite(gradtx.sgd(0.1), max_consecutive_errors=1)
+        params = {"w": jnp.ones(2)}
+        state = opt.init(params)
+        bad = {"w": jnp.array([jnp.inf, 1.0])}
+        u, state = opt.update(bad, state, params)
+        np.testing.assert_array_equal(u["w"], [0.0, 0.0])  # first: skipped
+        u, state = opt.update(bad, state, params)
+        assert np.isinf(u["w"][0])  # second in a row: applied, as in optax
+        u, state = opt.update({"w": jnp.ones(2)}, state, params)
+        assert int(state.consecutive_errors) == 0 and int(state.total_errors) == 2
+
+    def test_vmap_over_learning_rate(self):
+        params = make_params()
+
+        def train(lr):
+            return run(gradtx.apply_if_finite(gradtx.adam(lr), 2), params, steps=5)
+
+        lrs = jnp.array([1e-3, 1e-1])
+        batched = jax.jit(jax.vmap(train))(lrs)
+        for i, lr in enumerate(lrs):
+            assert_trees_close(jax.tree.map(lambda x, i=i: x[i], batched), jax.jit(train)(lr))
+
+
+class AccumulateTest(chex.TestCase):
+    @chex.variants(with_jit=True, without_jit=True)
+    def test_four_micro_batches_equal_one_step_on_their_concatenation(self):
+        rng = np.random.default_rng(0)
+        x, y = rng.normal(size=(32, 5)).astype(np.float32), rng.normal(size=32).astype(np.float32)
+        loss = lambda p, xb, yb: jnp.mean((xb @ p["w"] + p["b"] - yb) ** 2)  # noqa: E731
+        params = {"w": jnp.zeros(5), "b": jnp.zeros(())}
+
+        big = gradtx.adam(0.1)
+        s_big = big.init(params)
+        u, _ = big.update(jax.grad(loss)(params, x, y), s_big, params)
+        expected = gradtx.apply_updates(params, u)
+
+        opt = gradtx.accumulate(gradtx.adam(0.1), every_k=4)
+        update = self.variant(opt.update)
+        state, p = opt.init(params), params
+        for i in range(4):
+            g = jax.grad(loss)(p, x[8 * i : 8 * i + 8], y[8 * i : 8 * i + 8])
+            u, state = update(g, state, p)
+            if i < 3:
+                chex.assert_trees_all_equal(u, jax.tree.map(jnp.zeros_like, u))
+            p = gradtx.apply_updates(p, u)
+        chex.assert_trees_all_close(p, expected, rtol=1e-5, atol=1e-6)
+        assert int(state.micro_step) == 0
+
+    def test_bad_every_k(self):
+        with pytest.raises(ValueError, match="accumulate: every_k must be an integer >= 1"):
+            gradtx.accumulate(gradtx.sgd(0.1), 0)
+        with pytest.raises(ValueError, match="apply_if_finite: max_consecutive_errors must be"):
+            gradtx.apply_if_finite(gradtx.sgd(0.1), -1)
