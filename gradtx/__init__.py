@@ -44,11 +44,15 @@ from gradtx.transforms import __all__ as _transforms_all
 from gradtx.wrappers import (
     AccumulateState,
     ApplyIfFiniteState,
+    EmaParamsState,
     InjectHyperparamsState,
+    LookaheadState,
     accumulate,
     apply_if_finite,
+    ema_params,
     get_hyperparams,
     inject_hyperparams,
+    lookahead,
     set_hyperparams,
 )
 
@@ -57,6 +61,8 @@ __version__ = "0.1.0"
 __all__ = [
     "AccumulateState",
     "ApplyIfFiniteState",
+    "EmaParamsState",
+    "LookaheadState",
     "EmptyState",
     "GradientTransformation",
     "GroupedState",
@@ -79,6 +85,7 @@ __all__ = [
     "apply_updates",
     "chain",
     "cntk",
+    "ema_params",
     "freeze",
     "get_hyperparams",
     "groups_by_path",
@@ -87,6 +94,7 @@ __all__ = [
     "init_empty_state",
     "inject_hyperparams",
     "lion",
+    "lookahead",
     "masked",
     "nadam",
     "partition",

@@ -14,7 +14,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from gradtx import tree
+from gradtx import checks, tree
 from gradtx.combine import PartitionState
 from gradtx.core import GradientTransformation
 
@@ -266,5 +266,92 @@ def accumulate(transform: GradientTransformation, every_k: int) -> GradientTrans
             jax.tree.map(lambda s: jnp.where(last, jnp.zeros_like(s), s), sums),
             _select(last, inner, state.inner),
         )
+
+    return GradientTransformation(init, update)
+
+
+def _needs_params(who: str, params: Any) -> None:
+    if params is None:
+        raise ValueError(f"{who}: update needs the params; call update(updates, state, params)")
+
+
+class LookaheadState(NamedTuple):
+    count: jax.Array  # int32: fast steps taken
+    slow: Any  # the slow weights
+    fast: Any  # the fast transform's state
+
+
+def lookahead(
+    fast: GradientTransformation, sync_period: int, slow_step_size: float | jax.Array
+) -> GradientTransformation:
+    """Lookahead (Zhang et al., 2019): ``sync_period`` fast steps, then a slow step back.
+
+    The fast transform updates the params as usual; every ``sync_period``-th
+    step the slow weights move towards the fast ones and the params jump there:
+
+    .. math::
+        \\phi \\leftarrow \\phi + \\alpha(\\theta_{fast} - \\phi), \\qquad \\theta \\leftarrow \\phi
+
+    The slow weights live in the state (initialised to the params), so the
+    params themselves stay an ordinary tree.
+
+    Args:
+      fast: the inner learner.
+      sync_period: fast steps per slow step, :math:`k \\ge 1`.
+      slow_step_size: :math:`\\alpha` in [0, 1].
+    """
+    if isinstance(sync_period, bool) or not isinstance(sync_period, int) or sync_period < 1:
+        raise ValueError(f"lookahead: sync_period must be an integer >= 1, got {sync_period!r}")
+    checks.check_interval("lookahead", "slow_step_size", slow_step_size, "[0, 1]")
+
+    def init(params):
+        return LookaheadState(tree.zeros_count(), jax.tree.map(jnp.copy, params), fast.init(params))
+
+    def update(updates, state, params=None, **extra):
+        _needs_params("lookahead", params)
+        fast_updates, fast_state = fast.update(updates, state.fast, params, **extra)
+        count = tree.safe_increment(state.count)
+        sync = count % sync_period == 0
+        fast_params = jax.tree.map(lambda p, u: p + u, params, fast_updates)
+        synced = jax.tree.map(lambda s, f: s + slow_step_size * (f - s), state.slow, fast_params)
+        slow = _select(sync, synced, state.slow)
+        new_updates = jax.tree.map(
+            lambda u, s, p: jnp.where(sync, s - p, u), fast_updates, synced, params
+        )
+        return new_updates, LookaheadState(count, slow, fast_state)
+
+    return GradientTransformation(init, update)
+
+
+class EmaParamsState(NamedTuple):
+    count: jax.Array  # int32
+    ema: Any  # the shadow params, for evaluation
+
+
+def ema_params(decay: float | jax.Array) -> GradientTransformation:
+    """Keep an exponential moving average of the params (after each update) in the state.
+
+    Updates pass through unchanged; read the shadow copy as ``state.ema`` (of
+    this transform's state) to evaluate with it:
+
+    .. math:: \\bar\\theta_t = \\beta \\bar\\theta_{t-1} + (1 - \\beta)(\\theta_{t-1} + u_t)
+
+    starting from :math:`\\bar\\theta_0 = \\theta_0`. Place it last in a chain.
+
+    Starting from the params themselves needs no bias correction.
+
+    Args:
+      decay: :math:`\\beta` in [0, 1).
+    """
+    checks.check_interval("ema_params", "decay", decay, checks.DECAY)
+
+    def init(params):
+        return EmaParamsState(tree.zeros_count(), jax.tree.map(jnp.copy, params))
+
+    def update(updates, state, params=None, **extra):
+        _needs_params("ema_params", params)
+        new_params = jax.tree.map(lambda p, u: p + u, params, updates)
+        ema = jax.tree.map(lambda e, p: decay * e + (1 - decay) * p, state.ema, new_params)
+        return updates, EmaParamsState(tree.safe_increment(state.count), ema)
 
     return GradientTransformation(init, update)

@@ -221,3 +221,50 @@ class AccumulateTest(chex.TestCase):
             gradtx.accumulate(gradtx.sgd(0.1), 0)
         with pytest.raises(ValueError, match="apply_if_finite: max_consecutive_errors must be"):
             gradtx.apply_if_finite(gradtx.sgd(0.1), -1)
+
+
+class LookaheadAndEmaTest(chex.TestCase):
+    @chex.variants(with_jit=True, without_jit=True)
+    def test_lookahead_is_zhang_et_al(self):
+        params = make_params()
+        opt = gradtx.lookahead(gradtx.sgd(0.1), sync_period=3, slow_step_size=0.5)
+        update = self.variant(opt.update)
+        state, p = opt.init(params), params
+        for t in range(8):
+            u, state = update(grads_at(p, t), state, p)
+            p = gradtx.apply_updates(p, u)
+        # NumPy: k fast SGD steps from the slow weights, then slow += alpha * (fast - slow).
+        leaves, treedef = jax.tree.flatten(params)
+        slow = [np.asarray(x, np.float64) for x in leaves]
+        fast = [x.copy() for x in slow]
+        for t in range(8):
+            grads = jax.tree.leaves(grads_at(jax.tree.unflatten(treedef, fast), t))
+            fast = [f - 0.1 * np.asarray(g, np.float64) for f, g in zip(fast, grads, strict=True)]
+            if (t + 1) % 3 == 0:
+                slow = [s + 0.5 * (f - s) for s, f in zip(slow, fast, strict=True)]
+                fast = [s.copy() for s in slow]
+        for actual, expected in zip(jax.tree.leaves(p), fast, strict=True):
+            np.testing.assert_allclose(actual, expected, rtol=1e-5, atol=1e-6)
+        for actual, expected in zip(jax.tree.leaves(state.slow), slow, strict=True):
+            np.testing.assert_allclose(actual, expected, rtol=1e-5, atol=1e-6)
+
+    @chex.variants(with_jit=True, without_jit=True)
+    def test_ema_params_tracks_the_params(self):
+        params = {"w": jnp.array([1.0, -1.0])}
+        opt = gradtx.chain(gradtx.sgd(0.1), gradtx.ema_params(0.9))
+        update = self.variant(opt.update)
+        state, p = opt.init(params), params
+        ema = np.array([1.0, -1.0])
+        for t in range(6):
+            g = {"w": jnp.array([1.0, 2.0]) * (t + 1)}
+            u, state = update(g, state, p)
+            p = gradtx.apply_updates(p, u)
+            ema = 0.9 * ema + 0.1 * np.asarray(p["w"])
+        np.testing.assert_allclose(state[1].ema["w"], ema, rtol=1e-6)
+
+    def test_need_params(self):
+        opt = gradtx.ema_params(0.9)
+        with pytest.raises(ValueError, match="ema_params: update needs the params"):
+            opt.update({"w": jnp.ones(2)}, opt.init({"w": jnp.ones(2)}))
+        with pytest.raises(ValueError, match="lookahead: sync_period must be an integer >= 1"):
+            gradtx.lookahead(gradtx.sgd(0.1), 0, 0.5)
