@@ -39,6 +39,7 @@ from gradtx.learners import (
     rmsprop,
     sgd,
 )
+from gradtx.state_dict import load_state_dict, state_dict
 from gradtx.transforms import *  # noqa: F403
 from gradtx.transforms import __all__ as _transforms_all
 from gradtx.wrappers import (
@@ -94,6 +95,7 @@ __all__ = [
     "init_empty_state",
     "inject_hyperparams",
     "lion",
+    "load_state_dict",
     "lookahead",
     "masked",
     "nadam",
@@ -102,6 +104,7 @@ __all__ = [
     "schedules",
     "set_hyperparams",
     "sgd",
+    "state_dict",
     "stateless",
     *_transforms_all,
 ]
