@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
+import gradtx
+
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 
@@ -52,3 +54,15 @@ def test_cntk_walkthrough_matches_closed_forms(capsys):
             -np.cumsum(v),
             rtol=1e-5,
         )
+
+
+def test_param_groups_example():
+    example = _load("param_groups")
+    _, state, accuracy = example.torch_lab(epochs=12)
+    rates = gradtx.get_hyperparams(state)
+    np.testing.assert_allclose(rates["group2/learning_rate"], 0.05 * 0.01, rtol=1e-5)
+    np.testing.assert_allclose(rates["group1/learning_rate"], 0.05)
+    assert accuracy > 0.9
+    params, _, accuracy = example.cntk_learners(epochs=12)
+    assert accuracy > 0.85
+    assert not np.any(params["layer1"]["b"]) and not np.any(params["layer2"]["b"])
