@@ -107,6 +107,9 @@ def bias_correction(moments: Any, decay: Any, count: jax.Array) -> Any:
     return jax.tree.map(lambda m: m / correction.astype(m.dtype), moments)
 
 
-def global_norm(tree: Any) -> jax.Array:
-    """The L2 norm of all leaves taken together."""
-    return jnp.sqrt(sum(jnp.sum(jnp.square(x)) for x in jax.tree.leaves(tree)))
+def global_norm(tree: Any, axis_name: Any = None) -> jax.Array:
+    """The L2 norm of all leaves taken together, summed across ``axis_name`` when given."""
+    squares = sum(jnp.sum(jnp.square(x)) for x in jax.tree.leaves(tree))
+    if axis_name is not None:
+        squares = jax.lax.psum(squares, axis_name)
+    return jnp.sqrt(squares)

@@ -268,3 +268,54 @@ class LookaheadAndEmaTest(chex.TestCase):
             opt.update({"w": jnp.ones(2)}, opt.init({"w": jnp.ones(2)}))
         with pytest.raises(ValueError, match="lookahead: sync_period must be an integer >= 1"):
             gradtx.lookahead(gradtx.sgd(0.1), 0, 0.5)
+
+
+def test_clip_by_global_norm_across_a_named_axis():
+    """Two shards of one gradient: with axis_name the norm is the whole gradient's."""
+    full = jnp.array([3.0, 0.0, 0.0, 4.0])  # norm 5
+    shards = full.reshape(2, 2)
+    opt = gradtx.clip_by_global_norm(1.0, axis_name="devices")
+    clipped = jax.vmap(lambda g: opt.update(g, opt.init(g))[0], axis_name="devices")(shards)
+    np.testing.assert_allclose(clipped.reshape(-1), full / 5.0, rtol=1e-6)
+    local = gradtx.clip_by_global_norm(1.0)
+    shard_wise = jax.vmap(lambda g: local.update(g, local.init(g))[0])(shards)
+    np.testing.assert_allclose(shard_wise, [[1.0, 0.0], [0.0, 1.0]], rtol=1e-6)  # local norms
+
+
+def test_accumulate_and_apply_if_finite_inside_shard_map():
+    from jax.sharding import Mesh, PartitionSpec
+
+    mesh = Mesh(np.array(jax.devices()[:1]), ("data",))
+    opt = gradtx.apply_if_finite(gradtx.accumulate(gradtx.sgd(0.1), every_k=2), 1)
+    params = {"w": jnp.ones(4)}
+    state = opt.init(params)
+
+    def step(g, s, p):
+        return opt.update(g, s, p)
+
+    sharded = jax.jit(
+        jax.shard_map(step, mesh=mesh, in_specs=PartitionSpec(), out_specs=PartitionSpec())
+    )
+    u1, state = sharded({"w": jnp.full(4, 1.0)}, state, params)
+    u2, state = sharded({"w": jnp.full(4, 3.0)}, state, params)
+    np.testing.assert_array_equal(u1["w"], 0.0)
+    np.testing.assert_allclose(u2["w"], -0.1 * 2.0, rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda lr: gradtx.accumulate(gradtx.adam(lr), every_k=2),
+        lambda lr: gradtx.lookahead(gradtx.sgd(lr), sync_period=2, slow_step_size=0.5),
+        lambda lr: gradtx.chain(gradtx.adam(lr), gradtx.ema_params(0.9)),
+        lambda lr: gradtx.masked(gradtx.adam(lr), lambda p: jax.tree.map(lambda x: x.ndim > 1, p)),
+    ],
+    ids=["accumulate", "lookahead", "ema_params", "masked"],
+)
+def test_wrappers_under_vmap_over_learning_rate(make):
+    params = make_params()
+    lrs = jnp.array([1e-3, 1e-2, 1e-1])
+    train = lambda lr: run(make(lr), params, steps=6)  # noqa: E731
+    batched = jax.jit(jax.vmap(train))(lrs)
+    for i, lr in enumerate(lrs):
+        assert_trees_close(jax.tree.map(lambda x, i=i: x[i], batched), jax.jit(train)(lr))

@@ -23,20 +23,28 @@ def clip(max_delta: float | jax.Array) -> GradientTransformation:
     return GradientTransformation(init_empty_state, update)
 
 
-def clip_by_global_norm(max_norm: float | jax.Array) -> GradientTransformation:
+def clip_by_global_norm(
+    max_norm: float | jax.Array, axis_name: str | None = None
+) -> GradientTransformation:
     """Rescale all updates together so that their joint L2 norm is at most :math:`c`.
 
     .. math:: u \\leftarrow g \\cdot \\min\\left(1, \\frac{c}{\\lVert g \\rVert_2}\\right)
 
     where :math:`\\lVert g \\rVert_2` is taken over every leaf at once.
 
+    Inside ``shard_map``, ``pmap`` or a named ``vmap``, each device holds only
+    its shard: without ``axis_name`` the norm is the local shard's and silently
+    differs from the global one. With ``axis_name`` the squared norms are summed
+    across that axis first.
+
     Args:
       max_norm: :math:`c > 0`.
+      axis_name: the mapped axis (or tuple of axes) to reduce the norm over.
     """
     checks.check_interval("clip_by_global_norm", "max_norm", max_norm, checks.POSITIVE)
 
     def update(updates, state, params=None, **extra):
-        norm = tree.global_norm(updates)
+        norm = tree.global_norm(updates, axis_name)
         keep = norm < max_norm
         updates = jax.tree.map(
             lambda g: jnp.where(keep, g, (g / norm.astype(g.dtype)) * max_norm), updates
