@@ -39,3 +39,14 @@ def run(opt, params, steps: int = 20, update=None):
 
 def assert_trees_close(a, b, rtol=1e-6, atol=1e-7):
     jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=rtol, atol=atol), a, b)
+
+
+def assert_vmap_equals_loop(train, values, rtol=1e-6, atol=1e-7):
+    """``jax.vmap(train)`` over ``values`` gives, slice by slice, the unbatched jitted run."""
+    values = jnp.asarray(values)
+    batched = jax.jit(jax.vmap(train))(values)
+    single = jax.jit(train)
+    for i, v in enumerate(values):
+        assert_trees_close(
+            jax.tree.map(lambda x, i=i: x[i], batched), single(v), rtol=rtol, atol=atol
+        )

@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from conftest import assert_trees_close, grads_at, make_params
+from conftest import assert_trees_close, assert_vmap_equals_loop, grads_at, make_params
 
 import gradtx
 
@@ -100,9 +100,7 @@ class PartitionTest(chex.TestCase):
             )
 
         lrs = jnp.array([1e-3, 1e-2, 1e-1])
-        batched = jax.jit(jax.vmap(train))(lrs)
-        for i, lr in enumerate(lrs):
-            assert_trees_close(jax.tree.map(lambda x, i=i: x[i], batched), jax.jit(train)(lr))
+        assert_vmap_equals_loop(train, lrs)
 
 
 class MaskedTest(chex.TestCase):

@@ -9,7 +9,7 @@ import numpy as np
 import optax
 import pytest
 from absl.testing import parameterized
-from conftest import assert_trees_close, make_params, run
+from conftest import assert_trees_close, assert_vmap_equals_loop, make_params, run
 from hypothesis import given, settings
 from test_trees_property import trees
 
@@ -89,9 +89,7 @@ def test_vmap_over_learning_rate():
     params = many_leaves(40)
     lrs = jnp.array([1e-3, 1e-2, 1e-1])
     train = lambda lr: run(gradtx.grouped(gradtx.adam(lr)), params, steps=5)  # noqa: E731
-    batched = jax.jit(jax.vmap(train))(lrs)
-    for i, lr in enumerate(lrs):
-        assert_trees_close(jax.tree.map(lambda x, i=i: x[i], batched), jax.jit(train)(lr))
+    assert_vmap_equals_loop(train, lrs)
 
 
 @settings(max_examples=25, deadline=None)

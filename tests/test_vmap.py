@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import assert_trees_close, make_params, run
+from conftest import assert_vmap_equals_loop, make_params, run
 
 import gradtx
 
@@ -28,12 +27,7 @@ LRS = np.geomspace(1e-3, 1e-1, 8).astype(np.float32)
 
 def _batched_equals_loop(make_opt, values, steps=10):
     params = make_params()
-    train = lambda v: run(make_opt(v), params, steps)  # noqa: E731
-    batched = jax.jit(jax.vmap(train))(jnp.asarray(values))
-    single_run = jax.jit(train)
-    for i, v in enumerate(values):
-        single = single_run(v)
-        assert_trees_close(jax.tree.map(lambda x, i=i: x[i], batched), single, rtol=1e-6)
+    assert_vmap_equals_loop(lambda v: run(make_opt(v), params, steps), values)
 
 
 @pytest.mark.parametrize("name", sorted(LEARNERS))

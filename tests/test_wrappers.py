@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from absl.testing import parameterized
-from conftest import assert_trees_close, grads_at, make_params, run
+from conftest import assert_trees_close, assert_vmap_equals_loop, grads_at, make_params, run
 
 import gradtx
 
@@ -121,9 +121,7 @@ def test_vmap_over_an_injected_learning_rate():
         return run(gradtx.inject_hyperparams(gradtx.adam)(learning_rate=lr), params, steps=5)
 
     lrs = jnp.array([1e-3, 1e-2, 1e-1])
-    batched = jax.jit(jax.vmap(train))(lrs)
-    for i, lr in enumerate(lrs):
-        assert_trees_close(jax.tree.map(lambda x, i=i: x[i], batched), jax.jit(train)(lr))
+    assert_vmap_equals_loop(train, lrs)
 
 
 def test_errors():
@@ -186,9 +184,7 @@ class ApplyIfFiniteTest(chex.TestCase):
             return run(gradtx.apply_if_finite(gradtx.adam(lr), 2), params, steps=5)
 
         lrs = jnp.array([1e-3, 1e-1])
-        batched = jax.jit(jax.vmap(train))(lrs)
-        for i, lr in enumerate(lrs):
-            assert_trees_close(jax.tree.map(lambda x, i=i: x[i], batched), jax.jit(train)(lr))
+        assert_vmap_equals_loop(train, lrs)
 
 
 class AccumulateTest(chex.TestCase):
@@ -316,6 +312,4 @@ def test_wrappers_under_vmap_over_learning_rate(make):
     params = make_params()
     lrs = jnp.array([1e-3, 1e-2, 1e-1])
     train = lambda lr: run(make(lr), params, steps=6)  # noqa: E731
-    batched = jax.jit(jax.vmap(train))(lrs)
-    for i, lr in enumerate(lrs):
-        assert_trees_close(jax.tree.map(lambda x, i=i: x[i], batched), jax.jit(train)(lr))
+    assert_vmap_equals_loop(train, lrs)
