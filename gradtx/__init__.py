@@ -9,7 +9,7 @@ A learner is a pure ``(init, update)`` pair built by chaining small blocks::
     params = gradtx.apply_updates(params, updates)
 """
 
-from gradtx import cntk, schedules
+from gradtx import cntk, schedules, training
 from gradtx.checks import TreeMismatchError
 from gradtx.combine import PartitionState, freeze, groups_by_path, masked, partition
 from gradtx.core import (
@@ -40,6 +40,14 @@ from gradtx.learners import (
     sgd,
 )
 from gradtx.state_dict import load_state_dict, state_dict
+from gradtx.training import (
+    LRFinderResult,
+    SweepResult,
+    Trainer,
+    find_learning_rate,
+    make_train_step,
+    sweep,
+)
 from gradtx.transforms import *  # noqa: F403
 from gradtx.transforms import __all__ as _transforms_all
 from gradtx.wrappers import (
@@ -64,6 +72,9 @@ __all__ = [
     "ApplyIfFiniteState",
     "EmaParamsState",
     "LookaheadState",
+    "LRFinderResult",
+    "SweepResult",
+    "Trainer",
     "EmptyState",
     "GradientTransformation",
     "GroupedState",
@@ -87,6 +98,7 @@ __all__ = [
     "chain",
     "cntk",
     "ema_params",
+    "find_learning_rate",
     "freeze",
     "get_hyperparams",
     "groups_by_path",
@@ -97,6 +109,7 @@ __all__ = [
     "lion",
     "load_state_dict",
     "lookahead",
+    "make_train_step",
     "masked",
     "nadam",
     "partition",
@@ -106,5 +119,7 @@ __all__ = [
     "sgd",
     "state_dict",
     "stateless",
+    "sweep",
+    "training",
     *_transforms_all,
 ]

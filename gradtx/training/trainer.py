@@ -1,0 +1,254 @@
+"""``Trainer``: MXNet's ``gluon.Trainer`` comforts (step, fit, learning rate, save) in JAX."""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from gradtx.core import GradientTransformation
+from gradtx.state_dict import load_state_dict, state_dict
+from gradtx.training.step import make_train_step
+from gradtx.wrappers import get_hyperparams, set_hyperparams
+
+Batches = Iterable[Any] | Callable[[int], Iterable[Any]]
+
+
+def _flatten(d: Any, prefix: str, out: dict[str, np.ndarray]) -> None:
+    """Flatten a :func:`state_dict` into ``{"a/b/c": array}``; ``None`` and empty dicts vanish."""
+    if isinstance(d, dict):
+        for key, value in d.items():
+            _flatten(value, f"{prefix}/{key}", out)
+    elif d is not None:
+        out[prefix] = d
+
+
+def _unflatten(template: Any, prefix: str, arrays: dict[str, np.ndarray], used: set) -> Any:
+    """Rebuild a :func:`state_dict` shaped like ``template`` from the flat ``arrays``."""
+    if isinstance(template, dict):
+        return {k: _unflatten(v, f"{prefix}/{k}", arrays, used) for k, v in template.items()}
+    if template is None:
+        return None
+    if prefix not in arrays:
+        raise ValueError(f"Trainer.load: the file has no entry {prefix!r}")
+    used.add(prefix)
+    return arrays[prefix]
+
+
+def _param_paths(params: Any) -> list[tuple[str, Any]]:
+    leaves = jax.tree_util.tree_flatten_with_path(params)[0]
+    return [(f"params/{jax.tree_util.keystr(p)}", x) for p, x in leaves]
+
+
+class Trainer:
+    """A training loop you can step by hand or hand over: ``step(batch)``, ``fit(batches)``.
+
+    The Trainer owns a copy of the params and the optimizer state and runs one
+    jitted :func:`make_train_step` (the caller's arrays are never donated).
+    Every step's metrics (loss, gradient and update norms, the optimizer's
+    injected hyperparameters) go to :attr:`history`.
+
+    ``learning_rate`` and ``set_learning_rate`` work like MXNet's
+    ``gluon.Trainer`` when the learning rate lives in the optimizer's state,
+    i.e. the optimizer was built with :func:`gradtx.inject_hyperparams`, e.g.
+    ``inject_hyperparams(gradtx.sgd)(learning_rate=0.1)``. Setting it never
+    recompiles the step.
+
+    Args:
+      loss_fn: ``loss_fn(params, batch) -> loss`` (or ``(loss, aux)`` with ``has_aux``).
+      optimizer: a gradtx or optax gradient transformation.
+      params: the initial parameters (copied).
+      has_aux: whether ``loss_fn`` returns ``(loss, aux)``.
+      progress: show a tqdm progress bar in :meth:`fit`: ``None`` shows it
+        only when standard error is a terminal, ``True`` forces it, ``False``
+        hides it.
+    """
+
+    def __init__(
+        self,
+        loss_fn: Callable[..., Any],
+        optimizer: GradientTransformation,
+        params: Any,
+        *,
+        has_aux: bool = False,
+        progress: bool | None = None,
+    ):
+        self._train_step = make_train_step(loss_fn, optimizer, has_aux=has_aux, donate=True)
+        self.optimizer = optimizer
+        self.params = jax.tree.map(jnp.array, params)  # a copy: the step donates its buffers
+        self.opt_state = optimizer.init(self.params)
+        self.progress = progress
+        self._steps: list[dict] = []
+        self.epochs: list[dict[str, float]] = []
+
+    # -- stepping -----------------------------------------------------------------------------
+
+    def step(self, batch: Any) -> dict:
+        """One update on ``batch``; returns that step's metrics (device arrays)."""
+        self.params, self.opt_state, metrics = self._train_step(self.params, self.opt_state, batch)
+        self._steps.append(metrics)
+        return metrics
+
+    def fit(
+        self,
+        batches: Batches,
+        epochs: int = 1,
+        eval_fn: Callable[[Any], Any] | None = None,
+    ) -> list[dict[str, float]]:
+        """Train for ``epochs`` passes over ``batches``; returns one summary per epoch.
+
+        Each summary holds ``epoch`` (from 1), ``steps``, ``loss`` (the mean
+        training loss over the epoch), the learning rate when the optimizer
+        keeps one, and what ``eval_fn(params)`` returns (a dict of numbers,
+        or one number stored as ``eval``). Summaries also accumulate in
+        :attr:`epochs`.
+
+        Args:
+          batches: a re-iterable collection of batches (a list, a data loader),
+            or a function ``epoch -> iterable`` (epoch from 0) for a fresh
+            order each epoch.
+          epochs: passes over the data, at least 1.
+          eval_fn: called with the params after each epoch.
+        """
+        if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+            raise ValueError(f"Trainer.fit: epochs must be a positive integer, got {epochs!r}")
+        if isinstance(batches, Iterator) and epochs > 1:
+            raise ValueError(
+                f"Trainer.fit: batches is a one-shot iterator, which would be empty after the "
+                f"first of {epochs} epochs; pass a list, or a function epoch -> iterable"
+            )
+        summaries = []
+        for epoch in range(epochs):
+            source = batches(epoch) if callable(batches) else batches
+            losses = [self.step(batch)["loss"] for batch in self._progress(source, epoch, epochs)]
+            if not losses:
+                raise ValueError(f"Trainer.fit: batches yielded no batch in epoch {epoch + 1}")
+            summary: dict[str, float] = {"epoch": epoch + 1, "steps": len(losses)}
+            summary["loss"] = float(np.mean(jax.device_get(losses)))
+            rate = self._learning_rates()
+            if len(rate) == 1:
+                summary["learning_rate"] = float(next(iter(rate.values())))
+            if eval_fn is not None:
+                result = eval_fn(self.params)
+                if isinstance(result, dict):
+                    summary.update({k: float(v) for k, v in result.items()})
+                else:
+                    summary["eval"] = float(result)
+            self.epochs.append(summary)
+            summaries.append(summary)
+        return summaries
+
+    def _progress(self, source: Iterable, epoch: int, epochs: int) -> Iterable:
+        show = sys.stderr.isatty() if self.progress is None else self.progress
+        if not show:
+            return source
+        try:
+            from tqdm.auto import tqdm
+        except ImportError as error:
+            raise ImportError(
+                "Trainer(progress=True) needs tqdm: pip install tqdm (or gradtx[examples])"
+            ) from error
+        total = len(source) if hasattr(source, "__len__") else None
+        return tqdm(source, total=total, desc=f"epoch {epoch + 1}/{epochs}", unit="step")
+
+    # -- metrics and hyperparameters -----------------------------------------------------------
+
+    @property
+    def history(self) -> dict[str, np.ndarray]:
+        """Every step's metrics so far, as host arrays with one row per step."""
+        if not self._steps:
+            return {}
+        steps = jax.device_get(self._steps)
+        return jax.tree.map(lambda *xs: np.stack(xs), *steps)
+
+    @property
+    def hyperparams(self) -> dict[str, jax.Array]:
+        """The optimizer's injected hyperparameters by path, as :func:`gradtx.get_hyperparams`."""
+        return get_hyperparams(self.opt_state)
+
+    def _learning_rates(self) -> dict[str, jax.Array]:
+        return {
+            k: v
+            for k, v in self.hyperparams.items()
+            if k == "learning_rate" or k.endswith("/learning_rate")
+        }
+
+    @property
+    def learning_rate(self) -> float:
+        """The learning rate of the next update (a schedule's value at the latest one)."""
+        rates = self._learning_rates()
+        if not rates:
+            raise ValueError(
+                "Trainer.learning_rate: the optimizer keeps no learning rate in its state; build "
+                "it with gradtx.inject_hyperparams, e.g. "
+                "gradtx.inject_hyperparams(gradtx.sgd)(learning_rate=0.1)"
+            )
+        if len(rates) > 1:
+            raise ValueError(
+                f"Trainer.learning_rate: the optimizer has several learning rates "
+                f"{sorted(rates)}; read them with Trainer.hyperparams"
+            )
+        return float(next(iter(rates.values())))
+
+    def set_learning_rate(self, learning_rate: float) -> None:
+        """Use ``learning_rate`` from the next update on (every group's, if there are several)."""
+        self.learning_rate  # noqa: B018  (raises the explanation when there is none)
+        self.opt_state = set_hyperparams(self.opt_state, learning_rate=learning_rate)
+
+    # -- checkpoints ---------------------------------------------------------------------------
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the params and the optimizer's :func:`gradtx.state_dict` to one ``.npz`` file.
+
+        The file is written next to ``path`` and renamed into place, so a
+        failed save leaves any earlier file intact.
+        """
+        arrays = {name: np.asarray(x) for name, x in _param_paths(self.params)}
+        _flatten(state_dict(self.opt_state), "state", arrays)
+        directory = os.path.dirname(os.path.abspath(path))
+        fd, tmp = tempfile.mkstemp(dir=directory, suffix=".npz.tmp")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                np.savez(f, **arrays)
+            os.replace(tmp, path)
+        except BaseException:
+            os.unlink(tmp)
+            raise
+
+    def load(self, path: str | os.PathLike) -> None:
+        """Restore params and optimizer state saved by :meth:`save`; training resumes exactly.
+
+        Every entry is checked against this Trainer's params and state (names,
+        shapes, dtypes) before anything is replaced.
+
+        Raises:
+          ValueError: naming the first entry that is missing, unexpected or misshapen.
+        """
+        with np.load(path) as f:
+            arrays = {k: f[k] for k in f.files}
+        used: set[str] = set()
+        leaves = []
+        for name, want in _param_paths(self.params):
+            if name not in arrays:
+                raise ValueError(f"Trainer.load: the file has no entry {name!r}")
+            got = arrays[name]
+            if got.shape != want.shape or got.dtype != want.dtype:
+                raise ValueError(
+                    f"Trainer.load: {name}: expected shape {want.shape} {want.dtype}, "
+                    f"got shape {got.shape} {got.dtype}"
+                )
+            used.add(name)
+            leaves.append(jnp.asarray(got))
+        saved = _unflatten(state_dict(self.opt_state), "state", arrays, used)
+        opt_state = load_state_dict(self.opt_state, saved)
+        extra = sorted(set(arrays) - used)
+        if extra:
+            raise ValueError(f"Trainer.load: unexpected entry {extra[0]!r} in {os.fspath(path)!r}")
+        self.params = jax.tree.unflatten(jax.tree.structure(self.params), leaves)
+        self.opt_state = jax.tree.map(jnp.asarray, opt_state)
