@@ -77,13 +77,23 @@ def test_suggestion_on_a_quadratic_is_near_one_over_curvature(curvature, noise):
     assert 1 / 3 < result.suggestion * curvature < 3
 
 
-def test_steepest_descent_rule():
-    rates = np.geomspace(1e-3, 1, 7)
-    smoothed = np.array([1.0, 0.99, 0.9, 0.5, 0.45, 0.44, 3.0])
-    # Slopes of log(m) against log(rate), by central differences: the biggest fall is at 0.9->0.5.
-    slopes = np.gradient(np.log(smoothed), np.log(rates))
-    assert gradtx.training.lr_finder.steepest_descent(rates, smoothed) == rates[np.argmin(slopes)]
-    assert gradtx.training.lr_finder.steepest_descent(rates[:1], smoothed[:1]) is None
+def test_steepest_descent_rule_sees_through_a_dip_at_the_minimum():
+    steepest = gradtx.training.lr_finder.steepest_descent
+    rates = np.geomspace(1e-4, 1.0, 41)  # ten per decade: the window is 2 points each side
+    x = np.log(rates)
+    log_m = np.ones(41)
+    log_m[15:26] = 1 - 2.0 * (x[15:26] - x[15])  # the steep descent, slope -2 on log-log axes
+    log_m[26:34] = log_m[25] - 0.5 * (x[26:34] - x[25])  # a gentle one, slope -0.5
+    log_m[33] -= 1.0  # a one-step noisy dip that makes the minimum
+    log_m[34:] = log_m[32] + 3.0 * (x[34:] - x[33])  # then divergence
+    smoothed = np.exp(log_m)
+    assert np.argmin(smoothed) == 33
+    assert 15 <= np.searchsorted(rates, steepest(rates, smoothed)) <= 25
+    # Central differences of the raw curve would have picked the dip instead:
+    assert np.argmin(np.gradient(log_m, x)) in (32, 33)
+    assert steepest(rates[:1], smoothed[:1]) is None
+    assert steepest(rates, np.linspace(1.0, 2.0, 41)) is None  # it never went down
+    assert steepest(rates[:2], np.array([2.0, 1.0])) == rates[0]
 
 
 def test_one_compilation_and_no_per_step_python(caplog):

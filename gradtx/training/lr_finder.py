@@ -71,20 +71,31 @@ class LRFinderResult:
 
 
 def steepest_descent(learning_rates: np.ndarray, smoothed: np.ndarray) -> float | None:
-    """The rate where the smoothed loss falls fastest on the log-log plot.
+    """The rate where the smoothed loss falls fastest on the log-log plot, before its minimum.
 
-    The slope is :math:`d \\log m / d \\log \\eta` (of :math:`m` itself when a
-    loss is not positive), taken over the finite prefix of ``smoothed``.
+    At each recorded rate up to the lowest smoothed loss, the slope of
+    :math:`\\log m` against :math:`\\log \\eta` is taken across a quarter of a
+    decade of rates on either side (narrower when the descent is short), which
+    looks through minibatch noise; the suggestion is the rate of the most negative slope.
+    Losses that are not all positive are used as they are, not logged. None if
+    fewer than two finite losses were recorded or the loss never went down.
     """
     finite = np.isfinite(smoothed)
     n = len(smoothed) if finite.all() else int(np.argmin(finite))
     if n < 2:
         return None
-    curve = smoothed[:n]
-    if (curve > 0).all():
-        curve = np.log(curve)
-    slope = np.gradient(curve, np.log(learning_rates[:n]))
-    return float(learning_rates[int(np.argmin(slope))])
+    stop = int(np.argmin(smoothed[:n])) + 1  # the descent ends at the lowest loss
+    if stop < 2:
+        return None
+    curve = np.log(smoothed[:stop]) if (smoothed[:stop] > 0).all() else smoothed[:stop]
+    x = np.log(learning_rates[:stop])
+    per_step = (np.log(learning_rates[n - 1]) - np.log(learning_rates[0])) / (n - 1)
+    # Interior points only: a window ending at the minimum would always look steep.
+    k = max(1, min(round(np.log(10**0.25) / per_step), (stop - 1) // 2))
+    i = np.arange(k, stop - k) if stop > 2 else np.arange(1)
+    hi, lo = np.minimum(i + k, stop - 1), np.maximum(i - k, 0)
+    slope = (curve[hi] - curve[lo]) / (x[hi] - x[lo])
+    return float(learning_rates[i[int(np.argmin(slope))]])
 
 
 def _scan(loss_fn, factory, params, batches, order, rates, smoothing, min_steps, stop_factor):
@@ -179,12 +190,14 @@ def find_learning_rate(
     watches :math:`m_0 = \\ell_0`, :math:`m_i = (1 - s)\\,\\ell_i + s\\,m_{i-1}`
     and ends the run after step :math:`i` once :math:`m_i > c\\,\\ell_0` and
     :math:`i + 1 \\ge` ``min_steps`` (or at the first non-finite loss). The
-    suggestion is the recorded rate where :math:`d\\log m/d\\log\\eta` is most
-    negative: the steepest descent of the smoothed loss on the log-log plot.
-    Taking the slope in log loss makes the rule blind to the loss's scale, so
-    an early drop of a large loss does not outweigh a faster relative drop
-    later; on a quadratic of curvature :math:`c` it lands near :math:`1/c`,
-    the rate that would solve it in one step.
+    suggestion is the recorded rate, before the smoothed loss's minimum, where
+    :math:`d\\log m/d\\log\\eta` is most negative (taken over a quarter of a
+    decade each side): the steepest descent of the smoothed loss on the
+    log-log plot (:func:`steepest_descent`). Taking the slope in log loss makes
+    the rule blind to the loss's scale, so an early drop of a large loss does
+    not outweigh a faster relative drop later; on a quadratic of curvature
+    :math:`c` it lands near :math:`1/c`, the rate that would solve it in one
+    step.
 
     All ``num_steps`` steps are one compiled ``lax.scan``; a stopped run is
     masked, not left. Nothing of the caller's is modified: the params are
