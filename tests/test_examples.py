@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import math
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,7 @@ import numpy as np
 import gradtx
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+sys.path.insert(0, str(EXAMPLES))  # as when run as scripts: they share examples/digits_data.py
 
 
 def _load(name: str):
@@ -66,3 +68,31 @@ def test_param_groups_example():
     params, _, accuracy = example.cntk_learners(epochs=12)
     assert accuracy > 0.85
     assert not np.any(params["layer1"]["b"]) and not np.any(params["layer2"]["b"])
+
+
+def test_lr_finder_example_suggests_a_rate_that_trains(tmp_path, capsys):
+    out = tmp_path / "lr_finder.png"
+    suggestion, accuracy = _load("lr_finder").main(out, epochs=10)
+    assert 0.05 < suggestion < 0.6  # SGD with momentum 0.9 trains well from 0.1 to 0.3 here
+    assert accuracy > 0.95
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "suggested learning rate" in capsys.readouterr().out
+
+
+def test_trainer_example_decays_the_rate_and_round_trips(tmp_path, capsys):
+    trainer = _load("trainer").main(tmp_path / "trainer.png", epochs=4)
+    text = capsys.readouterr().out
+    assert "after trainer.set_learning_rate(0.05): 0.05" in text
+    assert "params identical True" in text
+    rates = [s["learning_rate"] for s in trainer.epochs]
+    np.testing.assert_allclose(rates, [0.1, 0.1, 0.05, 0.05], rtol=1e-6)
+    assert trainer.epochs[-1]["test_accuracy"] > 0.93
+
+
+def test_sweep_example_runs_the_whole_grid(tmp_path, capsys):
+    result = _load("sweep").main(tmp_path / "sweep.png", steps=300)
+    assert result.metrics["accuracy"].shape == (32, 2)
+    i, j = result.best_index
+    assert result.metrics["accuracy"][i, j] > 0.95
+    assert result.metrics["accuracy"][0, 0] < 0.5  # the smallest rate has not trained yet
+    assert "64 runs of 300 steps in one sweep call" in capsys.readouterr().out

@@ -104,9 +104,9 @@ class Trainer:
         """Train for ``epochs`` passes over ``batches``; returns one summary per epoch.
 
         Each summary holds ``epoch`` (from 1), ``steps``, ``loss`` (the mean
-        training loss over the epoch), the learning rate when the optimizer
-        keeps one, and what ``eval_fn(params)`` returns (a dict of numbers,
-        or one number stored as ``eval``). Summaries also accumulate in
+        training loss over the epoch), ``learning_rate`` (that of the epoch's
+        last update) when the optimizer keeps one, and what ``eval_fn(params)``
+        returns (a dict of numbers, or one number stored as ``eval``). Summaries also accumulate in
         :attr:`epochs`.
 
         Args:
@@ -181,7 +181,11 @@ class Trainer:
 
     @property
     def learning_rate(self) -> float:
-        """The learning rate of the next update (a schedule's value at the latest one)."""
+        """The learning rate in the optimizer's state.
+
+        A constant or set rate is the one the next update uses; a scheduled
+        rate is the one the latest update used (the first update's before any).
+        """
         rates = self._learning_rates()
         if not rates:
             raise ValueError(
