@@ -254,3 +254,11 @@ def test_trainer_fit_takes_a_function_of_the_epoch_and_an_eval_fn():
     assert seen == [0, 1]
     assert summaries[-1]["val"] == pytest.approx(float(loss_fn(trainer.params, batches[0])))
     assert summaries[-1]["learning_rate"] == pytest.approx(float(trainer.learning_rate))
+
+
+def test_trainer_progress_bar_when_forced(capsys):
+    trainer = make_trainer()
+    trainer.progress = True
+    trainer.fit(make_batches(3), epochs=2)
+    err = capsys.readouterr().err
+    assert "epoch 1/2" in err and "epoch 2/2" in err and "3/3" in err
