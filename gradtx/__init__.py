@@ -47,6 +47,7 @@ from gradtx.training import (
     find_learning_rate,
     make_train_step,
     sweep,
+    zero_shardings,
 )
 from gradtx.transforms import *  # noqa: F403
 from gradtx.transforms import __all__ as _transforms_all
@@ -121,5 +122,6 @@ __all__ = [
     "stateless",
     "sweep",
     "training",
+    "zero_shardings",
     *_transforms_all,
 ]

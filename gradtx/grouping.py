@@ -45,16 +45,18 @@ class _Chunk:
 @dataclasses.dataclass(frozen=True)
 class _Layout:
     num_leaves: int
-    loose: tuple[int, ...]  # leaves passed through unpacked: large or not floating
+    loose: tuple[int, ...]  # leaves passed through unpacked: large, not floating, or split
     chunks: tuple[_Chunk, ...]
     sizes: tuple[tuple[str, int], ...]  # total packed elements per dtype
 
 
 @functools.lru_cache(maxsize=256)
-def _layout(signature: tuple[tuple[tuple[int, ...], str], ...], max_size: int) -> _Layout:
+def _layout(signature: tuple[tuple[tuple[int, ...], str, bool], ...], max_size: int) -> _Layout:
     loose, small = [], {}
-    for i, (shape, dtype) in enumerate(signature):
-        packable = jnp.issubdtype(dtype, jnp.floating) and int(np.prod(shape)) <= max_size
+    for i, (shape, dtype, split) in enumerate(signature):
+        # A leaf split across devices stays whole: packing would gather it onto each device.
+        small_float = jnp.issubdtype(dtype, jnp.floating) and int(np.prod(shape)) <= max_size
+        packable = small_float and not split
         if packable:
             small.setdefault(dtype, []).append(i)
         else:
@@ -77,8 +79,14 @@ def _layout(signature: tuple[tuple[tuple[int, ...], str], ...], max_size: int) -
     return _Layout(len(signature), tuple(loose), tuple(chunks), tuple(sizes))
 
 
-def _signature(leaves: list[Any]) -> tuple[tuple[tuple[int, ...], str], ...]:
-    return tuple((tuple(np.shape(x)), jnp.result_type(x).name) for x in leaves)
+def _is_split(x: Any) -> bool:
+    """Whether ``x`` is split over a mesh axis that tracing can see (explicit sharding)."""
+    spec = getattr(getattr(jax.typeof(x), "sharding", None), "spec", None)
+    return spec is not None and any(axis is not None for axis in spec)
+
+
+def _signature(leaves: list[Any]) -> tuple[tuple[tuple[int, ...], str, bool], ...]:
+    return tuple((tuple(np.shape(x)), jnp.result_type(x).name, _is_split(x)) for x in leaves)
 
 
 def _pack(layout: _Layout, leaves: list[Any]) -> dict[str, Any]:

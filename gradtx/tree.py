@@ -27,12 +27,23 @@ def resolve(hyperparam: Any, count: jax.Array) -> Any:
     return hyperparam(count) if callable(hyperparam) else hyperparam
 
 
+def _filled(x: Any, value: Any, dtype: Any) -> jax.Array:
+    # A select on x instead of jnp.full_like: under jit with automatic sharding, XLA
+    # gives the result x's sharding (a constant would come out replicated), so moments
+    # made by a jitted init are sharded like their params.
+    x = jnp.asarray(x)
+    dtype = x.dtype if dtype is None else dtype
+    return jnp.where(False, x.astype(dtype), jnp.asarray(value, dtype))
+
+
 def full_like(tree: Any, value: Any, dtype: Any = None) -> Any:
-    return jax.tree.map(lambda x: jnp.full_like(x, value, dtype=dtype), tree)
+    """A tree like ``tree`` filled with ``value``, each leaf sharded like its model."""
+    return jax.tree.map(lambda x: _filled(x, value, dtype), tree)
 
 
 def zeros_like(tree: Any, dtype: Any = None) -> Any:
-    return jax.tree.map(lambda x: jnp.zeros_like(x, dtype=dtype), tree)
+    """Zeros like ``tree``, each leaf sharded like its model (see :func:`full_like`)."""
+    return full_like(tree, 0, dtype)
 
 
 def cast(tree: Any, dtype: Any, seed: Any = 0) -> Any:

@@ -183,7 +183,7 @@ class ApplyIfFiniteState(NamedTuple):
 
 
 def apply_if_finite(
-    transform: GradientTransformation, max_consecutive_errors: int
+    transform: GradientTransformation, max_consecutive_errors: int, axis_name: Any = None
 ) -> GradientTransformation:
     """Skip steps whose updates contain NaN or Inf, leaving the inner state untouched.
 
@@ -195,10 +195,16 @@ def apply_if_finite(
     ``jnp.where``, not ``lax.cond``, so it runs the same under ``jit``, ``vmap``
     and ``shard_map``.
 
+    Inside ``shard_map`` or ``pmap`` with the updates split across devices,
+    pass ``axis_name``: the step is finite only if every device's part is, so
+    all devices skip or apply together. Without it each device would judge its
+    own part and the copies could drift apart.
+
     Args:
       transform: the transform to protect.
       max_consecutive_errors: non-finite steps skipped in a row before giving up,
         :math:`\\ge 0`.
+      axis_name: the mapped axis (or axes) to agree across, or None.
     """
     if (
         isinstance(max_consecutive_errors, bool)
@@ -218,6 +224,8 @@ def apply_if_finite(
 
     def update(updates, state, params=None, **extra):
         finite = jnp.all(jnp.array([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(updates)]))
+        if axis_name is not None:
+            finite = jax.lax.pmin(finite.astype(jnp.int32), axis_name) > 0
         new_updates, inner = transform.update(updates, state.inner, params, **extra)
         consecutive = jnp.where(finite, 0, tree.safe_increment(state.consecutive_errors))
         apply = finite | (consecutive > max_consecutive_errors)

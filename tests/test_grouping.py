@@ -105,10 +105,16 @@ def test_random_trees(params):
         chex.assert_trees_all_close(u_packed, u_opt, rtol=1e-6, atol=1e-7)
 
 
-def test_layout_keeps_non_floating_and_large_leaves_loose():
-    signature = (((3,), "int32"), ((2,), "float32"), ((5000,), "float32"), ((2,), "float32"))
+def test_layout_keeps_non_floating_large_and_split_leaves_loose():
+    signature = (
+        ((3,), "int32", False),
+        ((2,), "float32", False),
+        ((5000,), "float32", False),
+        ((2,), "float32", False),
+        ((8,), "float32", True),  # split over a mesh axis (explicit sharding)
+    )
     layout = grouping._layout(signature, 4096)
-    assert layout.loose == (0, 2)
+    assert layout.loose == (0, 2, 4)
     assert [c.leaves for c in layout.chunks] == [(1, 3)]
     assert layout.sizes == (("float32", 4),)
 

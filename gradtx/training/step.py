@@ -7,8 +7,10 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+from jax.sharding import Mesh
 
 from gradtx.core import GradientTransformation, _extras_filter, apply_updates
+from gradtx.training import sharding
 from gradtx.wrappers import get_hyperparams
 
 TrainStep = Callable[[Any, Any, Any], tuple[Any, Any, dict]]
@@ -33,12 +35,39 @@ def leading_size(batch: Any, who: str) -> int | None:
     return next(iter(sizes.values()))
 
 
+def _mean_over(axis_name: Any, loss: jax.Array, grads: Any) -> tuple[jax.Array, Any]:
+    """Average the loss and gradients over a ``shard_map``/``pmap`` axis.
+
+    With ``shard_map``'s varying-axis types on, autodiff has already summed the
+    gradients of replicated params over the axis (the transpose of their
+    implicit broadcast), so those are divided by the axis size; gradients that
+    still vary, and everything when types are off, are averaged with ``pmean``.
+    """
+    axes = set(axis_name if isinstance(axis_name, tuple) else (axis_name,))
+
+    def varies(x: Any) -> bool:
+        aval = jax.typeof(x)
+        manual = getattr(aval, "manual_axis_type", None)  # newer JAX; older ones call it vma
+        return axes <= set(manual.varying if manual is not None else getattr(aval, "vma", ()))
+
+    typed = varies(loss)  # the loss of a split batch varies, if varying types are tracked
+    size = jax.lax.psum(1, axis_name)
+
+    def mean(g: jax.Array) -> jax.Array:
+        return jax.lax.pmean(g, axis_name) if varies(g) or not typed else g / size
+
+    return jax.lax.pmean(loss, axis_name), jax.tree.map(mean, grads)
+
+
 def make_train_step(
     loss_fn: Callable[..., Any],
     optimizer: GradientTransformation,
     *,
     has_aux: bool = False,
     donate: bool = True,
+    mesh: Mesh | None = None,
+    data_axis: str = "data",
+    axis_name: Any = None,
 ) -> TrainStep:
     """A jitted ``step(params, opt_state, batch) -> (params, opt_state, metrics)``.
 
@@ -54,6 +83,21 @@ def make_train_step(
     (:func:`gradtx.inject_hyperparams`, by the paths of
     :func:`gradtx.get_hyperparams`) and, with ``has_aux``, ``aux``.
 
+    Data parallelism, two ways:
+
+    - ``mesh``: the step runs on the mesh with global arrays. The batch's
+      leading dimension is split over ``data_axis`` (in a multi-process run,
+      each process passes its own samples); params and state keep the
+      shardings they arrive with (leaves not on the mesh are replicated), and
+      the step returns them with the same shardings. The loss is the global
+      mean and XLA averages the gradients across devices; ``n`` is the global
+      batch size.
+    - ``axis_name``: the step is called inside ``shard_map`` or ``pmap`` over
+      that axis, each device with its own slice of the batch and a whole copy
+      of the params. The loss and gradients are averaged over the axis
+      before the update, so every copy takes the same step and the norms are
+      global; ``n`` is the local batch size.
+
     Args:
       loss_fn: ``loss_fn(params, batch) -> loss`` (a scalar), or
         ``-> (loss, aux)`` with ``has_aux=True``.
@@ -61,24 +105,39 @@ def make_train_step(
       has_aux: whether ``loss_fn`` returns ``(loss, aux)``.
       donate: donate the params and state buffers to the step, so they are
         updated in place; the arrays passed in must not be used afterwards.
+      mesh: a ``jax.sharding.Mesh`` to run data-parallel on.
+      data_axis: the mesh axis the batch is split over.
+      axis_name: the ``shard_map``/``pmap`` axis to average over.
+
+    Raises:
+      ValueError: ``data_axis`` not in the mesh, or (at call time) a batch that
+        does not split evenly over it, or whose leaves disagree on ``n``.
     """
+    who = "make_train_step"
     if not callable(loss_fn):
-        raise TypeError(f"make_train_step: loss_fn must be callable, got {type(loss_fn).__name__}")
+        raise TypeError(f"{who}: loss_fn must be callable, got {type(loss_fn).__name__}")
     if not (
         callable(getattr(optimizer, "init", None)) and callable(getattr(optimizer, "update", None))
     ):
         raise TypeError(
-            f"make_train_step: optimizer must be a gradient transformation with init and update, "
+            f"{who}: optimizer must be a gradient transformation with init and update, "
             f"got {type(optimizer).__name__}; did you forget to call the factory, e.g. "
             f"gradtx.adam(1e-3) instead of gradtx.adam?"
+        )
+    if mesh is not None and axis_name is not None:
+        raise ValueError(
+            f"{who}: give mesh (a jitted step on global arrays) or axis_name (a step inside "
+            f"shard_map or pmap), not both"
         )
     keep = _extras_filter(optimizer.update)
     grad_fn = jax.value_and_grad(loss_fn, has_aux=has_aux)
 
     def step(params, opt_state, batch):
-        size = leading_size(batch, "make_train_step")
+        size = leading_size(batch, who)
         out, grads = grad_fn(params, batch)
         loss, aux = out if has_aux else (out, None)
+        if axis_name is not None:
+            loss, grads = _mean_over(axis_name, loss, grads)
         extra = {"value": loss}
         if size is not None:
             extra["batch_size"] = size
@@ -90,4 +149,21 @@ def make_train_step(
             metrics["aux"] = aux
         return params, opt_state, metrics
 
-    return jax.jit(step, donate_argnums=(0, 1) if donate else ())
+    donated = (0, 1) if donate else ()
+    if mesh is None:
+        return jax.jit(step, donate_argnums=donated)
+
+    sharding.check_axis(who, mesh, data_axis, "data_axis")
+    compiled: dict[Any, Callable] = {}
+
+    def sharded_step(params, opt_state, batch):
+        batch = sharding.place_batch(who, mesh, data_axis, batch)
+        shardings = (sharding.shardings_of(params, mesh), sharding.shardings_of(opt_state, mesh))
+        params, opt_state = sharding.place((params, opt_state), shardings)
+        key = jax.tree.structure(shardings), tuple(jax.tree.leaves(shardings))
+        if key not in compiled:
+            compiled[key] = jax.jit(step, out_shardings=(*shardings, None), donate_argnums=donated)
+        with jax.set_mesh(mesh):
+            return compiled[key](params, opt_state, batch)
+
+    return sharded_step

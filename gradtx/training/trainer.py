@@ -11,9 +11,12 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.experimental import multihost_utils
+from jax.sharding import Mesh
 
 from gradtx.core import GradientTransformation
 from gradtx.state_dict import load_state_dict, state_dict
+from gradtx.training import sharding
 from gradtx.training.step import make_train_step
 from gradtx.wrappers import get_hyperparams, set_hyperparams
 
@@ -41,6 +44,12 @@ def _unflatten(template: Any, prefix: str, arrays: dict[str, np.ndarray], used: 
     return arrays[prefix]
 
 
+def _to_host(x: Any) -> Any:
+    if isinstance(x, jax.Array) and not x.is_fully_addressable:
+        return multihost_utils.process_allgather(x, tiled=True)
+    return x
+
+
 def _param_paths(params: Any) -> list[tuple[str, Any]]:
     leaves = jax.tree_util.tree_flatten_with_path(params)[0]
     return [(f"params/{jax.tree_util.keystr(p)}", x) for p, x in leaves]
@@ -60,6 +69,12 @@ class Trainer:
     ``inject_hyperparams(gradtx.sgd)(learning_rate=0.1)``. Setting it never
     recompiles the step.
 
+    With a ``mesh`` the Trainer trains data-parallel: params are placed by
+    ``param_specs`` (replicated by default, or split over a ``model`` axis),
+    the optimizer state is made by a jitted ``init`` on the mesh so that each
+    moment is sharded like its param, and every batch is split over
+    ``data_axis`` (see :func:`make_train_step`).
+
     Args:
       loss_fn: ``loss_fn(params, batch) -> loss`` (or ``(loss, aux)`` with ``has_aux``).
       optimizer: a gradtx or optax gradient transformation.
@@ -68,6 +83,11 @@ class Trainer:
       progress: show a tqdm progress bar in :meth:`fit`: ``None`` shows it
         only when standard error is a terminal, ``True`` forces it, ``False``
         hides it.
+      mesh: a ``jax.sharding.Mesh`` to train on, or None for one device.
+      param_specs: with a mesh, how to split the params: None (replicated), one
+        ``PartitionSpec`` for all, a tree of them shaped like the params, or a
+        function ``(path, leaf) -> PartitionSpec``.
+      data_axis: with a mesh, the axis the batches are split over.
     """
 
     def __init__(
@@ -78,11 +98,26 @@ class Trainer:
         *,
         has_aux: bool = False,
         progress: bool | None = None,
+        mesh: Mesh | None = None,
+        param_specs: Any = None,
+        data_axis: str = "data",
     ):
-        self._train_step = make_train_step(loss_fn, optimizer, has_aux=has_aux, donate=True)
+        self._train_step = make_train_step(
+            loss_fn, optimizer, has_aux=has_aux, mesh=mesh, data_axis=data_axis
+        )
         self.optimizer = optimizer
-        self.params = jax.tree.map(jnp.array, params)  # a copy: the step donates its buffers
-        self.opt_state = optimizer.init(self.params)
+        self.mesh = mesh
+        if mesh is None:
+            if param_specs is not None:
+                raise ValueError("Trainer: param_specs place params on a mesh; pass mesh= too")
+            self.params = jax.tree.map(jnp.array, params)  # a copy: the step donates its buffers
+            self.opt_state = optimizer.init(self.params)
+        else:
+            placement = sharding.param_shardings("Trainer", mesh, params, param_specs)
+            placed = sharding.place(params, placement)
+            self.params = jax.tree.map(lambda x: x.copy(), placed)  # never donate the caller's
+            with jax.set_mesh(mesh):
+                self.opt_state = jax.jit(optimizer.init)(self.params)
         self.progress = progress
         self._steps: list[dict] = []
         self.epochs: list[dict[str, float]] = []
@@ -211,10 +246,15 @@ class Trainer:
         """Write the params and the optimizer's :func:`gradtx.state_dict` to one ``.npz`` file.
 
         The file is written next to ``path`` and renamed into place, so a
-        failed save leaves any earlier file intact.
+        failed save leaves any earlier file intact. In a multi-process run every
+        process must call it (arrays split across processes are gathered) and
+        process 0 writes the file.
         """
-        arrays = {name: np.asarray(x) for name, x in _param_paths(self.params)}
-        _flatten(state_dict(self.opt_state), "state", arrays)
+        host = jax.tree.map(_to_host, (self.params, self.opt_state))
+        if jax.process_index() != 0:
+            return
+        arrays = {name: np.asarray(x) for name, x in _param_paths(host[0])}
+        _flatten(state_dict(host[1]), "state", arrays)
         directory = os.path.dirname(os.path.abspath(path))
         fd, tmp = tempfile.mkstemp(dir=directory, suffix=".npz.tmp")
         try:
@@ -254,5 +294,10 @@ class Trainer:
         extra = sorted(set(arrays) - used)
         if extra:
             raise ValueError(f"Trainer.load: unexpected entry {extra[0]!r} in {os.fspath(path)!r}")
-        self.params = jax.tree.unflatten(jax.tree.structure(self.params), leaves)
-        self.opt_state = jax.tree.map(jnp.asarray, opt_state)
+        params = jax.tree.unflatten(jax.tree.structure(self.params), leaves)
+        if self.mesh is None:
+            self.params, self.opt_state = params, jax.tree.map(jnp.asarray, opt_state)
+            return
+        # Back onto the mesh with the shardings the Trainer's arrays have now.
+        current = sharding.shardings_of((self.params, self.opt_state), self.mesh)
+        self.params, self.opt_state = sharding.place((params, opt_state), current)

@@ -1,0 +1,284 @@
+"""Multi-device cases, run by tests/test_distributed.py in a process with 8 host devices.
+
+Not collected by the main run (the name does not start with ``test_``): JAX fixes
+its device count at import, so these need their own process.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.sharding import AxisType, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+import gradtx
+
+if jax.device_count() != 8:
+    pytest.skip(
+        "run with XLA_FLAGS=--xla_force_host_platform_device_count=8", allow_module_level=True
+    )
+
+STEPS = 20
+SPECS = {"w1": P(None, "model"), "b1": P("model"), "w2": P("model", None), "b2": P()}
+
+LEARNERS = {
+    "sgd": lambda: gradtx.sgd(0.05, momentum=0.9, nesterov=True),
+    "adagrad": lambda: gradtx.adagrad(0.05),
+    "rmsprop": lambda: gradtx.rmsprop(1e-3, momentum=0.9, centered=True),
+    "adam": lambda: gradtx.adam(1e-2),
+    "nadam": lambda: gradtx.nadam(1e-2),
+    "adamw": lambda: gradtx.adamw(1e-2, weight_decay=1e-2),
+    "amsgrad": lambda: gradtx.amsgrad(1e-2),
+    "adamax": lambda: gradtx.adamax(1e-2),
+    "adadelta": lambda: gradtx.adadelta(1.0),
+    "lion": lambda: gradtx.lion(1e-3, weight_decay=1e-2),
+    "adam, bf16 state": lambda: gradtx.adam(1e-2, state_dtype=jnp.bfloat16),
+    "clip + adam": lambda: gradtx.chain(gradtx.clip_by_global_norm(0.5), gradtx.adam(1e-2)),
+    "grouped adamw": lambda: gradtx.grouped(gradtx.adamw(1e-2), max_leaf_size=64),
+    "apply_if_finite": lambda: gradtx.apply_if_finite(gradtx.adam(1e-2), 3),
+    "injected sgd": lambda: gradtx.inject_hyperparams(gradtx.sgd)(learning_rate=0.05, momentum=0.9),
+    "partition": lambda: gradtx.partition(
+        {"w": gradtx.adam(1e-2), "b": gradtx.sgd(0.05)},
+        lambda params: {k: k[0] for k in params},
+    ),
+    "lookahead": lambda: gradtx.lookahead(gradtx.adam(1e-2), 5, 0.5),
+    "cntk momentum_sgd": lambda: gradtx.cntk.momentum_sgd(
+        gradtx.cntk.learning_rate_schedule(0.002, gradtx.cntk.UnitType.sample),
+        gradtx.cntk.momentum_as_time_constant_schedule(100),
+    ),
+    "plateau": lambda: gradtx.chain(
+        gradtx.sgd(0.05), gradtx.schedules.reduce_on_plateau(factor=0.5, patience=2)
+    ),
+}
+
+
+def init_params():
+    rng = np.random.default_rng(0)
+    return {
+        "w1": jnp.asarray(rng.normal(size=(16, 32)) / 4, jnp.float32),
+        "b1": jnp.zeros(32, jnp.float32),
+        "w2": jnp.asarray(rng.normal(size=(32, 8)) / 6, jnp.float32),
+        "b2": jnp.zeros(8, jnp.float32),
+    }
+
+
+def batches(count=STEPS, size=32):
+    rng = np.random.default_rng(1)
+    target = rng.normal(size=(16, 8))
+    out = []
+    for _ in range(count):
+        x = rng.normal(size=(size, 16)).astype(np.float32)
+        out.append((x, np.tanh(x @ target).astype(np.float32)))
+    return out
+
+
+def loss_fn(params, batch):
+    x, y = batch
+    h = jnp.tanh(x @ params["w1"] + params["b1"])
+    return jnp.mean((h @ params["w2"] + params["b2"] - y) ** 2)
+
+
+def explicit_loss_fn(params, batch):
+    """The same loss written for explicit sharding: the model gathers its hidden layer."""
+    x, y = batch
+    h = jnp.tanh(x @ params["w1"] + params["b1"])
+    h = jax.sharding.reshard(h, P("data", None))
+    return jnp.mean((h @ params["w2"] + params["b2"] - y) ** 2)
+
+
+def mesh(kind=AxisType.Auto):
+    return jax.make_mesh((4, 2), ("data", "model"), axis_types=(kind, kind))
+
+
+def tolerance(name):
+    # bfloat16 moments round stochastically: a last-bit difference in a float32 sum
+    # can flip a rounding, and 20 Adam steps of 1e-2 then differ by a few 1e-3.
+    return (0, 5e-3) if "bf16" in name else (1e-5, 1e-6)
+
+
+def single_device_run(make):
+    trainer = gradtx.Trainer(loss_fn, make(), init_params(), progress=False)
+    trainer.fit(batches())
+    return trainer
+
+
+def param_shaped(trainer):
+    """(state leaf, its param) for every state leaf shaped like a param (shapes are unique)."""
+    by_shape = {p.shape: p for p in jax.tree.leaves(trainer.params)}
+    assert len(by_shape) == len(jax.tree.leaves(trainer.params))
+    return [
+        (x, by_shape[x.shape]) for x in jax.tree.leaves(trainer.opt_state) if x.shape in by_shape
+    ]
+
+
+def assert_state_follows_params(trainer):
+    for moment, param in param_shaped(trainer):
+        assert moment.sharding.is_equivalent_to(param.sharding, param.ndim), (
+            moment.sharding,
+            param.sharding,
+        )
+    for x in jax.tree.leaves(trainer.opt_state):
+        if x.ndim == 0:
+            assert x.sharding.is_fully_replicated
+        assert x.sharding.mesh.shape == trainer.mesh.shape  # nothing left on a single device
+
+
+@pytest.mark.parametrize("name", LEARNERS)
+def test_mesh_4x2_equals_single_device(name):
+    make = LEARNERS[name]
+    expected = single_device_run(make)
+    trainer = gradtx.Trainer(
+        loss_fn, make(), init_params(), progress=False, mesh=mesh(), param_specs=SPECS
+    )
+    assert_state_follows_params(trainer)
+    trainer.fit(batches())
+    assert_state_follows_params(trainer)
+    for key, spec in SPECS.items():
+        want = NamedSharding(trainer.mesh, spec)
+        assert trainer.params[key].sharding.is_equivalent_to(want, trainer.params[key].ndim)
+    rtol, atol = tolerance(name)
+    jax.tree.map(
+        lambda a, b: np.testing.assert_allclose(a, b, rtol=rtol, atol=atol),
+        trainer.params,
+        expected.params,
+    )
+    np.testing.assert_allclose(
+        trainer.history["loss"], expected.history["loss"], rtol=max(rtol, 1e-5), atol=atol
+    )
+    if name != "plateau":  # plain sgd keeps no moment; every other learner here does
+        assert param_shaped(trainer)
+
+
+@pytest.mark.parametrize("name", LEARNERS)
+def test_explicit_sharding_raises_no_sharding_type_error(name):
+    make = LEARNERS[name]
+    expected = gradtx.Trainer(loss_fn, make(), init_params(), progress=False)
+    expected.fit(batches(3))
+    trainer = gradtx.Trainer(
+        explicit_loss_fn,
+        make(),
+        init_params(),
+        progress=False,
+        mesh=mesh(AxisType.Explicit),
+        param_specs=SPECS,
+    )
+    trainer.fit(batches(3))
+    assert_state_follows_params(trainer)
+    rtol, atol = tolerance(name)
+    jax.tree.map(
+        lambda a, b: np.testing.assert_allclose(a, b, rtol=rtol, atol=atol),
+        trainer.params,
+        expected.params,
+    )
+
+
+def test_zero_style_state_sharding_over_the_data_axis():
+    m = mesh()
+    replicated = gradtx.Trainer(loss_fn, gradtx.adam(1e-2), init_params(), progress=False, mesh=m)
+    zero = gradtx.Trainer(loss_fn, gradtx.adam(1e-2), init_params(), progress=False, mesh=m)
+    zero.opt_state = jax.device_put(
+        zero.opt_state, gradtx.training.zero_shardings(zero.opt_state, m, "data")
+    )
+
+    def per_device_bytes(tree):
+        return sum(x.addressable_shards[0].data.nbytes for x in jax.tree.leaves(tree))
+
+    assert per_device_bytes(zero.opt_state) < per_device_bytes(replicated.opt_state) / 3
+    replicated.fit(batches())
+    zero.fit(batches())
+    assert zero.opt_state[1].mu["w1"].sharding.spec[0] == "data"  # the steps kept the split
+    jax.tree.map(
+        lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
+        zero.params,
+        replicated.params,
+    )
+
+
+@pytest.mark.parametrize("check_vma", [True, False])
+def test_shard_map_step_with_axis_name_equals_the_global_step(check_vma):
+    m = jax.make_mesh((8,), ("data",), axis_types=(AxisType.Auto,))
+    opt = gradtx.chain(gradtx.clip_by_global_norm(0.1), gradtx.adam(1e-2))
+    local = gradtx.make_train_step(loss_fn, opt, axis_name="data", donate=False)
+    mapped = jax.jit(
+        jax.shard_map(
+            local,
+            mesh=m,
+            in_specs=(P(), P(), P("data")),
+            out_specs=(P(), P(), P()),
+            check_vma=check_vma,
+        )
+    )
+    reference = gradtx.make_train_step(loss_fn, opt, donate=False)
+    params = init_params()
+    state = opt.init(params)
+    ref_params, ref_state = params, state
+    with jax.set_mesh(m):
+        for batch in batches(5):
+            params, state, metrics = mapped(params, state, batch)
+            ref_params, ref_state, ref_metrics = reference(ref_params, ref_state, batch)
+            for key in ("loss", "grad_norm", "update_norm"):
+                np.testing.assert_allclose(metrics[key], ref_metrics[key], rtol=1e-5)
+    jax.tree.map(
+        lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), params, ref_params
+    )
+
+
+def test_apply_if_finite_agrees_across_devices():
+    m = jax.make_mesh((8,), ("data",), axis_types=(AxisType.Auto,))
+    opt = gradtx.apply_if_finite(gradtx.sgd(0.1), 2, axis_name="data")
+
+    def update(grads, state):
+        return opt.update(grads, state)
+
+    mapped = jax.jit(
+        jax.shard_map(update, mesh=m, in_specs=(P("data"), P()), out_specs=(P("data"), P()))
+    )
+    grads = np.ones(16, np.float32)
+    grads[3] = np.nan  # only device 1's slice is bad
+    with jax.set_mesh(m):
+        updates, state = mapped(grads, opt.init(jnp.zeros(16)))
+    np.testing.assert_array_equal(updates, np.zeros(16))  # every device skipped
+    assert not bool(state.last_finite)
+    assert int(state.total_errors) == 1
+    unguarded = gradtx.apply_if_finite(gradtx.sgd(0.1), 2)  # each device judges its own slice
+    mapped = jax.jit(
+        jax.shard_map(
+            lambda g, s: unguarded.update(g, s),
+            mesh=m,
+            in_specs=(P("data"), P()),
+            out_specs=(P("data"), P()),
+            check_vma=False,
+        )
+    )
+    with jax.set_mesh(m):
+        updates, _ = mapped(grads, unguarded.init(jnp.zeros(16)))
+    assert np.count_nonzero(np.asarray(updates)) == 14  # the other devices stepped: drift
+
+
+def test_bad_mesh_input():
+    m = mesh()
+    with pytest.raises(
+        ValueError,
+        match=r"data_axis 'batch' is not an axis of the mesh; its "
+        r"axes are \('data', 'model'\)",
+    ):
+        gradtx.make_train_step(loss_fn, gradtx.adam(1e-3), mesh=m, data_axis="batch")
+    with pytest.raises(ValueError, match=r"param_specs\['w1'\] names mesh axis 'tensor'"):
+        gradtx.Trainer(
+            loss_fn,
+            gradtx.adam(1e-3),
+            init_params(),
+            mesh=m,
+            param_specs={**SPECS, "w1": P("tensor")},
+        )
+    trainer = gradtx.Trainer(loss_fn, gradtx.adam(1e-3), init_params(), mesh=m, progress=False)
+    before = jax.tree.map(np.asarray, trainer.params)
+    with pytest.raises(
+        ValueError,
+        match=r"batch\[0\] has 30 samples, which do not split evenly "
+        r"over the 4 devices of mesh axis 'data'",
+    ):
+        trainer.step(batches(1, size=30)[0])
+    jax.tree.map(np.testing.assert_array_equal, before, jax.tree.map(np.asarray, trainer.params))
