@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from dist_model import batches, init_params, loss_fn  # tests/distributed
 from jax.sharding import AxisType, NamedSharding
 from jax.sharding import PartitionSpec as P
 
@@ -20,7 +21,6 @@ if jax.device_count() != 8:
         "run with XLA_FLAGS=--xla_force_host_platform_device_count=8", allow_module_level=True
     )
 
-STEPS = 20
 SPECS = {"w1": P(None, "model"), "b1": P("model"), "w2": P("model", None), "b2": P()}
 
 LEARNERS = {
@@ -52,32 +52,6 @@ LEARNERS = {
         gradtx.sgd(0.05), gradtx.schedules.reduce_on_plateau(factor=0.5, patience=2)
     ),
 }
-
-
-def init_params():
-    rng = np.random.default_rng(0)
-    return {
-        "w1": jnp.asarray(rng.normal(size=(16, 32)) / 4, jnp.float32),
-        "b1": jnp.zeros(32, jnp.float32),
-        "w2": jnp.asarray(rng.normal(size=(32, 8)) / 6, jnp.float32),
-        "b2": jnp.zeros(8, jnp.float32),
-    }
-
-
-def batches(count=STEPS, size=32):
-    rng = np.random.default_rng(1)
-    target = rng.normal(size=(16, 8))
-    out = []
-    for _ in range(count):
-        x = rng.normal(size=(size, 16)).astype(np.float32)
-        out.append((x, np.tanh(x @ target).astype(np.float32)))
-    return out
-
-
-def loss_fn(params, batch):
-    x, y = batch
-    h = jnp.tanh(x @ params["w1"] + params["b1"])
-    return jnp.mean((h @ params["w2"] + params["b2"] - y) ** 2)
 
 
 def explicit_loss_fn(params, batch):
