@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import math
+import os
 import sys
 from pathlib import Path
 
@@ -96,3 +97,28 @@ def test_sweep_example_runs_the_whole_grid(tmp_path, capsys):
     assert result.metrics["accuracy"][i, j] > 0.95
     assert result.metrics["accuracy"][0, 0] < 0.5  # the smallest rate has not trained yet
     assert "64 runs of 300 steps in one sweep call" in capsys.readouterr().out
+
+
+def _run_example(*args: str) -> str:
+    import subprocess
+
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    result = subprocess.run(
+        [sys.executable, str(EXAMPLES / "data_parallel.py"), *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result.stdout
+
+
+def test_data_parallel_example_one_and_two_processes():
+    one = _run_example("--steps", "30")
+    assert "mesh {'data': 4, 'model': 2} over 8 devices, 1 process(es) with 8 each" in one
+    assert "its Adam moment P(None, 'model')" in one
+    two = _run_example("--steps", "30", "--processes", "2")
+    assert "2 process(es) with 4 each" in two
+    losses = lambda text: [line for line in text.splitlines() if line.startswith("step")]  # noqa: E731
+    assert losses(one) == losses(two)  # the same run, printed to 4 decimals

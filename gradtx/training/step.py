@@ -155,6 +155,7 @@ def make_train_step(
 
     sharding.check_axis(who, mesh, data_axis, "data_axis")
     compiled: dict[Any, Callable] = {}
+    lockstep = jax.process_count() > 1 and mesh.devices.flat[0].platform == "cpu"
 
     def sharded_step(params, opt_state, batch):
         batch = sharding.place_batch(who, mesh, data_axis, batch)
@@ -164,6 +165,11 @@ def make_train_step(
         if key not in compiled:
             compiled[key] = jax.jit(step, out_shardings=(*shardings, None), donate_argnums=donated)
         with jax.set_mesh(mesh):
-            return compiled[key](params, opt_state, batch)
+            out = compiled[key](params, opt_state, batch)
+        if lockstep:
+            # Across processes on CPU, gloo collectives of steps in flight at once can
+            # deadlock when one process runs ahead; wait for each step to finish.
+            jax.block_until_ready(out)
+        return out
 
     return sharded_step
