@@ -48,6 +48,23 @@ LEARNERS = {
         gradtx.cntk.learning_rate_schedule(0.002, gradtx.cntk.UnitType.sample),
         gradtx.cntk.momentum_as_time_constant_schedule(100),
     ),
+    "cntk fsadagrad": lambda: gradtx.cntk.fsadagrad(
+        gradtx.cntk.learning_rate_schedule(0.002, gradtx.cntk.UnitType.sample),
+        gradtx.cntk.momentum_as_time_constant_schedule(100),
+    ),
+    "cntk adam": lambda: gradtx.cntk.adam(
+        gradtx.cntk.learning_rate_schedule(0.01, gradtx.cntk.UnitType.minibatch),
+        gradtx.cntk.momentum_schedule(0.9),
+    ),
+    "accumulate": lambda: gradtx.accumulate(gradtx.adam(1e-2), 2),
+    "ema_params": lambda: gradtx.chain(gradtx.adam(1e-2), gradtx.ema_params(0.9)),
+    "masked + freeze": lambda: gradtx.chain(
+        gradtx.masked(gradtx.adam(1e-2), {"w1": True, "b1": True, "w2": True, "b2": False}),
+        gradtx.partition(
+            {"train": gradtx.identity(), "frozen": gradtx.freeze()},
+            {"w1": "train", "b1": "frozen", "w2": "train", "b2": "train"},
+        ),
+    ),
     "plateau": lambda: gradtx.chain(
         gradtx.sgd(0.05), gradtx.schedules.reduce_on_plateau(factor=0.5, patience=2)
     ),
