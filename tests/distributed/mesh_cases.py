@@ -273,3 +273,22 @@ def test_bad_mesh_input():
     ):
         trainer.step(batches(1, size=30)[0])
     jax.tree.map(np.testing.assert_array_equal, before, jax.tree.map(np.asarray, trainer.params))
+
+
+def test_pmap_step_with_axis_name_equals_the_global_step():
+    opt = gradtx.chain(gradtx.clip_by_global_norm(0.1), gradtx.adam(1e-2))
+    local = gradtx.make_train_step(loss_fn, opt, axis_name="i", donate=False)
+    mapped = jax.pmap(local, axis_name="i", in_axes=(None, None, 0), out_axes=(None, None, None))
+    reference = gradtx.make_train_step(loss_fn, opt, donate=False)
+    params = init_params()
+    state = opt.init(params)
+    ref_params, ref_state = params, state
+    for x, y in batches(5):
+        split = (x.reshape(8, 4, -1), y.reshape(8, 4, -1))
+        params, state, metrics = mapped(params, state, split)
+        ref_params, ref_state, ref_metrics = reference(ref_params, ref_state, (x, y))
+        for key in ("loss", "grad_norm", "update_norm"):
+            np.testing.assert_allclose(metrics[key], ref_metrics[key], rtol=1e-5)
+    jax.tree.map(
+        lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), params, ref_params
+    )
