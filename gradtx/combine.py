@@ -48,7 +48,7 @@ def _check_labels(who: str, params: Any, labels: Any, transforms: Mapping) -> No
             f"Add it to the transforms (or map it to gradtx.freeze())"
         )
     idle = [l for l in transforms if l not in used]
-    if idle:
+    if idle and used:  # an empty tree leaves every transform idle, and that is fine
         raise ValueError(
             f"{who}: transform {idle[0]!r} has no leaves; labels in use are "
             f"{sorted(map(str, used))}"

@@ -88,6 +88,9 @@ def scale_by_stddev(
         u_t = g_t / \\sqrt{\\nu_t - \\mu_t^2 + \\epsilon}
         \\;\\text{ or }\\; g_t / (\\sqrt{\\nu_t - \\mu_t^2} + \\epsilon)
 
+    with :math:`\\nu_t - \\mu_t^2` clamped at 0: rounding can push it slightly
+    below (always with :math:`\\rho = 0`), where optax and torch return NaN.
+
     Args:
       decay: :math:`\\rho` in [0, 1).
       eps: :math:`\\epsilon \\ge 0`.
@@ -114,8 +117,13 @@ def scale_by_stddev(
         mu = tree.update_moment(updates, tree.widen(state.mu, updates), decay, 1)
         nu = tree.update_moment(updates, tree.widen(state.nu, updates), decay, 2)
         (mu_stored, mu), (nu_stored, nu) = (tree.store(m, updates, state_dtype) for m in (mu, nu))
+        # Rounding can leave nu - mu^2 a hair below 0 (always, when decay = 0); the
+        # variance is clamped there instead of turning into NaN under the root.
         updates = jax.tree.map(
-            lambda g, m, n: _inverse_root(n - jnp.square(m), eps, eps_in_sqrt) * g, updates, mu, nu
+            lambda g, m, n: _inverse_root(jnp.maximum(n - jnp.square(m), 0), eps, eps_in_sqrt) * g,
+            updates,
+            mu,
+            nu,
         )
         return updates, ScaleByStddevState(mu_stored, nu_stored)
 

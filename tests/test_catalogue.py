@@ -1,0 +1,171 @@
+"""Every public transform, learner and schedule passes gradtx.testing's checks.
+
+The transforms are read from the public namespace: a new learner whose
+arguments gradtx.testing.hyperparameters knows is covered without touching
+this file, and one it cannot build makes test_every_public_factory_is_covered
+fail until it gets a builder here.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+
+import jax
+import jax.numpy as jnp
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import gradtx
+from gradtx import schedules as S
+from gradtx.testing import check_schedule, check_transform, hyperparameters, pytrees
+
+EXAMPLES = int(os.environ.get("GRADTX_PROPERTY_EXAMPLES", "2"))
+EXTRA = {"value": 1.0, "batch_size": 8}  # the extras a train step passes; others ignore them
+
+
+LR = gradtx.cntk.learning_rate_schedule(0.01, gradtx.cntk.UnitType.sample)
+MOMENTUM = gradtx.cntk.momentum_as_time_constant_schedule(100)
+
+# Factories whose arguments are transforms, functions or CNTK schedules: built by hand.
+BUILDERS = {
+    "accumulate": lambda: gradtx.accumulate(gradtx.adam(1e-2), 2),
+    "apply_if_finite": lambda: gradtx.apply_if_finite(gradtx.adam(1e-2), 2),
+    "chain": lambda: gradtx.chain(gradtx.clip_by_global_norm(1.0), gradtx.sgd(0.1)),
+    "grouped": lambda: gradtx.grouped(gradtx.adamw(1e-2), max_leaf_size=8),
+    "inject_hyperparams": lambda: gradtx.inject_hyperparams(gradtx.adam)(learning_rate=1e-2),
+    "lookahead": lambda: gradtx.lookahead(gradtx.adam(1e-2), 2, 0.5),
+    "masked": lambda: gradtx.masked(
+        gradtx.adam(1e-2), lambda p: jax.tree.map(lambda x: x.ndim > 1, p)
+    ),
+    "partition": lambda: gradtx.partition(
+        {"weights": gradtx.adam(1e-2)}, lambda p: jax.tree.map(lambda _: "weights", p)
+    ),
+    "stateless": lambda: gradtx.stateless(lambda g, p: jax.tree.map(lambda x: 2 * x, g)),
+    "scale_by_schedule": lambda: gradtx.scale_by_schedule(S.cosine_decay(1.0, 10)),
+    "scale_by_rate": lambda: gradtx.scale_by_rate(0.1),
+    "scale_by_fsadagrad": lambda: gradtx.scale_by_fsadagrad(0.99),
+    "scale_by_minibatch_adam": lambda: gradtx.scale_by_minibatch_adam(0.9, 0.999),
+    "scale_by_rms_sign_steps": lambda: gradtx.scale_by_rms_sign_steps(0.9, 1.2, 0.7, 10, 0.1),
+    "reduce_on_plateau": lambda: S.reduce_on_plateau(factor=0.5, patience=1),
+    "cntk.sgd": lambda: gradtx.cntk.sgd(LR),
+    "cntk.momentum_sgd": lambda: gradtx.cntk.momentum_sgd(LR, MOMENTUM),
+    "cntk.nesterov": lambda: gradtx.cntk.nesterov(LR, MOMENTUM),
+    "cntk.adagrad": lambda: gradtx.cntk.adagrad(LR),
+    "cntk.rmsprop": lambda: gradtx.cntk.rmsprop(LR, 0.9, 1.2, 0.7, 10.0, 0.1),
+    "cntk.fsadagrad": lambda: gradtx.cntk.fsadagrad(LR, MOMENTUM),
+    "cntk.adam": lambda: gradtx.cntk.adam(LR, MOMENTUM),
+    "cntk.adadelta": lambda: gradtx.cntk.adadelta(),
+}
+
+# Public functions that are not transform factories.
+NOT_TRANSFORMS = {
+    "apply_updates", "find_learning_rate", "get_hyperparams", "groups_by_path",
+    "init_empty_state", "load_state_dict", "make_train_step", "set_hyperparams",
+    "state_dict", "sweep", "zero_shardings",
+}  # fmt: skip
+
+
+def public_factories() -> list[str]:
+    names = [n for n in gradtx.__all__ if inspect.isfunction(getattr(gradtx, n))]
+    return sorted(n for n in names if n not in NOT_TRANSFORMS)
+
+
+def automatic(name: str) -> bool:
+    """Whether hyperparameters() can build ``name`` from its signature alone."""
+    try:
+        hyperparameters(getattr(gradtx, name))
+    except ValueError:
+        return False
+    return True
+
+
+FACTORIES = [n for n in public_factories() if n not in BUILDERS] + sorted(BUILDERS)
+
+
+def test_every_public_factory_is_covered():
+    for name in public_factories():
+        assert name in BUILDERS or automatic(name), (
+            f"gradtx.{name}: hyperparameters() cannot build it; add a builder to BUILDERS"
+        )
+    cntk = {f"cntk.{n}" for n in gradtx.cntk.__all__ if n in BUILDERS_CNTK}
+    assert cntk <= set(BUILDERS)
+
+
+BUILDERS_CNTK = {"sgd", "momentum_sgd", "nesterov", "adagrad", "rmsprop", "fsadagrad", "adam",
+                 "adadelta"}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", FACTORIES)
+@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(params=pytrees(max_leaves=4), data=st.data())
+def test_transform_passes_the_checks(name, params, data):
+    if name in BUILDERS:
+        tx = BUILDERS[name]()
+    else:
+        tx = getattr(gradtx, name)(**data.draw(hyperparameters(getattr(gradtx, name))))
+    check_transform(tx, params, extra=EXTRA, name=name)
+
+
+values = st.floats(1e-3, 10.0)
+lengths = st.integers(1, 10_000)
+decays = st.floats(0.05, 1.0)
+
+SCHEDULES = {
+    "constant": st.builds(S.constant, values),
+    "linear": st.builds(S.linear, values, values, lengths),
+    "step_decay": st.builds(S.step_decay, values, lengths, decays),
+    "multistep_decay": st.builds(
+        lambda v, ms, f: S.multistep_decay(v, sorted(set(ms)), f),
+        values, st.lists(st.integers(0, 10**6), min_size=1, max_size=4), decays,
+    ),
+    "piecewise_constant": st.builds(
+        lambda bs, vs: S.piecewise_constant(sorted(set(bs)), vs[: len(set(bs)) + 1]),
+        st.lists(st.integers(1, 10**6), min_size=1, max_size=3),
+        st.lists(values, min_size=4, max_size=4),
+    ),
+    "polynomial_decay": st.builds(S.polynomial_decay, values, values, st.floats(0.5, 3), lengths),
+    "exponential_decay": st.builds(S.exponential_decay, values, st.floats(0.1, 0.99), lengths,
+                                   st.booleans()),
+    "cosine_decay": st.builds(S.cosine_decay, values, lengths, st.floats(0, 1e-3)),
+    "inverse_sqrt": st.builds(S.inverse_sqrt, values, lengths),
+    "triangular": st.builds(S.triangular, st.floats(0, 1), values, st.integers(2, 10_000),
+                            st.floats(0.1, 0.9)),
+    "warmup": st.builds(lambda v, n: S.warmup(S.cosine_decay(v, 1000), n), values, lengths),
+    "cooldown": st.builds(lambda v, a, n: S.cooldown(S.constant(v), a, n, 0.0), values, lengths,
+                          lengths),
+    "join": st.builds(lambda v, n: S.join([S.constant(v), S.linear(v, 0.0, n)], [n]), values,
+                      lengths),
+    "cyclic": st.builds(
+        lambda n, lo, d, m: S.cyclic(S.shapes.cosine, n, lo, lo + 1.0, d, m),
+        st.integers(2, 5000), st.floats(0, 1), st.floats(1.0, 2.0), decays,
+    ),
+    "cyclic_lr": st.builds(lambda n, mode: S.cyclic_lr(0.1, 1.0, n, mode=mode, gamma=0.999),
+                           st.integers(1, 5000),
+                           st.sampled_from(["triangular", "triangular2", "exp_range"])),
+    "cosine_restarts": st.builds(lambda n, mult, m: S.cosine_restarts(1.0, n, mult,
+                                                                      magnitude_decay=m),
+                                 st.integers(1, 5000), st.integers(1, 3), decays),
+    "one_cycle": st.builds(lambda n, c: S.one_cycle(0.1, 1.0, n, c, 0.01),
+                           st.integers(2, 5000), st.integers(1, 5000)),
+}  # fmt: skip
+
+NOT_SCHEDULES = {"plot_schedule", "reduce_on_plateau"}
+
+
+def test_every_public_schedule_is_covered():
+    names = {n for n in S.__all__ if inspect.isfunction(getattr(S, n))} - NOT_SCHEDULES
+    assert names == set(SCHEDULES), names ^ set(SCHEDULES)
+
+
+@pytest.mark.parametrize("name", sorted(SCHEDULES))
+@settings(max_examples=EXAMPLES * 2, deadline=None)
+@given(data=st.data())
+def test_schedule_passes_the_checks(name, data):
+    check_schedule(data.draw(SCHEDULES[name]))
+
+
+def test_checks_accept_float16_and_bfloat16_trees():
+    params = {"h": jnp.ones((3, 2), jnp.float16), "b": jnp.ones(4, jnp.bfloat16)}
+    check_transform(gradtx.sgd(0.1, momentum=0.9), params, rtol=1e-2, atol=1e-3)
