@@ -136,13 +136,76 @@ def apply_updates(params: Params, updates: Updates) -> Params:
     .. math:: \\theta \\leftarrow \\theta + u
 
     The sum is computed in the promoted dtype and cast back, so bfloat16
-    parameters stay bfloat16 even when updates are float32.
+    parameters stay bfloat16 even when updates are float32. A ``float0``
+    update (what ``jax.grad(..., allow_int=True)`` gives for an integer
+    param, passed through by the learners) leaves its param as it is.
 
     Args:
       params: the parameter tree.
       updates: a tree of the same structure and shapes, e.g. from ``update``.
     """
     check_trees_match("apply_updates", "params", params, updates=updates)
-    return jax.tree.map(
-        lambda p, u: jnp.asarray(p + u).astype(jnp.asarray(p).dtype), params, updates
-    )
+
+    def one(p: Any, u: Any) -> Any:
+        if jnp.result_type(u) == jax.dtypes.float0:
+            return p
+        return jnp.asarray(p + u).astype(jnp.asarray(p).dtype)
+
+    return jax.tree.map(one, params, updates)
+
+
+def float_leaves(transform: GradientTransformation) -> GradientTransformation:
+    """Run ``transform`` on the floating leaves only, float16 ones in float32.
+
+    Integer and boolean leaves (step counters, masks, embeddings indices kept
+    in the params) get their incoming update back untouched, so
+    :func:`apply_updates` leaves them as they are. float16 leaves are promoted
+    to float32 for the arithmetic and the state (float16's range loses
+    ``eps = 1e-8`` and small squared gradients, which turns zero gradients into
+    0/0), and their updates are cast back. Trees of float32, float64 and
+    bfloat16 leaves go straight to ``transform``, and every update comes back
+    in its gradient's dtype. Every gradtx learner is wrapped in it.
+
+    Args:
+      transform: the transform to protect.
+    """
+
+    def plan(tree: Any) -> tuple[list[Any], Any, bool]:
+        leaves, treedef = jax.tree.flatten(tree)
+        plain = all(
+            jnp.issubdtype(jnp.result_type(x), jnp.floating) and jnp.result_type(x) != jnp.float16
+            for x in leaves
+        )
+        return leaves, treedef, plain
+
+    def prepare(leaves: list[Any], treedef: Any) -> Any:
+        def one(x: Any) -> Any:
+            dtype = jnp.result_type(x)
+            if not jnp.issubdtype(dtype, jnp.floating):
+                return None
+            return jnp.asarray(x, jnp.float32) if dtype == jnp.float16 else x
+
+        return jax.tree.unflatten(treedef, [one(x) for x in leaves])
+
+    def init(params):
+        leaves, treedef, plain = plan(params)
+        return transform.init(params if plain else prepare(leaves, treedef))
+
+    def update(updates, state, params=None, **extra):
+        leaves, treedef, plain = plan(updates)
+        if plain and (params is None or plan(params)[2]):
+            out, state = transform.update(updates, state, params, **extra)
+            # Blocks that widen (e.g. bfloat16 gradients against float32 progress) hand back
+            # the gradients' dtype here; for matching dtypes this is no operation.
+            return jax.tree.map(
+                lambda u, g: jnp.asarray(u, jnp.result_type(g)), out, updates
+            ), state
+        inner_params = None if params is None else prepare(*plan(params)[:2])
+        out, state = transform.update(prepare(leaves, treedef), state, inner_params, **extra)
+        merged = [
+            g if u is None else jnp.asarray(u, jnp.result_type(g))
+            for g, u in zip(leaves, treedef.flatten_up_to(out), strict=True)
+        ]
+        return jax.tree.unflatten(treedef, merged), state
+
+    return GradientTransformation(init, update)

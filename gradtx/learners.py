@@ -19,7 +19,7 @@ from typing import Any
 import jax
 
 from gradtx import checks
-from gradtx.core import GradientTransformation, ScalarOrSchedule, chain, identity
+from gradtx.core import GradientTransformation, ScalarOrSchedule, chain, float_leaves, identity
 from gradtx.transforms import (
     add_decayed_weights,
     scale_by_adadelta,
@@ -97,14 +97,16 @@ def sgd(
         momentum=momentum,
         weight_decay=weight_decay,
     )
-    return chain(
-        add_decayed_weights(weight_decay),
-        (
-            trace(momentum, nesterov, unit_gain, state_dtype=state_dtype)
-            if momentum is not None
-            else identity()
-        ),
-        scale_by_learning_rate(learning_rate),
+    return float_leaves(
+        chain(
+            add_decayed_weights(weight_decay),
+            (
+                trace(momentum, nesterov, unit_gain, state_dtype=state_dtype)
+                if momentum is not None
+                else identity()
+            ),
+            scale_by_learning_rate(learning_rate),
+        )
     )
 
 
@@ -147,10 +149,12 @@ def adagrad(
         eps=eps,
         weight_decay=weight_decay,
     )
-    return chain(
-        add_decayed_weights(weight_decay),
-        scale_by_rss(initial_accumulator_value, eps, eps_in_sqrt, state_dtype=state_dtype),
-        scale_by_learning_rate(learning_rate),
+    return float_leaves(
+        chain(
+            add_decayed_weights(weight_decay),
+            scale_by_rss(initial_accumulator_value, eps, eps_in_sqrt, state_dtype=state_dtype),
+            scale_by_learning_rate(learning_rate),
+        )
     )
 
 
@@ -211,15 +215,17 @@ def rmsprop(
         weight_decay=weight_decay,
     )
     scale_by_second_moment = scale_by_stddev if centered else scale_by_rms
-    return chain(
-        add_decayed_weights(weight_decay),
-        scale_by_second_moment(decay, eps, initial_scale, eps_in_sqrt, state_dtype=state_dtype),
-        scale_by_learning_rate(learning_rate),
-        (
-            trace(momentum, nesterov, state_dtype=state_dtype)
-            if momentum is not None
-            else identity()
-        ),
+    return float_leaves(
+        chain(
+            add_decayed_weights(weight_decay),
+            scale_by_second_moment(decay, eps, initial_scale, eps_in_sqrt, state_dtype=state_dtype),
+            scale_by_learning_rate(learning_rate),
+            (
+                trace(momentum, nesterov, state_dtype=state_dtype)
+                if momentum is not None
+                else identity()
+            ),
+        )
     )
 
 
@@ -266,10 +272,12 @@ def adam(
         eps_root=eps_root,
         weight_decay=weight_decay,
     )
-    return chain(
-        add_decayed_weights(weight_decay),
-        scale_by_adam(b1, b2, eps, eps_root, nesterov=nesterov, state_dtype=state_dtype),
-        scale_by_learning_rate(learning_rate),
+    return float_leaves(
+        chain(
+            add_decayed_weights(weight_decay),
+            scale_by_adam(b1, b2, eps, eps_root, nesterov=nesterov, state_dtype=state_dtype),
+            scale_by_learning_rate(learning_rate),
+        )
     )
 
 
@@ -370,10 +378,12 @@ def adamw(
         eps_root=eps_root,
         weight_decay=weight_decay,
     )
-    return chain(
-        scale_by_adam(b1, b2, eps, eps_root, nesterov=nesterov, state_dtype=state_dtype),
-        add_decayed_weights(weight_decay, mask),
-        scale_by_learning_rate(learning_rate),
+    return float_leaves(
+        chain(
+            scale_by_adam(b1, b2, eps, eps_root, nesterov=nesterov, state_dtype=state_dtype),
+            add_decayed_weights(weight_decay, mask),
+            scale_by_learning_rate(learning_rate),
+        )
     )
 
 
@@ -413,9 +423,11 @@ def amsgrad(
         eps=eps,
         eps_root=eps_root,
     )
-    return chain(
-        scale_by_amsgrad(b1, b2, eps, eps_root, state_dtype=state_dtype),
-        scale_by_learning_rate(learning_rate),
+    return float_leaves(
+        chain(
+            scale_by_amsgrad(b1, b2, eps, eps_root, state_dtype=state_dtype),
+            scale_by_learning_rate(learning_rate),
+        )
     )
 
 
@@ -455,10 +467,12 @@ def adamax(
         eps=eps,
         weight_decay=weight_decay,
     )
-    return chain(
-        add_decayed_weights(weight_decay),
-        scale_by_adamax(b1, b2, eps, state_dtype=state_dtype),
-        scale_by_learning_rate(learning_rate),
+    return float_leaves(
+        chain(
+            add_decayed_weights(weight_decay),
+            scale_by_adamax(b1, b2, eps, state_dtype=state_dtype),
+            scale_by_learning_rate(learning_rate),
+        )
     )
 
 
@@ -496,10 +510,12 @@ def adadelta(
         eps=eps,
         weight_decay=weight_decay,
     )
-    return chain(
-        add_decayed_weights(weight_decay),
-        scale_by_adadelta(rho, eps, state_dtype=state_dtype),
-        scale_by_learning_rate(learning_rate),
+    return float_leaves(
+        chain(
+            add_decayed_weights(weight_decay),
+            scale_by_adadelta(rho, eps, state_dtype=state_dtype),
+            scale_by_learning_rate(learning_rate),
+        )
     )
 
 
@@ -533,8 +549,10 @@ def lion(
     _check(
         "lion", state_dtype, learning_rate=learning_rate, b1=b1, b2=b2, weight_decay=weight_decay
     )
-    return chain(
-        scale_by_lion(b1, b2, state_dtype=state_dtype),
-        add_decayed_weights(weight_decay, mask),
-        scale_by_learning_rate(learning_rate),
+    return float_leaves(
+        chain(
+            scale_by_lion(b1, b2, state_dtype=state_dtype),
+            add_decayed_weights(weight_decay, mask),
+            scale_by_learning_rate(learning_rate),
+        )
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -119,8 +120,33 @@ def bias_correction(moments: Any, decay: Any, count: jax.Array) -> Any:
 
 
 def global_norm(tree: Any, axis_name: Any = None) -> jax.Array:
-    """The L2 norm of all leaves taken together, summed across ``axis_name`` when given."""
-    squares = sum(jnp.sum(jnp.square(x)) for x in jax.tree.leaves(tree))
+    """The L2 norm of all leaves taken together, summed across ``axis_name`` when given.
+
+    Squares overflow float32 once an entry passes about 1.8e19; the norm is then
+    recomputed on the tree divided by its largest magnitude, so gradients of
+    1e30 still give their true (finite) norm. The second pass runs only then
+    (under ``vmap`` or with ``axis_name``, both are computed).
+    """
+    leaves = jax.tree.leaves(tree)
+    if not leaves:
+        return jnp.zeros((), jnp.float32)
+
+    def total(values: list[Any], reduce: Callable) -> jax.Array:
+        out = sum(jnp.sum(v) for v in values)
+        return out if axis_name is None else reduce(out, axis_name)
+
+    squares = total([jnp.square(x) for x in leaves], jax.lax.psum)
+
+    def rescaled(squares: jax.Array) -> jax.Array:
+        peak = jnp.max(
+            jnp.stack([jnp.max(jnp.abs(x), initial=0).astype(squares.dtype) for x in leaves])
+        )
+        if axis_name is not None:
+            peak = jax.lax.pmax(peak, axis_name)
+        safe = jnp.where((peak > 0) & jnp.isfinite(peak), peak, 1)
+        norm = safe * jnp.sqrt(total([jnp.square(x / safe) for x in leaves], jax.lax.psum))
+        return jnp.where(jnp.isfinite(peak), norm, peak)
+
     if axis_name is not None:
-        squares = jax.lax.psum(squares, axis_name)
-    return jnp.sqrt(squares)
+        return jnp.where(jnp.isinf(squares), rescaled(squares), jnp.sqrt(squares))
+    return jax.lax.cond(jnp.isinf(squares), rescaled, jnp.sqrt, squares)

@@ -46,8 +46,9 @@ def test_chain_forwards_extras_only_to_members_that_accept_them():
         gradtx.adam(0.1),  # gradtx: accepts and ignores unknown extras
     )
     params = {"w": jnp.ones(3)}
-    updates, _ = opt.update({"w": jnp.full(3, 4.0)}, opt.init(params), params, batch_size=4,
-                            value=1.5)
+    updates, _ = opt.update(
+        {"w": jnp.full(3, 4.0)}, opt.init(params), params, batch_size=4, value=1.5
+    )
     assert seen["batch_size"] == 4
     assert seen["optax_extra"] == {"batch_size": 4, "value": 1.5}
     expected, _ = optax.adam(0.1).update({"w": jnp.full(3, 2.0)}, optax.adam(0.1).init(params))

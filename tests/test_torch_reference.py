@@ -29,8 +29,17 @@ def torch_sgd(p, grads, lr, momentum=0.0, weight_decay=0.0, nesterov=False, mome
     return p
 
 
-def torch_rmsprop(p, grads, lr, alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0,
-                  centered=False, momentum_at=None):
+def torch_rmsprop(
+    p,
+    grads,
+    lr,
+    alpha=0.99,
+    eps=1e-8,
+    weight_decay=0.0,
+    momentum=0.0,
+    centered=False,
+    momentum_at=None,
+):
     square_avg = np.zeros_like(p)
     grad_avg = np.zeros_like(p)
     buf = np.zeros_like(p)
@@ -51,8 +60,9 @@ def torch_rmsprop(p, grads, lr, alpha=0.99, eps=1e-8, weight_decay=0.0, momentum
     return p
 
 
-def torch_adagrad(p, grads, lr, lr_decay=0.0, weight_decay=0.0, initial_accumulator_value=0.0,
-                  eps=1e-10):
+def torch_adagrad(
+    p, grads, lr, lr_decay=0.0, weight_decay=0.0, initial_accumulator_value=0.0, eps=1e-10
+):
     state_sum = np.full_like(p, initial_accumulator_value)
     for t in range(STEPS):
         g = grads(p, t) + weight_decay * p
@@ -139,7 +149,9 @@ def _check_against(opt, reference, rtol=2e-5, atol=2e-6, **kwargs):
 )
 def test_sgd_as_torch(kwargs):
     opt = gradtx.sgd(
-        kwargs["lr"], kwargs.get("momentum"), kwargs.get("nesterov", False),
+        kwargs["lr"],
+        kwargs.get("momentum"),
+        kwargs.get("nesterov", False),
         weight_decay=kwargs.get("weight_decay", 0.0),
     )
     _check_against(opt, torch_sgd, **kwargs)
@@ -157,9 +169,13 @@ def test_sgd_as_torch(kwargs):
 )
 def test_rmsprop_as_torch(kwargs):
     opt = gradtx.rmsprop(
-        kwargs["lr"], decay=kwargs.get("alpha", 0.99), eps=kwargs.get("eps", 1e-8),
-        eps_in_sqrt=False, centered=kwargs.get("centered", False),
-        momentum=kwargs.get("momentum"), weight_decay=kwargs.get("weight_decay", 0.0),
+        kwargs["lr"],
+        decay=kwargs.get("alpha", 0.99),
+        eps=kwargs.get("eps", 1e-8),
+        eps_in_sqrt=False,
+        centered=kwargs.get("centered", False),
+        momentum=kwargs.get("momentum"),
+        weight_decay=kwargs.get("weight_decay", 0.0),
     )
     _check_against(opt, torch_rmsprop, **kwargs)
 
@@ -176,8 +192,11 @@ def test_adagrad_as_torch(kwargs):
     lr, lr_decay = kwargs["lr"], kwargs.get("lr_decay", 0.0)
     learning_rate = (lambda t: lr / (1 + t * lr_decay)) if lr_decay else lr
     opt = gradtx.adagrad(
-        learning_rate, initial_accumulator_value=kwargs.get("initial_accumulator_value", 0.0),
-        eps=1e-10, eps_in_sqrt=False, weight_decay=kwargs.get("weight_decay", 0.0),
+        learning_rate,
+        initial_accumulator_value=kwargs.get("initial_accumulator_value", 0.0),
+        eps=1e-10,
+        eps_in_sqrt=False,
+        weight_decay=kwargs.get("weight_decay", 0.0),
     )
     _check_against(opt, torch_adagrad, **kwargs)
 

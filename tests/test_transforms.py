@@ -20,8 +20,11 @@ BLOCKS = [
     ("adadelta", gradtx.scale_by_adadelta(0.8), optax.scale_by_adadelta(0.8)),
     ("lion", gradtx.scale_by_lion(), optax.scale_by_lion()),
     ("rms", gradtx.scale_by_rms(), optax.scale_by_rms()),
-    ("rms_outside", gradtx.scale_by_rms(0.5, 1e-3, 0.1, False),
-     optax.scale_by_rms(0.5, 1e-3, 0.1, False)),
+    (
+        "rms_outside",
+        gradtx.scale_by_rms(0.5, 1e-3, 0.1, False),
+        optax.scale_by_rms(0.5, 1e-3, 0.1, False),
+    ),
     ("stddev", gradtx.scale_by_stddev(), optax.scale_by_stddev()),
     ("rss", gradtx.scale_by_rss(), optax.scale_by_rss()),
     ("trace", gradtx.trace(0.9), optax.trace(0.9)),
@@ -116,8 +119,9 @@ class ClosedFormTest(chex.TestCase):
     def test_rss_zero_gradients_give_zero_not_nan(self):
         grads = [np.zeros(5, np.float32)] * 3
         for eps_in_sqrt in (True, False):
-            opt = gradtx.scale_by_rss(initial_accumulator_value=0.0, eps=0.0,
-                                      eps_in_sqrt=eps_in_sqrt)
+            opt = gradtx.scale_by_rss(
+                initial_accumulator_value=0.0, eps=0.0, eps_in_sqrt=eps_in_sqrt
+            )
             out, _ = _apply(opt, grads, self.variant)
             np.testing.assert_array_equal(out[-1], np.zeros(5))
 

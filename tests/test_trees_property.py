@@ -21,8 +21,9 @@ trees = st.recursive(
     lambda children: st.one_of(
         st.lists(children, min_size=1, max_size=3),
         st.tuples(children, children),
-        st.dictionaries(st.text("abcxyz", min_size=1, max_size=3), children, min_size=1,
-                        max_size=3),
+        st.dictionaries(
+            st.text("abcxyz", min_size=1, max_size=3), children, min_size=1, max_size=3
+        ),
     ),
     max_leaves=6,
 )

@@ -12,32 +12,41 @@ import gradtx
 BAD = [
     (lambda: gradtx.adam(0.1, b1=1.5), "adam: b1 must be in [0, 1), got 1.5"),
     (lambda: gradtx.adam(-1e-3), "adam: learning_rate must be in [0, inf), got -0.001"),
-    (lambda: gradtx.adamw(1e-3, weight_decay=-1),
-     "adamw: weight_decay must be in [0, inf), got -1"),
+    (
+        lambda: gradtx.adamw(1e-3, weight_decay=-1),
+        "adamw: weight_decay must be in [0, inf), got -1",
+    ),
     (lambda: gradtx.sgd(0.1, momentum=1.0), "sgd: momentum must be in [0, 1), got 1"),
     (lambda: gradtx.rmsprop(0.1, decay=-0.1), "rmsprop: decay must be in [0, 1), got -0.1"),
     (lambda: gradtx.rmsprop(0.1, eps=-1e-8), "rmsprop: eps must be in [0, inf), got -1e-08"),
-    (lambda: gradtx.adagrad(0.1, initial_accumulator_value=-1),
-     "adagrad: initial_accumulator_value must be in [0, inf), got -1"),
+    (
+        lambda: gradtx.adagrad(0.1, initial_accumulator_value=-1),
+        "adagrad: initial_accumulator_value must be in [0, inf), got -1",
+    ),
     (lambda: gradtx.adadelta(rho=1.0), "adadelta: rho must be in [0, 1), got 1"),
     (lambda: gradtx.lion(1e-4, b2=2.0), "lion: b2 must be in [0, 1), got 2"),
     (lambda: gradtx.nadam(float("nan")), "nadam: learning_rate must be in [0, inf), got nan"),
     (lambda: gradtx.amsgrad(1e-3, eps_root=-1.0), "amsgrad: eps_root must be in [0, inf), got -1"),
     (lambda: gradtx.adamax(1e-3, b2=jnp.array(1.0)), "adamax: b2 must be in [0, 1), got 1"),
-    (lambda: gradtx.clip_by_global_norm(0.0),
-     "clip_by_global_norm: max_norm must be in (0, inf), got 0"),
+    (
+        lambda: gradtx.clip_by_global_norm(0.0),
+        "clip_by_global_norm: max_norm must be in (0, inf), got 0",
+    ),
     (lambda: gradtx.clip(-1.0), "clip: max_delta must be in (0, inf), got -1"),
     (lambda: gradtx.trace(1.2), "trace: decay must be in [0, 1), got 1.2"),
     (lambda: gradtx.ema(-0.5), "ema: decay must be in [0, 1), got -0.5"),
     (lambda: gradtx.scale_by_adam(b2=1.0), "scale_by_adam: b2 must be in [0, 1), got 1"),
     (lambda: gradtx.scale_by_rss(eps=-1.0), "scale_by_rss: eps must be in [0, inf), got -1"),
-    (lambda: gradtx.scale_by_learning_rate(-0.1),
-     "scale_by_learning_rate: learning_rate must be in [0, inf), got -0.1"),
+    (
+        lambda: gradtx.scale_by_learning_rate(-0.1),
+        "scale_by_learning_rate: learning_rate must be in [0, inf), got -0.1",
+    ),
 ]
 
 
-@pytest.mark.parametrize("build, message", BAD, ids=[m.split(":")[0] + str(i) for i, (_, m) in
-                                                      enumerate(BAD)])
+@pytest.mark.parametrize(
+    "build, message", BAD, ids=[m.split(":")[0] + str(i) for i, (_, m) in enumerate(BAD)]
+)
 def test_bad_hyperparameter_names_argument_and_range(build, message):
     with pytest.raises(ValueError) as info:
         build()

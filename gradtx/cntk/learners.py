@@ -25,7 +25,7 @@ from gradtx.cntk.schedules import (
     learning_rate_schedule,
     momentum_as_time_constant_schedule,
 )
-from gradtx.core import GradientTransformation, chain
+from gradtx.core import GradientTransformation, chain, float_leaves
 from gradtx.transforms.adaptive import scale_by_adadelta, scale_by_rms_sign_steps, scale_by_rss
 from gradtx.transforms.minibatch import (
     momentum as momentum_block,
@@ -48,7 +48,7 @@ def sgd(lr: Any) -> GradientTransformation:
     Args:
       lr: learning rate (schedule, or a bare number per minibatch).
     """
-    return chain(scale_by_rate(as_learning_rate("sgd", lr)))
+    return float_leaves(chain(scale_by_rate(as_learning_rate("sgd", lr))))
 
 
 def momentum_sgd(lr: Any, momentum: Any, unit_gain: bool = True) -> GradientTransformation:
@@ -65,9 +65,11 @@ def momentum_sgd(lr: Any, momentum: Any, unit_gain: bool = True) -> GradientTran
       momentum: momentum schedule, or a bare number per minibatch.
       unit_gain: :math:`k = 1 - m_t` (True, CNTK's default) or 1.
     """
-    return chain(
-        scale_by_rate(as_learning_rate("momentum_sgd", lr)),
-        momentum_block(as_momentum("momentum_sgd", "momentum", momentum), unit_gain),
+    return float_leaves(
+        chain(
+            scale_by_rate(as_learning_rate("momentum_sgd", lr)),
+            momentum_block(as_momentum("momentum_sgd", "momentum", momentum), unit_gain),
+        )
     )
 
 
@@ -82,9 +84,11 @@ def nesterov(lr: Any, momentum: Any, unit_gain: bool = True) -> GradientTransfor
       momentum: momentum schedule, or a bare number per minibatch.
       unit_gain: :math:`k = 1 - m_t` (True, CNTK's default) or 1.
     """
-    return chain(
-        scale_by_rate(as_learning_rate("nesterov", lr)),
-        momentum_block(as_momentum("nesterov", "momentum", momentum), unit_gain, nesterov=True),
+    return float_leaves(
+        chain(
+            scale_by_rate(as_learning_rate("nesterov", lr)),
+            momentum_block(as_momentum("nesterov", "momentum", momentum), unit_gain, nesterov=True),
+        )
     )
 
 
@@ -102,9 +106,11 @@ def adagrad(lr: Any, need_ave_multiplier: bool = True) -> GradientTransformation
       lr: learning rate (schedule, or a bare number per minibatch).
       need_ave_multiplier: normalise the factors by their mean.
     """
-    return chain(
-        scale_by_rss(0.0, 1e-16, eps_in_sqrt=True, normalize=need_ave_multiplier),
-        scale_by_rate(as_learning_rate("adagrad", lr)),
+    return float_leaves(
+        chain(
+            scale_by_rss(0.0, 1e-16, eps_in_sqrt=True, normalize=need_ave_multiplier),
+            scale_by_rate(as_learning_rate("adagrad", lr)),
+        )
     )
 
 
@@ -138,9 +144,11 @@ def rmsprop(
     checks.check_interval(who, "gamma", gamma, "(0, 1)")
     if checks.is_concrete((min, max)) and float(min) > float(max):
         raise ValueError(f"{who}: min must be at most max, got min={min} > max={max}")
-    return chain(
-        scale_by_rms_sign_steps(gamma, inc, dec, max, min, need_ave_multiplier),
-        scale_by_rate(as_learning_rate(who, lr)),
+    return float_leaves(
+        chain(
+            scale_by_rms_sign_steps(gamma, inc, dec, max, min, need_ave_multiplier),
+            scale_by_rate(as_learning_rate(who, lr)),
+        )
     )
 
 
@@ -167,10 +175,12 @@ def fsadagrad(
         constant of 720000 samples.
     """
     who = "fsadagrad"
-    return chain(
-        scale_by_fsadagrad(as_momentum(who, "variance_momentum", variance_momentum)),
-        momentum_block(as_momentum(who, "momentum", momentum), unit_gain),
-        scale_by_rate(as_learning_rate(who, lr)),
+    return float_leaves(
+        chain(
+            scale_by_fsadagrad(as_momentum(who, "variance_momentum", variance_momentum)),
+            momentum_block(as_momentum(who, "momentum", momentum), unit_gain),
+            scale_by_rate(as_learning_rate(who, lr)),
+        )
     )
 
 
@@ -201,15 +211,17 @@ def adam(
     """
     who = "adam"
     checks.check_interval(who, "epsilon", epsilon, checks.NONNEGATIVE)
-    return chain(
-        scale_by_minibatch_adam(
-            as_momentum(who, "momentum", momentum),
-            as_momentum(who, "variance_momentum", variance_momentum),
-            unit_gain,
-            epsilon,
-            adamax,
-        ),
-        scale_by_rate(as_learning_rate(who, lr)),
+    return float_leaves(
+        chain(
+            scale_by_minibatch_adam(
+                as_momentum(who, "momentum", momentum),
+                as_momentum(who, "variance_momentum", variance_momentum),
+                unit_gain,
+                epsilon,
+                adamax,
+            ),
+            scale_by_rate(as_learning_rate(who, lr)),
+        )
     )
 
 
@@ -231,4 +243,6 @@ def adadelta(
       rho: decay in [0, 1).
       epsilon: :math:`\\epsilon \\ge 0`.
     """
-    return chain(scale_by_adadelta(rho, epsilon), scale_by_rate(as_learning_rate("adadelta", lr)))
+    return float_leaves(
+        chain(scale_by_adadelta(rho, epsilon), scale_by_rate(as_learning_rate("adadelta", lr)))
+    )

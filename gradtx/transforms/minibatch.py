@@ -245,7 +245,7 @@ def scale_by_minibatch_adam(
         log_b2 = log_decay_at(variance_momentum, state.progress, batch)
         b1, b2 = jnp.exp(log_b1), jnp.exp(log_b2)
         k = -jnp.expm1(log_b1) if unit_gain else 1.0
-        t = (state.progress.minibatches + 1).astype(jnp.float32)
+        t = state.progress.minibatches.astype(jnp.float32) + 1  # in float: int32 + 1 can wrap
         correction = 1.0 / -jnp.expm1(t * log_b1)
         if adamax:
             mean_square = jax.tree.map(
