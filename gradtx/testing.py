@@ -43,7 +43,8 @@ class _Battery:
             yield
         except Exception as error:  # noqa: BLE001  (every failure is reported, not raised)
             text = " ".join(str(error).split())
-            self.failures.append((name, f"{type(error).__name__}: {text[:400]}"))
+            text = text if len(text) <= 200 else text[:199] + "…"
+            self.failures.append((name, f"{type(error).__name__}: {text}"))
 
 
 def _path(path: Any) -> str:
@@ -108,6 +109,12 @@ def gradients_like(params: Any, step: int, seed: int = 0) -> Any:
         else:
             out.append(jnp.zeros(np.shape(x), dtype))
     return jax.tree.unflatten(treedef, out)
+
+
+def _same_runs(a: list, b: list, what: str, rtol: float = 0.0, atol: float = 0.0) -> None:
+    for t, ((ua, sa), (ub, sb)) in enumerate(zip(a, b, strict=True)):
+        _same(ua, ub, f"{what}, step {t} updates", rtol, atol)
+        _same(sa, sb, f"{what}, step {t} state", rtol, atol)
 
 
 def _run(update: Callable, state: Any, params: Any, grads: list, extra: dict) -> list:
@@ -176,7 +183,7 @@ def check_transform(
     if len(battery.failures) and battery.failures[-1][0] == "update runs":
         raise CheckFailed(who, battery.failures)
     with battery.check("update is pure (same inputs, same outputs)"):
-        _same(_run(tx.update, state, params, grads, extra), eager, "two runs")
+        _same_runs(_run(tx.update, state, params, grads, extra), eager, "two runs")
     with battery.check("update leaves the state it is given unchanged"):
         _same(jax.tree.map(np.array, state), snapshot, "state before and after")
     with battery.check("updates keep the gradients' structure, shapes and dtypes"):
@@ -188,7 +195,7 @@ def check_transform(
     with battery.check("jit agrees with no jit"):
         jitted = jax.jit(lambda g, s, p: tx.update(g, s, p, **extra))
         compiled = _run(lambda g, s, p: jitted(g, s, p), state, params, grads, {})
-        _same(compiled, eager, "jit vs eager", rtol, atol)
+        _same_runs(compiled, eager, "jit vs eager", rtol, atol)
     with battery.check("vmap over states and gradients agrees with a loop"):
         states = [state, eager[0][1]]
         batch = [grads[1], grads[0]]
@@ -206,7 +213,8 @@ def check_transform(
             ("chain(identity(), tx)", chain(identity(), tx)),
         ):
             runs = _run(wrapped.update, wrapped.init(params), params, grads, extra)
-            _same([u for u, _ in runs], [u for u, _ in eager], name, rtol, atol)
+            for t, ((u, _), (expected, _)) in enumerate(zip(runs, eager, strict=True)):
+                _same(u, expected, f"{name}, step {t} updates", rtol, atol)
     if battery.failures:
         raise CheckFailed(who, battery.failures)
 

@@ -122,3 +122,11 @@ def test_data_parallel_example_one_and_two_processes():
     assert "2 process(es) with 4 each" in two
     losses = lambda text: [line for line in text.splitlines() if line.startswith("step")]  # noqa: E731
     assert losses(one) == losses(two)  # the same run, printed to 4 decimals
+
+
+def test_custom_transform_example_reports_the_impure_one(capsys):
+    report = _load("custom_transform").main()
+    out = capsys.readouterr().out
+    assert out.count("all checks pass") == 3
+    assert "check_transform(impure_warmup): 5 properties failed" in report
+    assert "update is pure" in report and "jit agrees with no jit" in report

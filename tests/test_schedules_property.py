@@ -139,7 +139,9 @@ def test_finite_bounded_and_array_equals_scalar(case, ts):
     slack = 1e-5 * max(abs(lo), abs(hi), 1.0)
     assert np.all(batch >= lo - slack) and np.all(batch <= hi + slack)
     for t, v in zip(ts, batch, strict=True):
-        np.testing.assert_allclose(schedule(t), v, rtol=1e-6, atol=1e-7)
+        np.testing.assert_allclose(
+            schedule(t), v, rtol=1e-5, atol=1e-7
+        )  # XLA pow/cos differ by ulps
 
 
 @settings(max_examples=60, deadline=None)
