@@ -191,10 +191,10 @@ def polynomial_decay(
     checks.check_interval("polynomial_decay", "power", power, checks.POSITIVE)
 
     def schedule(count):
-        # XLA may divide by multiplying with 1/steps: clamp the rounding below zero away.
-        remaining = jnp.maximum(
-            1.0 - jnp.minimum(as_count(count), steps).astype(jnp.float32) / steps, 0.0
-        )
+        # Steps left, then divided: exact 0 at the end even where XLA divides by
+        # multiplying with 1/steps (1 - t/steps left ~4e-9 there, and its root 6e-5).
+        left = (steps - jnp.minimum(as_count(count), steps)).astype(jnp.float32)
+        remaining = left / steps
         return end_value + (init_value - end_value) * remaining**power
 
     return schedule
