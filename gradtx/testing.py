@@ -14,6 +14,7 @@ import inspect
 from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -82,19 +83,12 @@ def _same(a: Any, b: Any, what: str, rtol: float = 0.0, atol: float = 0.0) -> No
 
 
 def _same_types(a: Any, b: Any, what: str) -> None:
-    """Trees equal in structure, shapes and dtypes (values free)."""
-    if jax.tree.structure(a) != jax.tree.structure(b):
-        raise AssertionError(
-            f"{what}: tree structures differ: {jax.tree.structure(a)} vs {jax.tree.structure(b)}"
-        )
-    for (path, x), y in zip(
-        jax.tree_util.tree_flatten_with_path(a)[0], jax.tree.leaves(b), strict=True
-    ):
-        if np.shape(x) != np.shape(y) or jnp.result_type(x) != jnp.result_type(y):
-            raise AssertionError(
-                f"{what}: at {_path(path)}: {np.shape(x)} "
-                f"{jnp.result_type(x)} vs {np.shape(y)} {jnp.result_type(y)}"
-            )
+    """Trees equal in structure, shapes and dtypes (values free), checked with chex."""
+    try:
+        chex.assert_trees_all_equal_structs(a, b)
+        chex.assert_trees_all_equal_shapes_and_dtypes(a, b)
+    except AssertionError as error:
+        raise AssertionError(f"{what}: {' '.join(str(error).split())}") from None
 
 
 def gradients_like(params: Any, step: int, seed: int = 0) -> Any:
