@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gradtx import checks
+from gradtx import checks, tree
 from gradtx.core import GradientTransformation
 
 # Leaves up to this many elements are packed; larger ones pay for their own kernels.
@@ -79,14 +79,8 @@ def _layout(signature: tuple[tuple[tuple[int, ...], str, bool], ...], max_size: 
     return _Layout(len(signature), tuple(loose), tuple(chunks), tuple(sizes))
 
 
-def _is_split(x: Any) -> bool:
-    """Whether ``x`` is split over a mesh axis that tracing can see (explicit sharding)."""
-    spec = getattr(getattr(jax.typeof(x), "sharding", None), "spec", None)
-    return spec is not None and any(axis is not None for axis in spec)
-
-
 def _signature(leaves: list[Any]) -> tuple[tuple[tuple[int, ...], str, bool], ...]:
-    return tuple((tuple(np.shape(x)), jnp.result_type(x).name, _is_split(x)) for x in leaves)
+    return tuple((tuple(np.shape(x)), jnp.result_type(x).name, tree.is_split(x)) for x in leaves)
 
 
 def _pack(layout: _Layout, leaves: list[Any]) -> dict[str, Any]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -119,34 +118,44 @@ def bias_correction(moments: Any, decay: Any, count: jax.Array) -> Any:
     return jax.tree.map(lambda m: m / correction.astype(m.dtype), moments)
 
 
+def is_split(x: Any) -> bool:
+    """Whether ``x`` is split over a mesh axis that tracing can see (explicit sharding)."""
+    spec = getattr(getattr(jax.typeof(x), "sharding", None), "spec", None)
+    return spec is not None and any(axis is not None for axis in spec)
+
+
 def global_norm(tree: Any, axis_name: Any = None) -> jax.Array:
     """The L2 norm of all leaves taken together, summed across ``axis_name`` when given.
 
     Squares overflow float32 once an entry passes about 1.8e19; the norm is then
-    recomputed on the tree divided by its largest magnitude, so gradients of
-    1e30 still give their true (finite) norm. The second pass runs only then
-    (under ``vmap`` or with ``axis_name``, both are computed).
+    recomputed on the leaves divided by their largest magnitude, so gradients
+    of 1e30 still give their true (finite) norm. That second pass is a
+    ``lax.cond`` branch (over one concatenated buffer unless a leaf is split
+    across devices): it costs nothing unless taken, and little to compile.
     """
     leaves = jax.tree.leaves(tree)
     if not leaves:
         return jnp.zeros((), jnp.float32)
+    squares = sum(jnp.sum(jnp.square(x)) for x in leaves)
+    if axis_name is not None:
+        squares = jax.lax.psum(squares, axis_name)
 
-    def total(values: list[Any], reduce: Callable) -> jax.Array:
-        out = sum(jnp.sum(v) for v in values)
-        return out if axis_name is None else reduce(out, axis_name)
-
-    squares = total([jnp.square(x) for x in leaves], jax.lax.psum)
-
-    def rescaled(squares: jax.Array) -> jax.Array:
-        peak = jnp.max(
-            jnp.stack([jnp.max(jnp.abs(x), initial=0).astype(squares.dtype) for x in leaves])
-        )
+    def rescaled(leaves: list[Any]) -> jax.Array:
+        if any(is_split(x) for x in leaves):  # explicit sharding cannot ravel a split leaf
+            parts = [jnp.abs(x).astype(squares.dtype) for x in leaves]
+            peak = jnp.max(jnp.stack([jnp.max(p) for p in parts]))
+        else:
+            parts = [jnp.concatenate([jnp.ravel(x).astype(squares.dtype) for x in leaves])]
+            peak = jnp.max(jnp.abs(parts[0]))
         if axis_name is not None:
             peak = jax.lax.pmax(peak, axis_name)
         safe = jnp.where((peak > 0) & jnp.isfinite(peak), peak, 1)
-        norm = safe * jnp.sqrt(total([jnp.square(x / safe) for x in leaves], jax.lax.psum))
-        return jnp.where(jnp.isfinite(peak), norm, peak)
+        # The barrier keeps XLA from fusing the whole peak computation into every
+        # leaf's division, which made compiles quadratic in the leaf count.
+        inverse = jax.lax.optimization_barrier(1 / safe)
+        sums = sum(jnp.sum(jnp.square(p * inverse)) for p in parts)
+        if axis_name is not None:
+            sums = jax.lax.psum(sums, axis_name)
+        return jnp.where(jnp.isfinite(peak), safe * jnp.sqrt(sums), peak)
 
-    if axis_name is not None:
-        return jnp.where(jnp.isinf(squares), rescaled(squares), jnp.sqrt(squares))
-    return jax.lax.cond(jnp.isinf(squares), rescaled, jnp.sqrt, squares)
+    return jax.lax.cond(jnp.isinf(squares), rescaled, lambda _: jnp.sqrt(squares), leaves)
