@@ -11,16 +11,20 @@ from jax.sharding import Mesh
 
 from gradtx.core import GradientTransformation, _extras_filter, apply_updates
 from gradtx.training import sharding
+from gradtx.tree import global_norm
 from gradtx.wrappers import get_hyperparams
 
 TrainStep = Callable[[Any, Any, Any], tuple[Any, Any, dict]]
 
 
 def norm(tree: Any) -> jax.Array:
-    """The global L2 norm of a tree, accumulated in float32 whatever the leaves' dtype."""
-    leaves = jax.tree.leaves(tree)
-    squares = sum(jnp.sum(jnp.square(x.astype(jnp.float32))) for x in leaves)
-    return jnp.sqrt(jnp.asarray(squares, jnp.float32))
+    """The global L2 norm of a tree's floating leaves, in float32 and overflow-safe."""
+    leaves = [
+        x.astype(jnp.float32)
+        for x in jax.tree.leaves(tree)
+        if jnp.issubdtype(jnp.result_type(x), jnp.floating)
+    ]
+    return global_norm(leaves)
 
 
 def leading_size(batch: Any, who: str) -> int | None:
