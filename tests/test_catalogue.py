@@ -33,6 +33,7 @@ BUILDERS = {
     "accumulate": lambda: gradtx.accumulate(gradtx.adam(1e-2), 2),
     "apply_if_finite": lambda: gradtx.apply_if_finite(gradtx.adam(1e-2), 2),
     "chain": lambda: gradtx.chain(gradtx.clip_by_global_norm(1.0), gradtx.sgd(0.1)),
+    "float_leaves": lambda: gradtx.float_leaves(gradtx.scale_by_adam()),
     "grouped": lambda: gradtx.grouped(gradtx.adamw(1e-2), max_leaf_size=8),
     "inject_hyperparams": lambda: gradtx.inject_hyperparams(gradtx.adam)(learning_rate=1e-2),
     "lookahead": lambda: gradtx.lookahead(gradtx.adam(1e-2), 2, 0.5),
