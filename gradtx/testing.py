@@ -150,7 +150,8 @@ def check_transform(
       params: example params (any pytree of arrays).
       steps: updates to run, at least 2.
       extra: keyword extras for ``update`` (e.g. ``{"value": 1.0, "batch_size": 8}``).
-      rtol, atol: tolerances for the jit and vmap comparisons.
+      rtol: relative tolerance for the jit and vmap comparisons.
+      atol: absolute tolerance for the jit and vmap comparisons.
       seed: seed of the gradients.
       name: what to call ``tx`` in the report.
 
