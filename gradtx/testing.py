@@ -310,6 +310,11 @@ def pytrees(max_leaves: int = 6, dtypes: tuple = (jnp.float32,), allow_none: boo
     Leaves have random shapes of up to 3 dimensions, 0-d and empty arrays
     included, of the given ``dtypes``; with ``allow_none`` some leaves are None
     (never the whole tree, which ``update`` would read as "no params").
+
+    Args:
+      max_leaves: the most leaves (None included) in a tree.
+      dtypes: the dtypes leaves are drawn from.
+      allow_none: whether some leaves may be None.
     """
     st = _hypothesis()
     shapes = st.lists(st.integers(0, 3), min_size=0, max_size=3).map(tuple)
@@ -364,6 +369,10 @@ def hyperparameters(learner: Callable[..., GradientTransformation], **fixed: Any
     ``momentum``, ``nesterov``, ...) are drawn; other optional ones keep their
     defaults. ``fixed`` gives values (or strategies) for arguments to pin or
     that gradtx cannot guess. Draws the learner rejects are discarded.
+
+    Args:
+      learner: a factory such as ``gradtx.adam``.
+      **fixed: values or strategies for arguments to pin or to supply.
 
     Raises:
       ValueError: if a required argument has no known strategy and is not in ``fixed``.
