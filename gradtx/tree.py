@@ -143,10 +143,10 @@ def global_norm(tree: Any, axis_name: Any = None) -> jax.Array:
     def rescaled(leaves: list[Any]) -> jax.Array:
         if any(is_split(x) for x in leaves):  # explicit sharding cannot ravel a split leaf
             parts = [jnp.abs(x).astype(squares.dtype) for x in leaves]
-            peak = jnp.max(jnp.stack([jnp.max(p) for p in parts]))
+            peak = jnp.max(jnp.stack([jnp.max(p, initial=0) for p in parts]))
         else:
             parts = [jnp.concatenate([jnp.ravel(x).astype(squares.dtype) for x in leaves])]
-            peak = jnp.max(jnp.abs(parts[0]))
+            peak = jnp.max(jnp.abs(parts[0]), initial=0)  # empty leaves have no max
         if axis_name is not None:
             peak = jax.lax.pmax(peak, axis_name)
         safe = jnp.where((peak > 0) & jnp.isfinite(peak), peak, 1)

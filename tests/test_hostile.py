@@ -180,3 +180,12 @@ def test_counts_at_the_int32_maximum(name):
     for x in jax.tree.leaves(state):
         if x.dtype == jnp.int32:
             assert int(jnp.max(x)) == INT32_MAX  # saturated, not wrapped to negative
+
+
+@pytest.mark.parametrize("name", LEARNERS)
+def test_empty_array_leaves(name):
+    # Zero-size leaves: no entries to reduce (the norm's overflow branch has no max).
+    p = {"empty": jnp.zeros((0, 3)), "w": jnp.ones(3)}
+    opt = gradtx.chain(gradtx.clip_by_global_norm(1.0), LEARNERS[name]())
+    u, state = run(opt, p, {"empty": jnp.zeros((0, 3)), "w": jnp.ones(3)})
+    assert u["empty"].shape == (0, 3) and finite(u) and finite(state)
