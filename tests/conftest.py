@@ -2,9 +2,21 @@
 
 from __future__ import annotations
 
+import os
+
 import jax
 import jax.numpy as jnp
 import numpy as np
+from hypothesis import settings
+
+# The default run draws the same examples every time, so a red CI means a change broke
+# something; exploring new examples is the fuzz target's job (GRADTX_FUZZ=1), or set
+# HYPOTHESIS_PROFILE=explore to randomise every property test.
+settings.register_profile("default", derandomize=True)
+settings.register_profile("explore", derandomize=False)
+settings.load_profile(
+    os.environ.get("HYPOTHESIS_PROFILE", "explore" if os.environ.get("GRADTX_FUZZ") else "default")
+)
 
 SHAPES = {"dense": [(4, 3), (3,)], "conv": [(2, 3, 3, 2)], "head": [(), (5,)]}
 
