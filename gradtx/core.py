@@ -193,14 +193,15 @@ def float_leaves(transform: GradientTransformation) -> GradientTransformation:
 
     def update(updates, state, params=None, **extra):
         leaves, treedef, plain = plan(updates)
-        if plain and (params is None or plan(params)[2]):
+        param_plan = None if params is None else plan(params)
+        if plain and (param_plan is None or param_plan[2]):
             out, state = transform.update(updates, state, params, **extra)
             # Blocks that widen (e.g. bfloat16 gradients against float32 progress) hand back
             # the gradients' dtype here; for matching dtypes this is no operation.
             return jax.tree.map(
                 lambda u, g: jnp.asarray(u, jnp.result_type(g)), out, updates
             ), state
-        inner_params = None if params is None else prepare(*plan(params)[:2])
+        inner_params = None if param_plan is None else prepare(*param_plan[:2])
         out, state = transform.update(prepare(leaves, treedef), state, inner_params, **extra)
         merged = [
             g if u is None else jnp.asarray(u, jnp.result_type(g))

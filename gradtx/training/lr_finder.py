@@ -14,7 +14,7 @@ import numpy as np
 
 from gradtx import checks
 from gradtx.core import GradientTransformation, _extras_filter, apply_updates
-from gradtx.training.step import leading_size
+from gradtx.training.step import leading_size, train_extras
 
 
 @dataclass(frozen=True)
@@ -116,10 +116,9 @@ def _scan(loss_fn, factory, params, batches, order, rates, smoothing, min_steps,
         counts = ~stopped & jnp.isfinite(loss)
         diverged = (mean > stop_factor * first) & (i + 1 >= min_steps)
         stopped = stopped | ~jnp.isfinite(mean) | diverged
-        extra = {"value": loss}
-        if size is not None:
-            extra["batch_size"] = size
-        updates, new_state = factory(rate).update(grads, state, params, **keep(extra))
+        updates, new_state = factory(rate).update(
+            grads, state, params, **keep(train_extras(loss, size))
+        )
         new_params = apply_updates(params, updates)
         # A stopped run keeps its last params: masking, not leaving the scan, ends it.
         params, state = jax.tree.map(

@@ -27,6 +27,11 @@ def norm(tree: Any) -> jax.Array:
     return global_norm(leaves)
 
 
+def train_extras(loss: jax.Array, size: int | None) -> dict[str, Any]:
+    """What a training step hands the optimizer: the loss, and the batch size when known."""
+    return {"value": loss} if size is None else {"value": loss, "batch_size": size}
+
+
 def leading_size(batch: Any, who: str) -> int | None:
     """The batch's number of samples: the leading dimension shared by its array leaves."""
     paths = jax.tree_util.tree_flatten_with_path(batch)[0]
@@ -142,10 +147,9 @@ def make_train_step(
         loss, aux = out if has_aux else (out, None)
         if axis_name is not None:
             loss, grads = _mean_over(axis_name, loss, grads)
-        extra = {"value": loss}
-        if size is not None:
-            extra["batch_size"] = size
-        updates, opt_state = optimizer.update(grads, opt_state, params, **keep(extra))
+        updates, opt_state = optimizer.update(
+            grads, opt_state, params, **keep(train_extras(loss, size))
+        )
         params = apply_updates(params, updates)
         metrics = {"loss": loss, "grad_norm": norm(grads), "update_norm": norm(updates)}
         metrics.update(get_hyperparams(opt_state))
