@@ -26,6 +26,7 @@ UPDATES = (5, 10)
 LR = C.learning_rate_schedule(0.1, C.UnitType.minibatch)  # 0.1 on the mean gradient
 
 
+# --8<-- [start:own_learners]
 def sgd_per_sample_count(lr: float) -> gradtx.GradientTransformation:
     """CNTK's "expression" learner: ``p - lr * g / batch_size``, as a stateless transform."""
     return gradtx.stateless(
@@ -49,6 +50,7 @@ def hand_written_rmsprop(lr: float, gamma: float = 0.9) -> gradtx.GradientTransf
         return updates, RmsState(acc)
 
     return gradtx.GradientTransformation(init, update)
+# --8<-- [end:own_learners]
 
 
 def learners(time_constant: float) -> dict[str, gradtx.GradientTransformation]:

@@ -51,6 +51,7 @@ def scale_by_sign_momentum(decay: float = 0.9) -> gradtx.GradientTransformation:
     return gradtx.GradientTransformation(init, update)
 
 
+# --8<-- [start:impure]
 def impure_warmup(steps: int = 10) -> gradtx.GradientTransformation:
     """Scales updates by t / steps, counting t in Python: the mistake this example shows."""
     counter = itertools.count(1)
@@ -60,6 +61,7 @@ def impure_warmup(steps: int = 10) -> gradtx.GradientTransformation:
         return jax.tree.map(lambda g: (g * scale).astype(jnp.float16), updates), state
 
     return gradtx.GradientTransformation(lambda params: (), update)
+# --8<-- [end:impure]
 
 
 def main() -> str:

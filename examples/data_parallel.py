@@ -53,6 +53,7 @@ def train(steps: int, processes: int, process_id: int, port: int) -> None:
     os.environ["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={DEVICES // processes}"
     import jax
 
+    # --8<-- [start:processes]
     if processes > 1:
         jax.config.update("jax_cpu_collectives_implementation", "gloo")
         jax.distributed.initialize(f"127.0.0.1:{port}", processes, process_id)
@@ -86,6 +87,7 @@ def train(steps: int, processes: int, process_id: int, port: int) -> None:
         if lead and (step < 5 or (step + 1) % 10 == 0):
             loss, grad_norm = float(metrics["loss"]), float(metrics["grad_norm"])
             print(f"step {step + 1:>4}  loss {loss:.4f}  grad norm {grad_norm:.4f}")
+    # --8<-- [end:processes]
     w1 = trainer.params[0]["w"]
     mu = trainer.opt_state[1].mu[0]["w"]
     if lead:

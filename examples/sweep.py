@@ -31,6 +31,7 @@ LEARNING_RATES = np.geomspace(1e-4, 3e-1, 32)
 WEIGHT_DECAYS = [0.0, 1e-1]
 
 
+# --8<-- [start:train_fn]
 def make_train_fn(steps: int, batch_size: int = 64):
     x_train, x_test, y_train, y_test = split()
     idx = np.random.default_rng(0).integers(0, len(x_train), size=(steps, batch_size))
@@ -56,6 +57,7 @@ def make_train_fn(steps: int, batch_size: int = 64):
         return {"loss": loss_fn(params, (x_test, y_test)), "accuracy": accuracy}
 
     return train_fn
+# --8<-- [end:train_fn]
 
 
 def heat_map(result: gradtx.SweepResult, out: Path) -> None:

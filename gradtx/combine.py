@@ -22,7 +22,12 @@ Labels = Any | Callable[[Any], Any]
 
 
 def _resolve(labels: Labels, params: Any) -> Any:
-    return labels(params) if callable(labels) else labels
+    """One label per leaf of ``params``: a label on a subtree (a prefix tree) covers its leaves."""
+    tree = labels(params) if callable(labels) else labels
+    try:
+        return jax.tree.map(lambda label, sub: jax.tree.map(lambda _: label, sub), tree, params)
+    except (ValueError, TypeError):
+        return tree  # not a prefix of the params: _check_labels names the first difference
 
 
 def _only(tree: Any, labels: Any, label: Hashable) -> Any:
@@ -36,9 +41,24 @@ def _paths(labels: Any, label: Hashable) -> list[str]:
 
 
 def _check_labels(who: str, params: Any, labels: Any, transforms: Mapping) -> None:
-    checks.check_trees_match(
-        who, "params", jax.tree.map(lambda _: 0, params), labels=jax.tree.map(lambda _: 0, labels)
-    )
+    if jax.tree.structure(labels) != jax.tree.structure(params):
+        params_paths = [jax.tree_util.keystr(p) for p, _ in jax.tree.leaves_with_path(params)]
+        label_paths = [jax.tree_util.keystr(p) for p, _ in jax.tree.leaves_with_path(labels)]
+        where = next((p for p in params_paths if p not in label_paths), None)
+        if where is not None:
+            problem = f"params have a leaf at {where or '<root>'} and labels have none"
+        else:
+            where = next((p for p in label_paths if p not in params_paths), None)
+            problem = (
+                f"labels have a label at {where or '<root>'} and params have no leaf there"
+                if where is not None
+                else f"their containers differ: {jax.tree.structure(params)} "
+                f"vs {jax.tree.structure(labels)}"
+            )
+        raise checks.TreeMismatchError(
+            f"{who}: labels must be shaped like the params, or label whole subtrees of them: "
+            f"{problem}"
+        )
     used = set(jax.tree.leaves(labels))
     missing = [l for l in used if l not in transforms]
     if missing:
@@ -70,8 +90,9 @@ def partition(transforms: Mapping[Hashable, GradientTransformation], labels: Lab
 
     Args:
       transforms: maps each label to a transform; ``freeze()`` leaves a group untouched.
-      labels: a tree of labels shaped like the params, or a function of the params
-        returning one (see :func:`groups_by_path`).
+      labels: a tree of labels shaped like the params, or a prefix of it (a label on
+        a subtree labels all its leaves: ``["body", "head"]`` for a two-layer list), or
+        a function of the params returning one (see :func:`groups_by_path`).
     """
     if not transforms:
         raise ValueError("partition: transforms must map at least one label to a transform")
@@ -115,7 +136,8 @@ def masked(transform: GradientTransformation, mask: Labels) -> GradientTransform
 
     Args:
       transform: run on the masked leaves only (it sees the rest as ``None``).
-      mask: a tree of bools shaped like the params, or a function of the params.
+      mask: a tree of bools shaped like the params (or a prefix of it), or a function
+        of the params.
     """
 
     def labels(params):

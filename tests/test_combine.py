@@ -169,3 +169,29 @@ def test_label_tree_must_match_params():
     opt = gradtx.partition({"x": gradtx.sgd(0.1)}, {"a": "x"})
     with pytest.raises(gradtx.TreeMismatchError, match=r"partition: .*\['b'\]"):
         opt.init({"a": jnp.ones(2), "b": jnp.ones(2)})
+
+
+def test_label_on_a_subtree_labels_its_leaves():
+    params = [{"w": jnp.ones((2, 3)), "b": jnp.ones(3)}, {"w": jnp.ones((3, 1)), "b": jnp.ones(1)}]
+    grads = jax.tree.map(lambda p: p * 2.0, params)
+    transforms = {"body": gradtx.sgd(0.1), "head": gradtx.adam(0.01)}
+    prefix = gradtx.partition(transforms, ["body", "head"])
+    full = gradtx.partition(transforms, [{"w": "body", "b": "body"}, {"w": "head", "b": "head"}])
+    ours, _ = prefix.update(grads, prefix.init(params), params)
+    expected, _ = full.update(grads, full.init(params), params)
+    assert_trees_close(ours, expected, rtol=0)
+    np.testing.assert_allclose(ours[0]["w"], -0.2)  # sgd: -lr * g
+    np.testing.assert_allclose(ours[1]["w"], -0.01, rtol=1e-5)  # Adam's first step
+    masked = gradtx.masked(gradtx.scale(0.0), [True, False])
+    out, _ = masked.update(grads, masked.init(params), params)
+    assert not out[0]["w"].any() and (out[1]["w"] == 2.0).all()
+
+
+def test_label_mismatch_names_the_path_without_inventing_shapes():
+    opt = gradtx.partition({"x": gradtx.sgd(0.1)}, {"a": "x", "c": "x"})
+    with pytest.raises(gradtx.TreeMismatchError) as error:
+        opt.init({"a": jnp.ones(2), "b": jnp.ones(2)})
+    assert str(error.value) == (
+        "partition: labels must be shaped like the params, or label whole subtrees of them: "
+        "params have a leaf at ['b'] and labels have none"
+    )

@@ -40,3 +40,18 @@ def test_the_api_page_lists_every_public_name():
     page = (Path(__file__).resolve().parent.parent / "docs" / "api" / "index.md").read_text()
     for module, name in PUBLIC:
         assert f"::: {module}.{name}\n" in page, f"docs/api/index.md lacks {module}.{name}"
+
+
+def test_the_learners_page_states_the_real_defaults():
+    import re
+    from pathlib import Path
+
+    page = (Path(__file__).resolve().parent.parent / "docs" / "learners.md").read_text()
+    rows = dict(re.findall(r"^\| `(\w+)` \| `([^`]*)` \|$", page, re.MULTILINE))
+    assert set(rows) >= {"sgd", "adam", "adamw", "rmsprop", "adagrad", "lion"}
+    for name, text in rows.items():
+        parameters = inspect.signature(getattr(gradtx, name)).parameters.items()
+        actual = ", ".join(
+            f"{k}={p.default!r}" for k, p in parameters if p.default is not inspect.Parameter.empty
+        )
+        assert text == actual, f"docs/learners.md: {name}'s defaults are {actual}"
