@@ -118,3 +118,20 @@ def test_every_picture_is_regenerated_by_an_example():
     for example in EXAMPLES.values():
         source = (ROOT / "examples" / example).read_text()
         assert '"--out"' in source, f"examples/{example} takes no --out"
+
+
+def test_docstring_math_becomes_markdown_math_for_the_api_page():
+    sys.path.insert(0, str(DOCS))
+    try:
+        from griffe_rst import rst_to_markdown
+    finally:
+        sys.path.remove(str(DOCS))
+    text = "Adam.\n\n.. math::\n    m_t = b m + g, \\quad\n    u = m\n\n"
+    text += "Args:\n  b1: :math:`\\beta_1`."
+    assert rst_to_markdown(text) == (
+        "Adam.\n\n\n$$\nm_t = b m + g, \\quad\nu = m\n$$\n\n\nArgs:\n  b1: $\\beta_1$."
+    )
+    assert rst_to_markdown(".. math:: u = -g") == "\n$$\nu = -g\n$$\n"
+    assert rst_to_markdown("see :func:`gradtx.sgd` and :class:`~gradtx.Trainer`") == (
+        "see `gradtx.sgd` and `gradtx.Trainer`"
+    )

@@ -34,6 +34,16 @@ def test_public_name_is_documented(module, name):
         assert "Args:" in doc, f"{module}.{name}: its docstring has no Args section"
 
 
+def test_public_names_are_not_shadowed_by_modules():
+    """A submodule imported after a function of the same name replaces it on the package."""
+    import types
+
+    for module, name in PUBLIC:
+        assert not isinstance(getattr(MODULES[module], name), types.ModuleType), (
+            f"{module}.{name} is a module, not what __all__ promises"
+        )
+
+
 def test_the_api_page_lists_every_public_name():
     from pathlib import Path
 

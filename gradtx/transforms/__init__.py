@@ -19,6 +19,7 @@ from gradtx.transforms.adaptive import (
     scale_by_rss,
     scale_by_stddev,
 )
+from gradtx.transforms.averages import EmaState, TraceState, ema, trace
 from gradtx.transforms.clipping import clip, clip_by_global_norm
 from gradtx.transforms.lion import ScaleByLionState, scale_by_lion
 from gradtx.transforms.minibatch import (
@@ -32,7 +33,6 @@ from gradtx.transforms.minibatch import (
     scale_by_minibatch_adam,
     scale_by_rate,
 )
-from gradtx.transforms.momentum import EmaState, TraceState, ema, trace
 from gradtx.transforms.scaling import (
     ScaleByScheduleState,
     scale,
