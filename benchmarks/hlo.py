@@ -7,9 +7,17 @@ import re
 import numpy as np
 
 _DEF = re.compile(r"^\s*(?:ROOT )?%(\S+) = (\w+)\[([\d,]*)\]\S* (\S+?)\((.*?)\)")
+# A kernel with several outputs (a custom call) has a tuple shape: (f32[10]{0}, f32[10]{0}).
+_TUPLE_DEF = re.compile(r"^\s*(?:ROOT )?%(\S+) = \(([^()]*)\) (custom-call)\((.*?)\)")
+_ARRAY = re.compile(r"(\w+)\[([\d,]*)\]")
 _OPERAND = re.compile(r"%([\w.\-]+)")
 _NOT_KERNELS = {"parameter", "constant", "tuple", "get-tuple-element", "bitcast"}
 _BYTES = {"f32": 4, "bf16": 2, "f16": 2, "s32": 4, "u32": 4, "f64": 8, "pred": 1, "s8": 1}
+
+
+def _nbytes(dtype: str, dims: str) -> int:
+    elements = int(np.prod([int(d) for d in dims.split(",") if d])) if dims else 1
+    return elements * _BYTES.get(dtype, 4)
 
 
 def memory_traffic(hlo_text: str, num_params: int, min_bytes: int = 4096) -> tuple[int, float]:
@@ -24,11 +32,14 @@ def memory_traffic(hlo_text: str, num_params: int, min_bytes: int = 4096) -> tup
     kernels, moved = 0, 0
     for line in entry.splitlines():
         match = _DEF.match(line)
-        if not match:
+        if match:
+            name, dtype, dims, opcode, operands = match.groups()
+            nbytes = _nbytes(dtype, dims)
+        elif match := _TUPLE_DEF.match(line):
+            name, outputs, opcode, operands = match.groups()
+            nbytes = sum(_nbytes(dtype, dims) for dtype, dims in _ARRAY.findall(outputs))
+        else:
             continue
-        name, dtype, dims, opcode, operands = match.groups()
-        elements = int(np.prod([int(d) for d in dims.split(",") if d])) if dims else 1
-        nbytes = elements * _BYTES.get(dtype, 4)
         shapes[name] = nbytes
         if opcode in _NOT_KERNELS:
             continue

@@ -10,12 +10,18 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+import gradtx
+
 
 class JaxStep:
     """One library's jitted, donated ``(params, state, grads) -> (params, state)`` step."""
 
-    def __init__(self, opt: Any, apply_updates: Callable, params: Any, grads: Any):
+    def __init__(
+        self, opt: Any, apply_updates: Callable, params: Any, grads: Any, fused: bool = False
+    ):
         def step(params, state, grads):
+            if fused:
+                return gradtx.fused_update(opt, grads, state, params)
             updates, state = opt.update(grads, state, params)
             return apply_updates(params, updates), state
 

@@ -27,6 +27,7 @@ from gradtx.core import (
     init_empty_state,
     stateless,
 )
+from gradtx.fused import FusedKernelsUnavailable, fused_update, is_fused
 from gradtx.grouping import GroupedState, grouped
 from gradtx.learners import (
     adadelta,
@@ -78,6 +79,7 @@ __all__ = [
     "SweepResult",
     "Trainer",
     "EmptyState",
+    "FusedKernelsUnavailable",
     "GradientTransformation",
     "GroupedState",
     "InjectHyperparamsState",
@@ -103,11 +105,13 @@ __all__ = [
     "find_learning_rate",
     "float_leaves",
     "freeze",
+    "fused_update",
     "get_hyperparams",
     "groups_by_path",
     "grouped",
     "identity",
     "init_empty_state",
+    "is_fused",
     "inject_hyperparams",
     "lion",
     "load_state_dict",

@@ -18,7 +18,7 @@ from typing import Any
 
 import jax
 
-from gradtx import checks
+from gradtx import checks, fused
 from gradtx.core import GradientTransformation, ScalarOrSchedule, chain, float_leaves, identity
 from gradtx.transforms import (
     add_decayed_weights,
@@ -97,7 +97,7 @@ def sgd(
         momentum=momentum,
         weight_decay=weight_decay,
     )
-    return float_leaves(
+    learner = float_leaves(
         chain(
             add_decayed_weights(weight_decay),
             (
@@ -108,6 +108,10 @@ def sgd(
             scale_by_learning_rate(learning_rate),
         )
     )
+    if state_dtype is not None:
+        return learner
+    spec = fused.sgd_spec(learning_rate, momentum, nesterov, unit_gain, weight_decay)
+    return fused._attach(learner, spec)
 
 
 def adagrad(
@@ -215,7 +219,7 @@ def rmsprop(
         weight_decay=weight_decay,
     )
     scale_by_second_moment = scale_by_stddev if centered else scale_by_rms
-    return float_leaves(
+    learner = float_leaves(
         chain(
             add_decayed_weights(weight_decay),
             scale_by_second_moment(decay, eps, initial_scale, eps_in_sqrt, state_dtype=state_dtype),
@@ -227,6 +231,10 @@ def rmsprop(
             ),
         )
     )
+    if centered or momentum is not None or state_dtype is not None:
+        return learner
+    spec = fused.rmsprop_spec(learning_rate, decay, eps, eps_in_sqrt, weight_decay)
+    return fused._attach(learner, spec)
 
 
 def adam(
@@ -272,13 +280,17 @@ def adam(
         eps_root=eps_root,
         weight_decay=weight_decay,
     )
-    return float_leaves(
+    learner = float_leaves(
         chain(
             add_decayed_weights(weight_decay),
             scale_by_adam(b1, b2, eps, eps_root, nesterov=nesterov, state_dtype=state_dtype),
             scale_by_learning_rate(learning_rate),
         )
     )
+    if nesterov or state_dtype is not None:
+        return learner
+    spec = fused.adam_spec(learning_rate, b1, b2, eps, eps_root, weight_decay, decoupled=False)
+    return fused._attach(learner, spec)
 
 
 def nadam(
@@ -378,13 +390,17 @@ def adamw(
         eps_root=eps_root,
         weight_decay=weight_decay,
     )
-    return float_leaves(
+    learner = float_leaves(
         chain(
             scale_by_adam(b1, b2, eps, eps_root, nesterov=nesterov, state_dtype=state_dtype),
             add_decayed_weights(weight_decay, mask),
             scale_by_learning_rate(learning_rate),
         )
     )
+    if nesterov or mask is not None or state_dtype is not None:
+        return learner
+    spec = fused.adam_spec(learning_rate, b1, b2, eps, eps_root, weight_decay, decoupled=True)
+    return fused._attach(learner, spec)
 
 
 def amsgrad(

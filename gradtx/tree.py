@@ -118,6 +118,12 @@ def bias_correction(moments: Any, decay: Any, count: jax.Array) -> Any:
     return jax.tree.map(lambda m: m / correction.astype(m.dtype), moments)
 
 
+@functools.partial(jax.jit, inline=True)
+def bias_corrections(decays: tuple, count: jax.Array) -> list[jax.Array]:
+    """``1 - decay**count`` for each decay, computed as :func:`bias_correction` does."""
+    return [1 - decay**count for decay in decays]
+
+
 def is_split(x: Any) -> bool:
     """Whether ``x`` is split over a mesh axis that tracing can see (explicit sharding)."""
     spec = getattr(getattr(jax.typeof(x), "sharding", None), "spec", None)

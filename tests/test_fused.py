@@ -1,0 +1,189 @@
+"""gradtx.fused_update: one pass per step, the same numbers and state as update + apply."""
+
+from __future__ import annotations
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from conftest import assert_trees_close, assert_vmap_equals_loop, grads_at, make_params
+
+import gradtx
+from benchmarks.hlo import memory_traffic
+from gradtx.fused import build
+
+S = gradtx.schedules
+
+FUSED = {
+    "adam": lambda: gradtx.adam(1e-2),
+    "adam, eps_root, coupled decay": lambda: gradtx.adam(
+        1e-2, b1=0.8, eps_root=1e-6, weight_decay=1e-2
+    ),
+    "adam, scheduled rate and decay": lambda: gradtx.adam(
+        S.warmup(S.cosine_decay(1e-2, 20), 5), weight_decay=S.linear(1e-2, 0.0, 20)
+    ),
+    "adamw": lambda: gradtx.adamw(1e-2, weight_decay=1e-2),
+    "adamw, scheduled": lambda: gradtx.adamw(
+        S.cosine_decay(1e-2, 30), weight_decay=S.linear(0.1, 0.0, 15)
+    ),
+    "sgd": lambda: gradtx.sgd(0.1),
+    "sgd, coupled decay": lambda: gradtx.sgd(0.1, weight_decay=1e-2),
+    "sgd momentum": lambda: gradtx.sgd(0.05, 0.9),
+    "sgd nesterov, decay": lambda: gradtx.sgd(0.05, 0.9, nesterov=True, weight_decay=1e-3),
+    "sgd unit gain, scheduled momentum": lambda: gradtx.sgd(
+        S.linear(0.1, 0.01, 20), S.linear(0.5, 0.9, 20), unit_gain=True
+    ),
+    "sgd nesterov unit gain": lambda: gradtx.sgd(0.05, 0.9, nesterov=True, unit_gain=True),
+    "rmsprop": lambda: gradtx.rmsprop(1e-2),
+    "rmsprop, torch's eps, decay": lambda: gradtx.rmsprop(
+        1e-2, decay=0.99, eps_in_sqrt=False, initial_scale=0.1, weight_decay=1e-2
+    ),
+}  # fmt: skip
+
+
+def _plain(opt, grads, state, params):
+    updates, state = opt.update(grads, state, params)
+    return gradtx.apply_updates(params, updates), state
+
+
+def _trajectory(opt, step, steps=20):
+    params = make_params()
+    state = opt.init(params)
+    for t in range(steps):
+        params, state = step(opt, grads_at(params, t), state, params)
+    return params, state
+
+
+@pytest.mark.parametrize("name", FUSED)
+def test_fused_learners_equal_update_then_apply(name):
+    opt = FUSED[name]()
+    assert gradtx.is_fused(opt)
+    plain = jax.jit(_plain, static_argnums=0)
+    fused = jax.jit(gradtx.fused_update, static_argnums=0)
+    ours, theirs = _trajectory(opt, fused), _trajectory(opt, plain)
+    chex.assert_trees_all_equal_structs(ours, theirs)
+    assert_trees_close(ours, theirs, rtol=1e-6, atol=1e-7)
+
+
+class BitwiseTest(chex.TestCase):
+    @chex.variants(with_jit=True, without_jit=True)
+    def test_fused_adam_is_bitwise_the_plain_step(self):
+        opt = gradtx.adam(1e-2)
+        params = {"w": jax.random.normal(jax.random.key(0), (1000,))}
+        grads = {"w": jax.random.normal(jax.random.key(1), (1000,)) * 1e-3}
+        fused = self.variant(lambda g, s, p: gradtx.fused_update(opt, g, s, p))
+        plain = jax.jit(lambda g, s, p: _plain(opt, g, s, p))
+        a = b = (params, opt.init(params))
+        for _ in range(3):
+            a, b = fused(grads, a[1], a[0]), plain(grads, b[1], b[0])
+        chex.assert_trees_all_equal(a, b)
+
+
+def test_a_mixed_run_equals_either_path():
+    """The state is the learner's own: steps may alternate between the two paths."""
+    opt = gradtx.sgd(0.05, 0.9, weight_decay=1e-3)
+    plain = jax.jit(_plain, static_argnums=0)
+    fused = jax.jit(gradtx.fused_update, static_argnums=0)
+    calls = iter(range(100))
+
+    def mixed(o, g, s, p):
+        return (fused if next(calls) % 2 else plain)(o, g, s, p)
+
+    assert_trees_close(_trajectory(opt, mixed), _trajectory(opt, plain))
+
+
+def test_the_step_is_one_kernel_of_one_pass():
+    n = 100_000
+    opt = gradtx.adam(1e-3)
+    params = {"w": jnp.zeros(n), "b": jnp.zeros((250, 400))}
+    step = jax.jit(lambda p, s, g: gradtx.fused_update(opt, g, s, p), donate_argnums=(0, 1))
+    hlo = step.lower(params, opt.init(params), params).compile().as_text()
+    # Params, grads and two moments read, params and moments written: 28 bytes, once.
+    kernels, traffic = memory_traffic(hlo, 2 * n)
+    assert kernels == 1 and round(traffic, 2) == 28.0  # (plus 40 bytes of scalars)
+    plain = jax.jit(lambda p, s, g: _plain(opt, g, s, p), donate_argnums=(0, 1))
+    plain_hlo = plain.lower(params, opt.init(params), params).compile().as_text()
+    kernels, traffic = memory_traffic(plain_hlo, 2 * n)
+    assert kernels > 1 and traffic > 28.0  # what XLA:CPU makes of the same step
+
+
+def test_vmap_over_learning_rates_equals_a_loop():
+    def train(lr):
+        opt = gradtx.adam(lr)
+        params = make_params()
+        state = opt.init(params)
+        for t in range(5):
+            params, state = gradtx.fused_update(opt, grads_at(make_params(), t), state, params)
+        return params
+
+    assert_vmap_equals_loop(train, [1e-3, 1e-2, 1e-1])
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: gradtx.adam(1e-2, nesterov=True),
+        lambda: gradtx.adam(1e-2, state_dtype=jnp.bfloat16),
+        lambda: gradtx.adamw(1e-2, mask={"w": True, "b": False}),
+        lambda: gradtx.rmsprop(1e-2, centered=True),
+        lambda: gradtx.rmsprop(1e-2, momentum=0.9),
+        lambda: gradtx.nadam(1e-2),
+        lambda: gradtx.chain(gradtx.clip_by_global_norm(1.0), gradtx.adam(1e-2)),
+        lambda: gradtx.inject_hyperparams(gradtx.adam)(learning_rate=1e-2),
+    ],
+)
+def test_other_learners_run_update_then_apply(make):
+    opt = make()
+    assert not gradtx.is_fused(opt)
+    params = {"w": jnp.linspace(-1.0, 1.0, 6), "b": jnp.ones(2)}
+    grads = jax.tree.map(lambda p: 0.5 * p + 0.1, params)
+    state = opt.init(params)
+    chex.assert_trees_all_equal(
+        gradtx.fused_update(opt, grads, state, params), _plain(opt, grads, state, params)
+    )
+
+
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16])
+def test_other_dtypes_run_update_then_apply(dtype):
+    opt = gradtx.adam(1e-2)
+    params = make_params(dtype=dtype)
+    grads = grads_at(params, 0)
+    state = opt.init(params)
+    chex.assert_trees_all_equal(
+        gradtx.fused_update(opt, grads, state, params), _plain(opt, grads, state, params)
+    )
+
+
+def test_without_a_compiler_the_error_says_what_to_do(monkeypatch, tmp_path):
+    monkeypatch.setenv("GRADTX_CACHE", str(tmp_path))
+    monkeypatch.setattr(build.shutil, "which", lambda name: None)
+    build.library_path.cache_clear()
+    try:
+        with pytest.raises(build.FusedKernelsUnavailable, match="needs a C\\+\\+ compiler"):
+            build.library_path()
+    finally:
+        build.library_path.cache_clear()
+
+
+def test_a_compile_error_is_reported_with_the_command(monkeypatch, tmp_path):
+    monkeypatch.setenv("GRADTX_CACHE", str(tmp_path))
+    monkeypatch.setattr(build, "FLAGS", ("-this-flag-does-not-exist",))
+    build.library_path.cache_clear()
+    try:
+        with pytest.raises(build.FusedKernelsUnavailable, match="building the CPU kernels failed"):
+            build.library_path()
+        assert not list(tmp_path.glob("*.so"))  # nothing half-built is left to load
+    finally:
+        build.library_path.cache_clear()
+
+
+def test_params_are_updated_in_place_when_donated():
+    opt = gradtx.sgd(0.1, 0.9)
+    params = {"w": jnp.ones(1000)}
+    state = opt.init(params)
+    step = jax.jit(lambda p, s, g: gradtx.fused_update(opt, g, s, p), donate_argnums=(0, 1))
+    pointer = params["w"].unsafe_buffer_pointer()
+    new_params, _ = step(params, state, {"w": jnp.full(1000, 2.0)})
+    assert new_params["w"].unsafe_buffer_pointer() == pointer
+    np.testing.assert_allclose(new_params["w"], 1.0 - 0.1 * 2.0)
