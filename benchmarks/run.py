@@ -134,31 +134,25 @@ def _fmt(x: float | None, spec: str = ".2f") -> str:
 
 
 def step_table(cases: dict[str, Any], rounds: int, steps: int) -> None:
-    widths = [30, 16, 11, 10, 10, 10, 9, 9, 9, 8, 9]
-    print(
-        _row(
-            [
-                "case",
-                "learner",
-                "gradtx ms",
-                "optax ms",
-                "torch ms",
-                "roof ms",
-                "g/optax",
-                "g/torch",
-                "g/roof",
-                "kernels",
-                "B/param",
-            ],
-            widths,
-        )
-    )
+    """Each learner's step, plain (update + apply) and fused, against optax, torch, the roofline.
+
+    All runners of a case and learner take turns in the same rounds.
+    """
+    widths = [16, 16, 8, 9, 10, 10, 9, 9, 9, 9, 8, 9]
+    header = ["case", "learner", "path", "ms", "optax ms", "torch ms", "roof ms", "/optax",
+              "/torch", "/roof", "kernels", "B/param"]  # fmt: skip
+    print(_row(header, widths))
     for case, params in cases.items():
         size = sum(x.size for x in jax.tree.leaves(params))
+        leaves = len(jax.tree.leaves(params))
         grads = _grads(params)
         for name, learner in LEARNERS.items():
+            ours = learner.ours()
+            paths = {"plain": JaxStep(ours, gradtx.apply_updates, params, grads)}
+            if gradtx.is_fused(ours):
+                paths["fused"] = JaxStep(ours, gradtx.apply_updates, params, grads, fused=True)
             runners: dict[str, Any] = {
-                "gradtx": JaxStep(learner.ours(), gradtx.apply_updates, params, grads),
+                **paths,
                 "optax": JaxStep(learner.theirs(), optax.apply_updates, params, grads),
                 "roof": Triad(size),
             }
@@ -167,28 +161,24 @@ def step_table(cases: dict[str, Any], rounds: int, steps: int) -> None:
             t = interleaved(runners, rounds, steps)
             bandwidth = runners["roof"].bytes / t.median("roof")
             roof = learner.ideal_bytes * size / bandwidth
-            kernels, per_param = memory_traffic(runners["gradtx"].compiled.as_text(), size)
-            leaves = len(jax.tree.leaves(params))
             torch_t = t.median("torch") if "torch" in t else None
-            print(
-                _row(
-                    [
-                        case,
-                        name,
-                        _fmt(t.median("gradtx") * 1e3),
-                        _fmt(t.median("optax") * 1e3),
-                        _fmt(torch_t and torch_t * 1e3),
-                        _fmt(roof * 1e3),
-                        _fmt(t.ratio("gradtx", "optax"), ".3f"),
-                        _fmt(torch_t and t.ratio("gradtx", "torch"), ".3f"),
-                        _fmt(t.median("gradtx") / roof, ".3f"),
-                        _fmt(kernels / leaves, ".1f"),
-                        _fmt(per_param, ".1f"),
-                    ],
-                    widths,
-                ),
-                flush=True,
-            )
+            for path, runner in paths.items():
+                kernels, per_param = memory_traffic(runner.compiled.as_text(), size)
+                cells = [
+                    case,
+                    name,
+                    path,
+                    _fmt(t.median(path) * 1e3),
+                    _fmt(t.median("optax") * 1e3),
+                    _fmt(torch_t and torch_t * 1e3),
+                    _fmt(roof * 1e3),
+                    _fmt(t.ratio(path, "optax"), ".3f"),
+                    _fmt(torch_t and t.ratio(path, "torch"), ".3f"),
+                    _fmt(t.median(path) / roof, ".3f"),
+                    _fmt(kernels / (1 if path == "fused" else leaves), ".1f"),
+                    _fmt(per_param, ".1f"),
+                ]
+                print(_row(cells, widths), flush=True)
 
 
 def compile_table(counts: list[int], rounds: int, steps: int) -> None:
@@ -262,7 +252,11 @@ def main() -> None:
     else:
         cases = {"1 leaf, 10M": single_leaf(10_000_000), "300 leaves, 8M": layered_tree(100, 256)}
         rounds, steps, counts = 11, 10, [1000, 3000]
-    print("\nOne jitted, donated step (update + apply). kernels: per leaf, B/param: from the HLO.")
+    print(
+        "\nOne jitted, donated step (update + apply). plain: learner.update + apply_updates; "
+        "fused: gradtx.fused_update.\nkernels: per leaf (plain) or per step (fused); "
+        "B/param: bytes read and written per parameter, from the HLO."
+    )
     step_table(cases, rounds, steps)
     print()
     compile_table(counts, rounds, steps)

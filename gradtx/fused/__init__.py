@@ -139,10 +139,8 @@ def fused_update(
 
 
 def _threads() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
+    # 0: XLA's intra-op thread pool plus the calling thread.
+    return int(os.environ.get("GRADTX_FUSED_THREADS", 0))
 
 
 # Specs for the learners in gradtx/learners.py: each knows its learner's chain layout.

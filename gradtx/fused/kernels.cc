@@ -17,8 +17,9 @@
 
 #include <algorithm>
 #include <cmath>
+#include <condition_variable>
 #include <cstdint>
-#include <thread>
+#include <mutex>
 #include <vector>
 
 #include "xla/ffi/api/ffi.h"
@@ -36,15 +37,21 @@ struct Leaf {
 };
 
 // Calls fn(leaf, lo, hi) over every element of every leaf, split into
-// contiguous ranges of the concatenated leaves, one range per thread.
+// contiguous ranges of the concatenated leaves. The ranges run on XLA's own
+// intra-op thread pool (its workers would otherwise compete with threads of
+// ours for the cores) and on the calling thread; at most `max_threads` ranges
+// (0: as many as the pool has threads), each of at least
+// kMinPerThread elements.
 template <typename Fn>
-void ForEachRange(const std::vector<Leaf>& leaves, int64_t max_threads, Fn fn) {
+void ForEachRange(const std::vector<Leaf>& leaves, ffi::ThreadPool& pool, int64_t max_threads,
+                  Fn fn) {
   int64_t total = 0;
   for (const Leaf& leaf : leaves) total += leaf.size;
-  const int64_t threads =
-      std::max<int64_t>(1, std::min<int64_t>(max_threads, total / kMinPerThread));
+  const int64_t available = max_threads > 0 ? max_threads : pool.num_threads();
+  const int64_t threads = std::max<int64_t>(1, std::min(available, total / kMinPerThread));
   const int64_t chunk = (total + threads - 1) / threads;
-  auto work = [&](int64_t begin, int64_t end) {
+  auto work = [&](int64_t t) {
+    const int64_t begin = t * chunk, end = std::min(total, begin + chunk);
     int64_t start = 0;
     for (const Leaf& leaf : leaves) {
       const int64_t lo = std::max(begin, start), hi = std::min(end, start + leaf.size);
@@ -52,12 +59,19 @@ void ForEachRange(const std::vector<Leaf>& leaves, int64_t max_threads, Fn fn) {
       start += leaf.size;
     }
   };
-  std::vector<std::thread> pool;
+  std::mutex mutex;
+  std::condition_variable done;
+  int64_t pending = threads - 1;
   for (int64_t t = 1; t < threads; ++t) {
-    pool.emplace_back(work, t * chunk, std::min(total, (t + 1) * chunk));
+    pool.Schedule([&, t] {
+      work(t);
+      std::lock_guard<std::mutex> lock(mutex);
+      if (--pending == 0) done.notify_one();
+    });
   }
-  work(0, std::min(total, chunk));
-  for (std::thread& thread : pool) thread.join();
+  work(0);
+  std::unique_lock<std::mutex> lock(mutex);
+  done.wait(lock, [&] { return pending == 0; });
 }
 
 // Reads `per_leaf` operands per leaf (params, grads, moments...) and the
@@ -111,13 +125,13 @@ void AdamLoop(float* __restrict__ p, float* __restrict__ m, float* __restrict__ 
 // hyper: neg_lr, b1, 1-b1, b2, 1-b2, 1/(1-b1^t), 1/(1-b2^t), eps, eps_root, weight_decay.
 // (XLA turns a division by a bias correction into a multiplication by its inverse.)
 // flags: the weight-decay mode above.
-ffi::Error AdamImpl(ffi::Buffer<ffi::F32> hyper, ffi::RemainingArgs args,
+ffi::Error AdamImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> hyper, ffi::RemainingArgs args,
                     ffi::RemainingRets rets, int64_t threads, int64_t flags) {
   auto leaves = Gather(args, rets, 4);
   if (!leaves.has_value()) return leaves.error();
   const float* h = hyper.typed_data();
   const auto loop = flags == 1 ? AdamLoop<1> : flags == 2 ? AdamLoop<2> : AdamLoop<0>;
-  ForEachRange(*leaves, threads, [&](const Leaf& leaf, int64_t lo, int64_t hi) {
+  ForEachRange(*leaves, pool, threads, [&](const Leaf& leaf, int64_t lo, int64_t hi) {
     loop(leaf.out[0] + lo, leaf.out[1] + lo, leaf.out[2] + lo, leaf.grad + lo, hi - lo, h[0],
          h[1], h[2], h[3], h[4], h[5], h[6], h[7], h[8], h[9]);
   });
@@ -157,7 +171,7 @@ MomentumFn PickMomentum(bool nesterov, bool unit_gain) {
 
 // hyper: neg_lr, momentum, 1-momentum, weight_decay. flags: bit 0 coupled
 // weight decay, bit 1 momentum, bit 2 nesterov, bit 3 unit gain.
-ffi::Error SgdImpl(ffi::Buffer<ffi::F32> hyper, ffi::RemainingArgs args, ffi::RemainingRets rets,
+ffi::Error SgdImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> hyper, ffi::RemainingArgs args, ffi::RemainingRets rets,
                    int64_t threads, int64_t flags) {
   const bool decay = flags & 1, momentum = flags & 2, nesterov = flags & 4, unit = flags & 8;
   auto leaves = Gather(args, rets, momentum ? 3 : 2);
@@ -166,12 +180,12 @@ ffi::Error SgdImpl(ffi::Buffer<ffi::F32> hyper, ffi::RemainingArgs args, ffi::Re
   if (momentum) {
     const MomentumFn loop =
         decay ? PickMomentum<true>(nesterov, unit) : PickMomentum<false>(nesterov, unit);
-    ForEachRange(*leaves, threads, [&](const Leaf& leaf, int64_t lo, int64_t hi) {
+    ForEachRange(*leaves, pool, threads, [&](const Leaf& leaf, int64_t lo, int64_t hi) {
       loop(leaf.out[0] + lo, leaf.out[1] + lo, leaf.grad + lo, hi - lo, h[0], h[1], h[2], h[3]);
     });
   } else {
     const auto loop = decay ? SgdLoop<true> : SgdLoop<false>;
-    ForEachRange(*leaves, threads, [&](const Leaf& leaf, int64_t lo, int64_t hi) {
+    ForEachRange(*leaves, pool, threads, [&](const Leaf& leaf, int64_t lo, int64_t hi) {
       loop(leaf.out[0] + lo, leaf.grad + lo, hi - lo, h[0], h[3]);
     });
   }
@@ -192,7 +206,7 @@ void RmspropLoop(float* __restrict__ p, float* __restrict__ nu, const float* __r
 
 // hyper: neg_lr, decay, 1-decay, eps, weight_decay. flags: bit 0 coupled
 // weight decay, bit 1 eps inside the root.
-ffi::Error RmspropImpl(ffi::Buffer<ffi::F32> hyper, ffi::RemainingArgs args,
+ffi::Error RmspropImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> hyper, ffi::RemainingArgs args,
                        ffi::RemainingRets rets, int64_t threads, int64_t flags) {
   auto leaves = Gather(args, rets, 3);
   if (!leaves.has_value()) return leaves.error();
@@ -200,7 +214,7 @@ ffi::Error RmspropImpl(ffi::Buffer<ffi::F32> hyper, ffi::RemainingArgs args,
   const bool decay = flags & 1, in_sqrt = flags & 2;
   const auto loop = decay ? (in_sqrt ? RmspropLoop<true, true> : RmspropLoop<true, false>)
                           : (in_sqrt ? RmspropLoop<false, true> : RmspropLoop<false, false>);
-  ForEachRange(*leaves, threads, [&](const Leaf& leaf, int64_t lo, int64_t hi) {
+  ForEachRange(*leaves, pool, threads, [&](const Leaf& leaf, int64_t lo, int64_t hi) {
     loop(leaf.out[0] + lo, leaf.out[1] + lo, leaf.grad + lo, hi - lo, h[0], h[1], h[2], h[3], h[4]);
   });
   return ffi::Error::Success();
@@ -210,6 +224,7 @@ ffi::Error RmspropImpl(ffi::Buffer<ffi::F32> hyper, ffi::RemainingArgs args,
 
 #define GRADTX_BINDING                  \
   ffi::Ffi::Bind()                      \
+      .Ctx<ffi::ThreadPool>()           \
       .Arg<ffi::Buffer<ffi::F32>>()     \
       .RemainingArgs()                  \
       .RemainingRets()                  \
