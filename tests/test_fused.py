@@ -187,3 +187,12 @@ def test_params_are_updated_in_place_when_donated():
     new_params, _ = step(params, state, {"w": jnp.full(1000, 2.0)})
     assert new_params["w"].unsafe_buffer_pointer() == pointer
     np.testing.assert_allclose(new_params["w"], 1.0 - 0.1 * 2.0)
+
+
+def test_zero_size_and_scalar_leaves():
+    opt = gradtx.adam(1e-2)
+    params = {"empty": jnp.zeros((0, 3)), "scalar": jnp.float32(1.0), "w": jnp.ones(4)}
+    grads = jax.tree.map(lambda p: jnp.full_like(p, 0.1), params)
+    state = opt.init(params)
+    fused = jax.jit(lambda g, s, p: gradtx.fused_update(opt, g, s, p))
+    chex.assert_trees_all_close(fused(grads, state, params), _plain(opt, grads, state, params))

@@ -83,7 +83,9 @@ def fused_update(
     The kernels are built once per machine with its C++ compiler (a few
     seconds, cached under ``~/.cache/gradtx``); without a compiler the first
     fused call raises :class:`FusedKernelsUnavailable`. They run on one device:
-    for params sharded over a mesh use ``learner.update`` and ``apply_updates``.
+    arrays split over a mesh with explicit sharding take the plain path; under
+    automatic sharding the split is invisible while tracing, so for params
+    sharded over a mesh call ``learner.update`` and ``apply_updates``.
     Not differentiable.
 
     Args:
@@ -102,6 +104,8 @@ def fused_update(
         or jax.default_backend() != "cpu"
         or jax.tree.structure(updates) != jax.tree.structure(params)
         or not _float32_trees(updates, params)
+        # A custom call cannot be split over a mesh: XLA would gather the arrays.
+        or any(tree.is_split(x) for x in jax.tree.leaves((updates, state, params)))
     )
     if plain:
         new_updates, new_state = learner.update(updates, state, params, **extra)

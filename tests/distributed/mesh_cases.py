@@ -292,3 +292,23 @@ def test_pmap_step_with_axis_name_equals_the_global_step():
     jax.tree.map(
         lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), params, ref_params
     )
+
+
+def test_fused_update_with_explicit_sharding_takes_the_plain_path():
+    """A custom call cannot be split over a mesh: split arrays keep XLA's partitioned step."""
+    m = mesh(AxisType.Explicit)
+    opt = gradtx.adam(1e-2)
+    shardings = {k: NamedSharding(m, s) for k, s in SPECS.items()}
+    params = jax.device_put(init_params(), shardings)
+    grads = jax.tree.map(lambda p: 0.1 * p + 0.01, params)
+    with jax.set_mesh(m):
+        state = jax.jit(opt.init)(params)
+        step = jax.jit(lambda g, s, p: gradtx.fused_update(opt, g, s, p))
+        assert "gradtx_adam" not in step.lower(grads, state, params).as_text()
+        fused = step(grads, state, params)
+        updates, plain_state = jax.jit(opt.update)(grads, state, params)
+    plain = (gradtx.apply_updates(params, updates), plain_state)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7), fused, plain)
+    new_params, new_state = fused
+    assert new_params["w1"].sharding.spec == P(None, "model")
+    assert new_state[1].mu["w1"].sharding.spec == P(None, "model")
