@@ -196,3 +196,39 @@ def test_zero_size_and_scalar_leaves():
     state = opt.init(params)
     fused = jax.jit(lambda g, s, p: gradtx.fused_update(opt, g, s, p))
     chex.assert_trees_all_close(fused(grads, state, params), _plain(opt, grads, state, params))
+
+
+def _digits_like(seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(32, 8)).astype(np.float32)
+    return x, (x @ rng.normal(size=(8, 3))).astype(np.float32)
+
+
+def _mse(params, batch):
+    x, y = batch
+    return jnp.mean((jnp.tanh(x @ params["w"] + params["b"]) - y) ** 2)
+
+
+def test_train_step_and_trainer_take_fused():
+    params = {"w": jnp.full((8, 3), 0.1), "b": jnp.zeros(3)}
+    batches = [_digits_like(i) for i in range(5)]
+    learner = gradtx.adamw(1e-2, weight_decay=1e-2)
+    plain = gradtx.make_train_step(_mse, learner, donate=False)
+    fused = gradtx.make_train_step(_mse, learner, donate=False, fused=True)
+    a = b = (params, learner.init(params))
+    for batch in batches:
+        *a, plain_metrics = plain(*a, batch)
+        *b, fused_metrics = fused(*b, batch)
+    assert_trees_close(a, b)
+    assert set(plain_metrics) - set(fused_metrics) == {"update_norm"}
+    np.testing.assert_allclose(fused_metrics["loss"], plain_metrics["loss"], rtol=1e-6)
+    trainer = gradtx.Trainer(_mse, learner, params, progress=False, fused=True)
+    trainer.fit(batches)
+    assert_trees_close(trainer.params, a[0])
+    assert "update_norm" not in trainer.history
+
+
+def test_fused_train_step_refuses_a_mesh():
+    mesh = jax.make_mesh((1,), ("data",))
+    with pytest.raises(ValueError, match="fused=True runs a one-device CPU kernel; drop it"):
+        gradtx.make_train_step(_mse, gradtx.adam(1e-2), mesh=mesh, fused=True)

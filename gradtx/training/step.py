@@ -10,6 +10,7 @@ import jax.numpy as jnp
 from jax.sharding import Mesh
 
 from gradtx.core import GradientTransformation, _extras_filter, apply_updates
+from gradtx.fused import fused_update
 from gradtx.training import sharding
 from gradtx.tree import global_norm
 from gradtx.wrappers import get_hyperparams
@@ -77,6 +78,7 @@ def make_train_step(
     mesh: Mesh | None = None,
     data_axis: str = "data",
     axis_name: Any = None,
+    fused: bool = False,
 ) -> TrainStep:
     """A jitted ``step(params, opt_state, batch) -> (params, opt_state, metrics)``.
 
@@ -91,6 +93,11 @@ def make_train_step(
     (global L2 norms), every hyperparameter the optimizer keeps in its state
     (:func:`gradtx.inject_hyperparams`, by the paths of
     :func:`gradtx.get_hyperparams`) and, with ``has_aux``, ``aux``.
+
+    With ``fused=True`` the update and its application run as
+    :func:`gradtx.fused_update` (one pass over memory for the learners it
+    has kernels for, the same numbers); the updates are then never
+    materialised, so ``metrics`` has no ``update_norm``.
 
     Data parallelism, two ways:
 
@@ -117,6 +124,7 @@ def make_train_step(
       mesh: a ``jax.sharding.Mesh`` to run data-parallel on.
       data_axis: the mesh axis the batch is split over.
       axis_name: the ``shard_map``/``pmap`` axis to average over.
+      fused: update and apply through :func:`gradtx.fused_update` (one device).
 
     Raises:
       ValueError: ``data_axis`` not in the mesh, or (at call time) a batch that
@@ -138,6 +146,11 @@ def make_train_step(
             f"{who}: give mesh (a jitted step on global arrays) or axis_name (a step inside "
             f"shard_map or pmap), not both"
         )
+    if fused and (mesh is not None or axis_name is not None):
+        raise ValueError(
+            f"{who}: fused=True runs a one-device CPU kernel; drop it to train with "
+            f"{'mesh' if mesh is not None else 'axis_name'}"
+        )
     keep = _extras_filter(optimizer.update)
     grad_fn = jax.value_and_grad(loss_fn, has_aux=has_aux)
 
@@ -147,11 +160,14 @@ def make_train_step(
         loss, aux = out if has_aux else (out, None)
         if axis_name is not None:
             loss, grads = _mean_over(axis_name, loss, grads)
-        updates, opt_state = optimizer.update(
-            grads, opt_state, params, **keep(train_extras(loss, size))
-        )
-        params = apply_updates(params, updates)
-        metrics = {"loss": loss, "grad_norm": norm(grads), "update_norm": norm(updates)}
+        extras = keep(train_extras(loss, size))
+        metrics = {"loss": loss, "grad_norm": norm(grads)}
+        if fused:
+            params, opt_state = fused_update(optimizer, grads, opt_state, params, **extras)
+        else:
+            updates, opt_state = optimizer.update(grads, opt_state, params, **extras)
+            params = apply_updates(params, updates)
+            metrics["update_norm"] = norm(updates)
         metrics.update(get_hyperparams(opt_state))
         if has_aux:
             metrics["aux"] = aux

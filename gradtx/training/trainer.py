@@ -88,6 +88,8 @@ class Trainer:
         ``PartitionSpec`` for all, a tree of them shaped like the params, or a
         function ``(path, leaf) -> PartitionSpec``.
       data_axis: with a mesh, the axis the batches are split over.
+      fused: run each update through :func:`gradtx.fused_update` (one pass over
+        memory on CPU; the history then has no ``update_norm``).
     """
 
     def __init__(
@@ -101,9 +103,10 @@ class Trainer:
         mesh: Mesh | None = None,
         param_specs: Any = None,
         data_axis: str = "data",
+        fused: bool = False,
     ):
         self._train_step = make_train_step(
-            loss_fn, optimizer, has_aux=has_aux, mesh=mesh, data_axis=data_axis
+            loss_fn, optimizer, has_aux=has_aux, mesh=mesh, data_axis=data_axis, fused=fused
         )
         self.optimizer = optimizer
         self.mesh = mesh
