@@ -232,3 +232,13 @@ def test_fused_train_step_refuses_a_mesh():
     mesh = jax.make_mesh((1,), ("data",))
     with pytest.raises(ValueError, match="fused=True runs a one-device CPU kernel; drop it"):
         gradtx.make_train_step(_mse, gradtx.adam(1e-2), mesh=mesh, fused=True)
+
+
+def test_moments_of_another_dtype_take_the_plain_path():
+    opt = gradtx.sgd(0.1, 0.9)
+    params = {"w": jnp.ones(4)}
+    state = opt.init({"w": jnp.ones(4, jnp.bfloat16)})  # bfloat16 trace
+    grads = {"w": jnp.full(4, 0.5)}
+    chex.assert_trees_all_equal(
+        gradtx.fused_update(opt, grads, state, params), _plain(opt, grads, state, params)
+    )

@@ -104,6 +104,7 @@ def fused_update(
         or jax.default_backend() != "cpu"
         or jax.tree.structure(updates) != jax.tree.structure(params)
         or not _float32_trees(updates, params)
+        or any(jnp.result_type(m) != jnp.float32 for m in jax.tree.leaves(spec.moments(state)))
         # A custom call cannot be split over a mesh: XLA would gather the arrays.
         or any(tree.is_split(x) for x in jax.tree.leaves((updates, state, params)))
     )
