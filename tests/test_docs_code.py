@@ -45,6 +45,7 @@ def is_snippet(code: str) -> bool:
 
 
 GUIDES = sorted(p for p in DOCS.rglob("*.md") if "api" not in p.relative_to(DOCS).parts)
+PAGES = [ROOT / "README.md", *GUIDES]  # the README's first look runs too
 
 RUNNER = """
 import sys
@@ -54,7 +55,7 @@ for path, line, code in BLOCKS:
 """
 
 
-@pytest.mark.parametrize("page", GUIDES, ids=lambda p: str(p.relative_to(DOCS)))
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(ROOT)))
 def test_guide_code_runs(page, tmp_path):
     blocks = [
         (str(page), line, code)
