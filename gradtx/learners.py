@@ -111,7 +111,7 @@ def sgd(
     if state_dtype is not None:
         return learner
     spec = fused.sgd_spec(learning_rate, momentum, nesterov, unit_gain, weight_decay)
-    return fused._attach(learner, spec)
+    return fused.attach(learner, spec)
 
 
 def adagrad(
@@ -234,7 +234,7 @@ def rmsprop(
     if centered or momentum is not None or state_dtype is not None:
         return learner
     spec = fused.rmsprop_spec(learning_rate, decay, eps, eps_in_sqrt, weight_decay)
-    return fused._attach(learner, spec)
+    return fused.attach(learner, spec)
 
 
 def adam(
@@ -290,7 +290,7 @@ def adam(
     if nesterov or state_dtype is not None:
         return learner
     spec = fused.adam_spec(learning_rate, b1, b2, eps, eps_root, weight_decay, decoupled=False)
-    return fused._attach(learner, spec)
+    return fused.attach(learner, spec)
 
 
 def nadam(
@@ -400,7 +400,7 @@ def adamw(
     if nesterov or mask is not None or state_dtype is not None:
         return learner
     spec = fused.adam_spec(learning_rate, b1, b2, eps, eps_root, weight_decay, decoupled=True)
-    return fused._attach(learner, spec)
+    return fused.attach(learner, spec)
 
 
 def amsgrad(

@@ -39,7 +39,8 @@ class _Spec(NamedTuple):
 _ATTRIBUTE = "_gradtx_fused"
 
 
-def _attach(learner: GradientTransformation, spec: _Spec) -> GradientTransformation:
+def attach(learner: GradientTransformation, spec: _Spec) -> GradientTransformation:
+    """Mark ``learner`` (built by a factory in gradtx/learners.py) as having a kernel."""
     setattr(learner.update, _ATTRIBUTE, spec)
     return learner
 
@@ -144,7 +145,7 @@ def fused_update(
 
 
 def _threads() -> int:
-    # 0: XLA's intra-op thread pool plus the calling thread.
+    # 0: as many ranges as XLA's intra-op pool has threads; GRADTX_FUSED_THREADS caps them.
     return int(os.environ.get("GRADTX_FUSED_THREADS", 0))
 
 
