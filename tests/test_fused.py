@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -242,3 +244,16 @@ def test_moments_of_another_dtype_take_the_plain_path():
     chex.assert_trees_all_equal(
         gradtx.fused_update(opt, grads, state, params), _plain(opt, grads, state, params)
     )
+
+
+def test_an_unwritable_cache_falls_back_to_the_temporary_directory(monkeypatch, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")  # no directory can be made below a file, not even by root
+    monkeypatch.setenv("GRADTX_CACHE", str(blocker / "cache"))
+    monkeypatch.setattr(build.tempfile, "gettempdir", lambda: str(tmp_path / "tmp"))
+    build.library_path.cache_clear()
+    try:
+        path = build.library_path()
+        assert path.parent == tmp_path / "tmp" / f"gradtx-{os.getuid()}" and path.exists()
+    finally:
+        build.library_path.cache_clear()

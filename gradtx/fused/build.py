@@ -60,7 +60,13 @@ def library_path() -> Path:
     path = _cache_dir() / f"fused-{key}.so"
     if path.exists():
         return path
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError:  # an unwritable home: build in the temporary directory instead
+        path = Path(tempfile.gettempdir()) / f"gradtx-{os.getuid()}" / path.name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.exists():
+            return path
     with tempfile.TemporaryDirectory(dir=path.parent) as scratch:
         built = Path(scratch) / path.name
         command = [compiler, *FLAGS, f"-I{jax.ffi.include_dir()}", str(SOURCE), "-o", str(built)]
