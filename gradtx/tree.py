@@ -114,13 +114,13 @@ def update_moment(updates: Any, moments: Any, decay: Any, order: int) -> Any:
 @functools.partial(jax.jit, inline=True)
 def bias_correction(moments: Any, decay: Any, count: jax.Array) -> Any:
     """Divide by ``1 - decay**count``; the factor is computed in float32 then cast per leaf."""
-    correction = 1 - decay**count
+    (correction,) = bias_corrections((decay,), count)
     return jax.tree.map(lambda m: m / correction.astype(m.dtype), moments)
 
 
 @functools.partial(jax.jit, inline=True)
 def bias_corrections(decays: tuple, count: jax.Array) -> list[jax.Array]:
-    """``1 - decay**count`` for each decay, computed as :func:`bias_correction` does."""
+    """``1 - decay**count`` for each decay: the one formula the jax.numpy and fused paths share."""
     return [1 - decay**count for decay in decays]
 
 

@@ -9,6 +9,7 @@ of that example in ``tests/test_examples.py``.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import subprocess
@@ -105,13 +106,17 @@ def test_the_block_reader_sees_indented_and_plain_blocks(tmp_path):
     assert not is_snippet("print(1)")
 
 
+def _docs_module(name: str):
+    """A helper script of docs/ (not a package) imported by path."""
+    spec = importlib.util.spec_from_file_location(name, DOCS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def test_every_picture_is_regenerated_by_an_example():
     """docs/assets holds exactly the pictures the script draws, and the pages use only those."""
-    sys.path.insert(0, str(DOCS))
-    try:
-        from regenerate_assets import EXAMPLES
-    finally:
-        sys.path.remove(str(DOCS))
+    EXAMPLES = _docs_module("regenerate_assets").EXAMPLES
     assert {p.name for p in (DOCS / "assets").glob("*.png")} == set(EXAMPLES)
     used = {name for page in GUIDES for name in re.findall(r"\(assets/([\w.]+)\)",
                                                            page.read_text())}  # fmt: skip
@@ -122,11 +127,7 @@ def test_every_picture_is_regenerated_by_an_example():
 
 
 def test_docstring_math_becomes_markdown_math_for_the_api_page():
-    sys.path.insert(0, str(DOCS))
-    try:
-        from griffe_rst import rst_to_markdown
-    finally:
-        sys.path.remove(str(DOCS))
+    rst_to_markdown = _docs_module("griffe_rst").rst_to_markdown
     text = "Adam.\n\n.. math::\n    m_t = b m + g, \\quad\n    u = m\n\n"
     text += "Args:\n  b1: :math:`\\beta_1`."
     assert rst_to_markdown(text) == (

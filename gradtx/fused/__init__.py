@@ -100,12 +100,13 @@ def fused_update(
       ``(new_params, new_state)``.
     """
     spec = getattr(learner.update, _ATTRIBUTE, None)
+    moments = [] if spec is None else spec.moments(state)
     plain = (
         spec is None
         or jax.default_backend() != "cpu"
         or jax.tree.structure(updates) != jax.tree.structure(params)
         or not _float32_trees(updates, params)
-        or any(jnp.result_type(m) != jnp.float32 for m in jax.tree.leaves(spec.moments(state)))
+        or any(jnp.result_type(m) != jnp.float32 for m in jax.tree.leaves(moments))
         # A custom call cannot be split over a mesh: XLA would gather the arrays.
         or any(tree.is_split(x) for x in jax.tree.leaves((updates, state, params)))
     )
@@ -117,7 +118,6 @@ def fused_update(
     # its moment arithmetic is unused and XLA removes it.
     _, new_state = learner.update(updates, state, params, **extra)
     hyper = jnp.stack([jnp.asarray(x, jnp.float32) for x in spec.hyper(state)])
-    moments = spec.moments(state)
     param_leaves, treedef = jax.tree.flatten(params)
     grad_leaves = jax.tree.leaves(updates)
     moment_leaves = [treedef.flatten_up_to(m) for m in moments]
@@ -152,14 +152,9 @@ def _threads() -> int:
 # Specs for the learners in gradtx/learners.py: each knows its learner's chain layout.
 
 
-def _signed_rate(learning_rate: Any, count_state: Any) -> Any:
-    if callable(learning_rate):
-        return -1 * learning_rate(count_state.count)
-    return -1 * learning_rate
-
-
-def _decay(weight_decay: Any, wd_state: Any) -> Any:
-    return weight_decay(wd_state.count) if callable(weight_decay) else weight_decay
+def _at(hyperparam: Any, block_state: Any) -> Any:
+    """A hyperparameter's value at its block's count; a constant's block keeps no count."""
+    return hyperparam(block_state.count) if callable(hyperparam) else hyperparam
 
 
 def _is_zero(x: Any) -> bool:
@@ -175,8 +170,8 @@ def adam_spec(learning_rate, b1, b2, eps, eps_root, weight_decay, *, decoupled: 
     def hyper(state):
         count = tree.safe_increment(state[adam_at].count)
         corrections = [1 / c for c in tree.bias_corrections((b1, b2), count)]
-        wd = 0.0 if mode == 0 else _decay(weight_decay, state[wd_at])
-        rate = _signed_rate(learning_rate, state[2])
+        wd = 0.0 if mode == 0 else _at(weight_decay, state[wd_at])
+        rate = -1 * _at(learning_rate, state[2])  # as scale_by_learning_rate signs it
         return [rate, b1, 1 - b1, b2, 1 - b2, *corrections, eps, eps_root, wd]
 
     def replace(new_state, moments):
@@ -200,8 +195,8 @@ def sgd_spec(learning_rate, momentum, nesterov, unit_gain, weight_decay) -> _Spe
 
     def hyper(state):
         mu = 0.0 if momentum is None else tree.resolve(momentum, state[1].count)
-        wd = 0.0 if flags & 1 == 0 else _decay(weight_decay, state[0])
-        return [_signed_rate(learning_rate, state[2]), mu, 1 - mu, wd]
+        wd = 0.0 if flags & 1 == 0 else _at(weight_decay, state[0])
+        return [-1 * _at(learning_rate, state[2]), mu, 1 - mu, wd]
 
     if momentum is None:
         return _Spec("gradtx_sgd", flags, hyper, lambda s: [], lambda new, moments: new)
@@ -217,8 +212,8 @@ def rmsprop_spec(learning_rate, decay, eps, eps_in_sqrt, weight_decay) -> _Spec:
     flags = (0 if _is_zero(weight_decay) else 1) | (2 if eps_in_sqrt else 0)
 
     def hyper(state):
-        wd = 0.0 if flags & 1 == 0 else _decay(weight_decay, state[0])
-        return [_signed_rate(learning_rate, state[2]), decay, 1 - decay, eps, wd]
+        wd = 0.0 if flags & 1 == 0 else _at(weight_decay, state[0])
+        return [-1 * _at(learning_rate, state[2]), decay, 1 - decay, eps, wd]
 
     def replace(new_state, moments):
         return (new_state[0], new_state[1]._replace(nu=moments[0]), *new_state[2:])
