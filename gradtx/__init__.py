@@ -41,6 +41,7 @@ from gradtx.learners import (
     rmsprop,
     sgd,
 )
+from gradtx.packing import Packed, pack
 from gradtx.state_dict import load_state_dict, state_dict
 from gradtx.training import (
     LRFinderResult,
@@ -83,6 +84,7 @@ __all__ = [
     "GradientTransformation",
     "GroupedState",
     "InjectHyperparamsState",
+    "Packed",
     "PartitionState",
     "Params",
     "ScalarOrSchedule",
@@ -119,6 +121,7 @@ __all__ = [
     "make_train_step",
     "masked",
     "nadam",
+    "pack",
     "partition",
     "rmsprop",
     "schedules",

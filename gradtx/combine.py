@@ -17,12 +17,15 @@ import jax.numpy as jnp
 
 from gradtx import checks
 from gradtx.core import GradientTransformation, init_empty_state
+from gradtx.packing import Packed, labels_for
 
 Labels = Any | Callable[[Any], Any]
 
 
-def _resolve(labels: Labels, params: Any) -> Any:
+def _resolve(who: str, labels: Labels, params: Any) -> Any:
     """One label per leaf of ``params``: a label on a subtree (a prefix tree) covers its leaves."""
+    if isinstance(params, Packed):
+        return labels_for(who, labels, params)
     tree = labels(params) if callable(labels) else labels
     try:
         return jax.tree.map(lambda label, sub: jax.tree.map(lambda _: label, sub), tree, params)
@@ -98,14 +101,14 @@ def partition(transforms: Mapping[Hashable, GradientTransformation], labels: Lab
         raise ValueError("partition: transforms must map at least one label to a transform")
 
     def init(params):
-        tree = _resolve(labels, params)
+        tree = _resolve("partition", labels, params)
         _check_labels("partition", params, tree, transforms)
         return PartitionState(
             {label: t.init(_only(params, tree, label)) for label, t in transforms.items()}
         )
 
     def update(updates, state, params=None, **extra):
-        tree = _resolve(labels, updates if params is None else params)
+        tree = _resolve("partition", labels, updates if params is None else params)
         _check_labels("partition", updates, tree, transforms)
         outputs, inner = {}, {}
         for label, t in transforms.items():
@@ -141,7 +144,7 @@ def masked(transform: GradientTransformation, mask: Labels) -> GradientTransform
     """
 
     def labels(params):
-        return jax.tree.map(bool, _resolve(mask, params))
+        return jax.tree.map(bool, _resolve("masked", mask, params))
 
     def pass_through(updates, state, params=None, **extra):
         return updates, state

@@ -8,7 +8,7 @@ from typing import Any, NamedTuple
 import jax
 import numpy as np
 
-from gradtx import checks, tree
+from gradtx import checks, packing, tree
 from gradtx.core import EmptyState, GradientTransformation, ScalarOrSchedule
 
 
@@ -56,7 +56,7 @@ def add_decayed_weights(
         if mask is None:
             updates = jax.tree.map(decayed, updates, params)
         else:
-            where = mask(params) if callable(mask) else mask
+            where = packing.labels_for("add_decayed_weights: mask", mask, params)
             # Compare structure only: mask leaves are scalars standing for whole arrays.
             checks.check_trees_match(
                 "add_decayed_weights", "params", jax.tree.map(lambda _: 0, params), mask=where

@@ -1,0 +1,211 @@
+"""Params kept packed, one flat buffer per dtype, from step to step.
+
+A step over a tree of 300 leaves hands JAX and XLA 300 params, 300 gradients
+and a moment or two per leaf to pass in, alias and return, and that per-buffer
+cost is paid on every step, however the arithmetic is fused. :func:`pack`
+stores the whole tree as one buffer per dtype (and per group, when leaves are
+grouped) for the whole run; the model reads its leaves through
+:meth:`Packed.unpack`, and ``jax.grad`` returns the gradient packed the same
+way. A learner then sees a handful of leaves whatever the tree.
+
+Unlike flattening inside every step (``optax.flatten``), nothing is copied
+into or out of a flat vector per step: the unpacked leaves are slices that
+XLA fuses into the ops that read them, and their gradients are written into
+one concatenation.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Hashable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+Groups = Any | Callable[[Any], Any]
+
+
+@dataclasses.dataclass(frozen=True)
+class _Layout:
+    """Where each leaf of the unpacked tree lives; static, so it is part of jit's cache key."""
+
+    treedef: Any  # of the unpacked tree
+    keys: tuple[str, ...]  # one per buffer: its dtype, or "group/dtype"
+    groups: tuple[Hashable, ...]  # each buffer's group (None when ungrouped)
+    slots: tuple[tuple[int, int, tuple[int, ...]], ...]  # per leaf: (buffer, offset, shape)
+    sizes: tuple[int, ...]  # elements per buffer
+
+    def leaves_of(self, buffer: int) -> list[int]:
+        """Indices of the leaves stored in ``buffer``, in the order they are stored."""
+        return [i for i, (b, _, _) in enumerate(self.slots) if b == buffer]
+
+
+@jax.tree_util.register_pytree_with_keys_class
+class Packed:
+    """A tree of floating arrays stored as one flat buffer per dtype (and per group).
+
+    To ``jax.tree`` functions, ``jax.grad``, learners and checkpoints a packed
+    tree is a small tree whose leaves are its buffers; :meth:`unpack` gives
+    back the tree it was made from. Make one with :func:`pack`.
+
+    Attributes:
+      buffers: ``{key: 1-D array}``, keyed by dtype (``"float32"``), or by
+        ``"group/dtype"`` for a grouped pack.
+    """
+
+    def __init__(self, buffers: dict[str, Any], layout: _Layout):
+        self.buffers = buffers
+        self._layout = layout
+
+    def tree_flatten_with_keys(self):
+        keys = self._layout.keys
+        return [(jax.tree_util.DictKey(k), self.buffers[k]) for k in keys], self._layout
+
+    @classmethod
+    def tree_unflatten(cls, layout: _Layout, children: Any) -> Packed:
+        return cls(dict(zip(layout.keys, children, strict=True)), layout)
+
+    def unpack(self) -> Any:
+        """The tree this was packed from, with the current values: slices of the buffers."""
+        layout = self._layout
+        leaves: list[Any] = [None] * len(layout.slots)
+        for b, key in enumerate(layout.keys):
+            buffer = self.buffers[key]
+            if not hasattr(buffer, "shape") or jnp.ndim(buffer) != 1:
+                raise TypeError(
+                    f"Packed.unpack: buffer {key!r} is {type(buffer).__name__} "
+                    f"{getattr(buffer, 'shape', '')}, not a 1-D array: only a Packed whose "
+                    "leaves are its buffers (params, gradients, moments) can be unpacked"
+                )
+            indices = layout.leaves_of(b)
+            sizes = [int(np.prod(layout.slots[i][2])) for i in indices]
+            # split, not slices: its gradient is one concatenate, not a sum of padded copies.
+            pieces = jax.lax.split(buffer, sizes) if len(sizes) > 1 else [buffer]
+            for i, piece in zip(indices, pieces, strict=True):
+                leaves[i] = piece.reshape(layout.slots[i][2])
+        return jax.tree.unflatten(layout.treedef, leaves)
+
+    def group_labels(self, labels: Any, who: str = "Packed.group_labels") -> Packed:
+        """One label per buffer, from labels for the unpacked tree (or a prefix of it).
+
+        This is how ``partition``, ``masked`` and weight-decay masks read labels
+        written for the unpacked tree. A buffer whose leaves disagree raises:
+        pack with ``groups=`` the same labels.
+        """
+        layout = self._layout
+        full = _broadcast_prefix(f"{who}: labels", labels, layout.treedef)
+        flat = layout.treedef.flatten_up_to(full)
+        paths = _leaf_paths(layout.treedef)
+        per_buffer = []
+        for b, key in enumerate(layout.keys):
+            seen = {}
+            for i in layout.leaves_of(b):
+                seen.setdefault(flat[i], paths[i])
+            if len(seen) > 1:
+                (l1, p1), (l2, p2) = list(seen.items())[:2]
+                raise ValueError(
+                    f"{who}: buffer {key!r} of the packed params holds leaves labelled {l1!r} "
+                    f"(at {p1}) and {l2!r} (at {p2}); a block can only treat a buffer as a "
+                    "whole: pack the params with gradtx.pack(params, groups=labels), using "
+                    "the same labels (or mask)"
+                )
+            per_buffer.append(next(iter(seen)))
+        return Packed(dict(zip(layout.keys, per_buffer, strict=True)), layout)
+
+    @property
+    def num_leaves(self) -> int:
+        """How many leaves the unpacked tree has."""
+        return len(self._layout.slots)
+
+    def __repr__(self) -> str:
+        parts = ", ".join(f"{k}: {getattr(v, 'shape', v)}" for k, v in self.buffers.items())
+        return f"Packed({{{parts}}}, {self.num_leaves} leaves)"
+
+
+def _leaf_paths(treedef: Any) -> list[str]:
+    dummy = jax.tree.unflatten(treedef, [0] * treedef.num_leaves)
+    return [jax.tree_util.keystr(p) or "<root>" for p, _ in jax.tree.leaves_with_path(dummy)]
+
+
+def pack(tree: Any, groups: Groups | None = None) -> Packed:
+    """Store a tree of floating arrays as one flat buffer per dtype, for the whole run.
+
+    Pack the params once, before ``learner.init``, and unpack them inside the
+    loss; gradients, learner state and updates are then packed too:
+
+    .. code-block:: python
+
+        params = gradtx.pack(params)
+        state = learner.init(params)
+        grads = jax.grad(lambda p: loss(p.unpack(), batch))(params)   # a Packed
+        params, state = gradtx.fused_update(learner, grads, state, params)
+
+    Elementwise learners give the same numbers as on the unpacked tree, with a
+    per-step cost that no longer grows with the number of leaves. Blocks that
+    treat leaves differently (``partition``, ``masked``, weight-decay masks)
+    read labels written for the unpacked tree, provided each buffer's leaves
+    share one label: pack with ``groups=`` those labels.
+
+    Args:
+      tree: the params, a tree of floating arrays (float32, bfloat16, ...).
+      groups: ``None``, or labels shaped like ``tree`` (or a prefix of it, or a
+        function of ``tree`` returning them): leaves with different labels go to
+        different buffers, keyed ``"label/dtype"``.
+
+    Returns:
+      a :class:`Packed`; ``packed.unpack()`` gives ``tree`` back.
+    """
+    paths_leaves, treedef = jax.tree_util.tree_flatten_with_path(tree)
+    for path, x in paths_leaves:
+        dtype = getattr(x, "dtype", None)
+        if dtype is None or not jnp.issubdtype(dtype, jnp.floating):
+            what = f"dtype {dtype}" if dtype is not None else type(x).__name__
+            raise TypeError(
+                f"pack: the leaf at {jax.tree_util.keystr(path) or '<root>'} is {what}; "
+                "pack holds floating arrays only: keep other leaves out of the packed tree"
+            )
+    if groups is None:
+        labels = [None] * len(paths_leaves)
+    else:
+        resolved = groups(tree) if callable(groups) else groups
+        labels = treedef.flatten_up_to(_broadcast_prefix("pack: groups", resolved, treedef))
+    keys: list[tuple[Hashable, str]] = []
+    slots, sizes = [], []
+    for (_, x), label in zip(paths_leaves, labels, strict=True):
+        key = (label, jnp.dtype(x.dtype).name)
+        if key not in keys:
+            keys.append(key)
+            sizes.append(0)
+        b = keys.index(key)
+        slots.append((b, sizes[b], tuple(x.shape)))
+        sizes[b] += int(np.prod(x.shape))
+    names = tuple(d if groups is None else f"{g}/{d}" for g, d in keys)
+    layout = _Layout(treedef, names, tuple(g for g, _ in keys), tuple(slots), tuple(sizes))
+    leaves = [x for _, x in paths_leaves]
+    buffers = {
+        name: jnp.concatenate([jnp.ravel(leaves[i]) for i in layout.leaves_of(b)])
+        for b, name in enumerate(names)
+    }
+    return Packed(buffers, layout)
+
+
+def _broadcast_prefix(what: str, labels: Any, treedef: Any) -> Any:
+    """``labels`` with a label on a subtree copied to each of its leaves."""
+    like = jax.tree.unflatten(treedef, [0] * treedef.num_leaves)
+    try:
+        return jax.tree.map(lambda label, sub: jax.tree.map(lambda _: label, sub), labels, like)
+    except (ValueError, TypeError) as e:
+        raise ValueError(
+            f"{what} must be shaped like the unpacked tree, or label whole subtrees of it; "
+            f"tree: {treedef}, labels: {jax.tree.structure(labels)}"
+        ) from e
+
+
+def labels_for(who: str, labels: Any, params: Any) -> Any:
+    """Labels (or a mask) for ``params``: called on the unpacked tree and per buffer if packed."""
+    if not isinstance(params, Packed):
+        return labels(params) if callable(labels) else labels
+    tree = labels(params.unpack()) if callable(labels) else labels
+    return params.group_labels(tree, who)
