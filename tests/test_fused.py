@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 
 import chex
 import jax
@@ -108,6 +110,47 @@ def test_the_step_is_one_kernel_of_one_pass():
     plain_hlo = plain.lower(params, opt.init(params), params).compile().as_text()
     kernels, traffic = memory_traffic(plain_hlo, 2 * n)
     assert kernels > 1 and traffic > 28.0  # what XLA:CPU makes of the same step
+
+
+def test_a_large_tree_is_one_call_per_32_leaves_with_the_same_numbers():
+    opt = gradtx.adamw(1e-2, weight_decay=1e-2)
+    params = {f"p{i:02d}": jnp.full((i % 5 + 1, 3), 0.1 * i) for i in range(70)}
+    grads = jax.tree.map(lambda p: jnp.cos(p) * 1e-2, params)
+    state = opt.init(params)
+    fused = jax.jit(lambda g, s, p: gradtx.fused_update(opt, g, s, p))
+    hlo = fused.lower(grads, state, params).compile().as_text()
+    assert hlo.count('custom_call_target="gradtx_adam"') == 3  # 32 + 32 + 6 leaves
+    assert_trees_close(fused(grads, state, params), _plain(opt, grads, state, params))
+
+
+CONCURRENT_CALLS = """
+import jax, jax.numpy as jnp, numpy as np, gradtx, gradtx.fused
+# 300 leaves of three sizes in 19 calls that XLA may run at once, each big enough to
+# split over the pool (the first scheduler hung here within a few steps).
+gradtx.fused.LEAVES_PER_CALL = 16
+params = {}
+for i in range(100):
+    params.update({f"{i:03d}w": jnp.ones((256, 256)), f"{i:03d}p": jnp.ones((256, 56)),
+                   f"{i:03d}b": jnp.ones(256)})
+grads = jax.tree.map(lambda p: p * 0.5, params)
+opt = gradtx.sgd(0.1, 0.9)
+step = jax.jit(lambda p, s, g: gradtx.fused_update(opt, g, s, p), donate_argnums=(0, 1))
+state = opt.init(params)
+for _ in range(50):
+    params, state = step(params, state, grads)
+expected = 1 - 0.1 * 0.5 * sum(sum(0.9**k for k in range(t + 1)) for t in range(50))
+np.testing.assert_allclose(params["099w"][0, :3], expected, rtol=1e-5)
+print("ok")
+"""
+
+
+def test_concurrent_calls_splitting_work_over_the_pool_do_not_deadlock():
+    # Each call hands ranges to XLA's pool, whose workers may be running the other call:
+    # a caller must never wait for a range nobody has started (that hung on 2 cores).
+    result = subprocess.run(
+        [sys.executable, "-c", CONCURRENT_CALLS], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-2000:]
 
 
 def test_vmap_over_learning_rates_equals_a_loop():

@@ -4,7 +4,7 @@ XLA:CPU compiles an Adam step written in jax.numpy to three loops over memory
 (first moment, second moment, params): 40 bytes per float32 parameter, where
 one loop needs 28. :func:`fused_update` runs the whole step, update and
 ``apply_updates``, in one hand-written loop per learner (``kernels.cc``), in
-place on donated buffers, one kernel call for all leaves of a tree.
+place on donated buffers, one kernel call per 32 leaves of a tree.
 
 The state it returns is the learner's own state, computed by the learner's own
 ``update`` for everything but the moments (under ``jit`` XLA drops the unused
@@ -37,6 +37,12 @@ class _Spec(NamedTuple):
 
 
 _ATTRIBUTE = "_gradtx_fused"
+
+# Leaves per kernel call. In a training step each call starts as soon as its
+# leaves' gradients exist, so the update overlaps the rest of the backward
+# pass; one call for a whole 300-leaf tree waited for all of it and made the
+# step 5-20% slower than optax's per-leaf loops (measured in docs/performance.md).
+LEAVES_PER_CALL = 32
 
 
 def attach(learner: GradientTransformation, spec: _Spec) -> GradientTransformation:
@@ -121,27 +127,34 @@ def fused_update(
     param_leaves, treedef = jax.tree.flatten(params)
     grad_leaves = jax.tree.leaves(updates)
     moment_leaves = [treedef.flatten_up_to(m) for m in moments]
-    operands, results = [hyper], []
-    for i, (p, g) in enumerate(zip(param_leaves, grad_leaves, strict=True)):
-        own = [m[i] for m in moment_leaves]
-        operands += [p, g, *own]
-        results += [jax.ShapeDtypeStruct(p.shape, jnp.float32)] * (1 + len(own))
     per_leaf = 2 + len(moments)
-    aliases = {
-        1 + i * per_leaf + j: i * (per_leaf - 1) + (j - 1 if j else 0)
-        for i in range(len(param_leaves))
-        for j in [0, *range(2, per_leaf)]
-    }
-    call = jax.ffi.ffi_call(
-        spec.target, results, input_output_aliases=aliases, vmap_method="sequential"
-    )
-    outputs = call(*operands, threads=_threads(), flags=spec.flags)
     stride = per_leaf - 1
+    outputs = []
+    for group in _groups(len(param_leaves)):  # leaves in calls of LEAVES_PER_CALL
+        operands, results = [hyper], []
+        for i in group:
+            p, g = param_leaves[i], grad_leaves[i]
+            own = [m[i] for m in moment_leaves]
+            operands += [p, g, *own]
+            results += [jax.ShapeDtypeStruct(p.shape, jnp.float32)] * (1 + len(own))
+        aliases = {
+            1 + k * per_leaf + j: k * stride + (j - 1 if j else 0)
+            for k in range(len(group))
+            for j in [0, *range(2, per_leaf)]
+        }
+        call = jax.ffi.ffi_call(
+            spec.target, results, input_output_aliases=aliases, vmap_method="sequential"
+        )
+        outputs += call(*operands, threads=_threads(), flags=spec.flags)
     new_params = jax.tree.unflatten(treedef, outputs[::stride])
     new_moments = [
         jax.tree.unflatten(treedef, outputs[1 + k :: stride]) for k in range(len(moments))
     ]
     return new_params, spec.replace(new_state, new_moments)
+
+
+def _groups(n: int) -> list[range]:
+    return [range(i, min(n, i + LEAVES_PER_CALL)) for i in range(0, n, LEAVES_PER_CALL)]
 
 
 def _threads() -> int:
@@ -179,9 +192,7 @@ def adam_spec(learning_rate, b1, b2, eps, eps_root, weight_decay, *, decoupled: 
         parts[adam_at] = parts[adam_at]._replace(mu=moments[0], nu=moments[1])
         return tuple(parts)
 
-    return _Spec(
-        "gradtx_adam", mode, hyper, lambda s: [s[adam_at].mu, s[adam_at].nu], replace
-    )
+    return _Spec("gradtx_adam", mode, hyper, lambda s: [s[adam_at].mu, s[adam_at].nu], replace)
 
 
 def sgd_spec(learning_rate, momentum, nesterov, unit_gain, weight_decay) -> _Spec:

@@ -3,8 +3,8 @@
 // XLA:CPU compiles a jax.numpy Adam step to three loops over memory (first
 // moment, second moment, params: 40 bytes per float32 parameter). These
 // kernels read each parameter, gradient and moment once and write params and
-// moments once, in place (28 bytes for Adam). Every leaf of a tree goes to one
-// call, so a tree costs one kernel launch, not one per leaf.
+// moments once, in place (28 bytes for Adam). Up to 32 leaves of a tree go to one
+// call (gradtx/fused/__init__.py: LEAVES_PER_CALL), not one launch per leaf.
 //
 // The arithmetic is written in the order of gradtx's jax.numpy blocks, with
 // every scalar (1 - b1, the bias corrections, the signed learning rate, ...)
@@ -16,9 +16,12 @@
 // aliased to the inputs. Built on first use by gradtx/fused/build.py.
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <condition_variable>
 #include <cstdint>
+#include <functional>
+#include <memory>
 #include <mutex>
 #include <vector>
 
@@ -40,8 +43,15 @@ struct Leaf {
 // contiguous ranges of the concatenated leaves. The ranges run on XLA's own
 // intra-op thread pool (its workers would otherwise compete with threads of
 // ours for the cores) and on the calling thread; at most `max_threads` ranges
-// (0: as many as the pool has threads), each of at least
-// kMinPerThread elements.
+// (0: as many as the pool has threads), each of at least kMinPerThread
+// elements.
+//
+// Ranges are claimed from a shared counter, by the caller and by the pool
+// tasks alike, and the caller waits only for ranges already claimed. XLA may
+// run several of these kernels at once, each on a pool worker: a task queued
+// behind a busy worker is never waited for (the caller runs its range
+// itself, and the task, when it starts, finds nothing left), so kernels
+// cannot deadlock the pool waiting for each other.
 template <typename Fn>
 void ForEachRange(const std::vector<Leaf>& leaves, ffi::ThreadPool& pool, int64_t max_threads,
                   Fn fn) {
@@ -59,19 +69,32 @@ void ForEachRange(const std::vector<Leaf>& leaves, ffi::ThreadPool& pool, int64_
       start += leaf.size;
     }
   };
-  std::mutex mutex;
-  std::condition_variable done;
-  int64_t pending = threads - 1;
-  for (int64_t t = 1; t < threads; ++t) {
-    pool.Schedule([&, t] {
-      work(t);
-      std::lock_guard<std::mutex> lock(mutex);
-      if (--pending == 0) done.notify_one();
-    });
+  if (threads == 1) {
+    work(0);
+    return;
   }
-  work(0);
-  std::unique_lock<std::mutex> lock(mutex);
-  done.wait(lock, [&] { return pending == 0; });
+  struct Shared {
+    std::atomic<int64_t> next{0};
+    std::mutex mutex;
+    std::condition_variable all_done;
+    int64_t done = 0;
+    // Refers to the caller's frame: called only after a successful claim,
+    // which happens before the caller can return.
+    std::function<void(int64_t)> work;
+  };
+  auto shared = std::make_shared<Shared>();
+  shared->work = work;
+  auto claim_and_run = [shared, threads] {
+    for (int64_t t; (t = shared->next.fetch_add(1)) < threads;) {
+      shared->work(t);
+      std::lock_guard<std::mutex> lock(shared->mutex);
+      if (++shared->done == threads) shared->all_done.notify_one();
+    }
+  };
+  for (int64_t t = 1; t < threads; ++t) pool.Schedule([claim_and_run] { claim_and_run(); });
+  claim_and_run();
+  std::unique_lock<std::mutex> lock(shared->mutex);
+  shared->all_done.wait(lock, [&] { return shared->done == threads; });
 }
 
 // Reads `per_leaf` operands per leaf (params, grads, moments...) and the
