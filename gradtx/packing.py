@@ -87,6 +87,34 @@ class Packed:
                 leaves[i] = piece.reshape(layout.slots[i][2])
         return jax.tree.unflatten(layout.treedef, leaves)
 
+    def repack(self, tree: Any) -> Packed:
+        """``tree``, shaped like the unpacked tree, packed into this layout.
+
+        For values computed on the unpacked tree, e.g. gradients of a loss that
+        takes the tree: ``params.repack(jax.grad(loss)(params.unpack()))``.
+        Each leaf is cast to its buffer's dtype.
+        """
+        layout = self._layout
+        try:
+            leaves = layout.treedef.flatten_up_to(tree)
+        except (ValueError, TypeError) as e:
+            raise ValueError(
+                f"Packed.repack: the tree must be shaped like the unpacked tree "
+                f"({layout.treedef}); got {jax.tree.structure(tree)}"
+            ) from e
+        for i, (x, (b, _, shape)) in enumerate(zip(leaves, layout.slots, strict=True)):
+            if jnp.shape(x) != shape:
+                path = _leaf_paths(layout.treedef)[i]
+                raise ValueError(
+                    f"Packed.repack: the leaf at {path} has shape {jnp.shape(x)}, "
+                    f"the packed one {shape}"
+                )
+            leaves[i] = jnp.asarray(x, self._dtype(b))
+        return _packed(layout, leaves)
+
+    def _dtype(self, buffer: int) -> Any:
+        return jnp.dtype(self._layout.keys[buffer].rsplit("/", 1)[-1])
+
     def group_labels(self, labels: Any, who: str = "Packed.group_labels") -> Packed:
         """One label per buffer, from labels for the unpacked tree (or a prefix of it).
 
@@ -183,10 +211,13 @@ def pack(tree: Any, groups: Groups | None = None) -> Packed:
         sizes[b] += int(np.prod(x.shape))
     names = tuple(d if groups is None else f"{g}/{d}" for g, d in keys)
     layout = _Layout(treedef, names, tuple(g for g, _ in keys), tuple(slots), tuple(sizes))
-    leaves = [x for _, x in paths_leaves]
+    return _packed(layout, [x for _, x in paths_leaves])
+
+
+def _packed(layout: _Layout, leaves: list[Any]) -> Packed:
     buffers = {
         name: jnp.concatenate([jnp.ravel(leaves[i]) for i in layout.leaves_of(b)])
-        for b, name in enumerate(names)
+        for b, name in enumerate(layout.keys)
     }
     return Packed(buffers, layout)
 

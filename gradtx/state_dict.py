@@ -2,7 +2,8 @@
 
 ``state_dict(state)`` turns any optimizer state into nested dicts of NumPy
 arrays with readable keys: NamedTuple field names (``mu``, ``count``), dict
-keys, and sequence positions as ``"0"``, ``"1"``. ``load_state_dict(template,
+keys, and sequence positions as ``"0"``, ``"1"``; a :class:`gradtx.Packed`
+moment is saved as its buffers (``"float32"``). ``load_state_dict(template,
 d)`` rebuilds a state of the template's exact structure, checking every key,
 shape and dtype and naming the first mismatch.
 """
@@ -15,6 +16,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from gradtx.packing import Packed
+
 
 def _is_namedtuple(x: Any) -> bool:
     return isinstance(x, tuple) and hasattr(x, "_fields")
@@ -26,6 +29,8 @@ def state_dict(state: Any) -> Any:
     Args:
       state: any optimizer state (NamedTuples, dicts, tuples, lists of arrays).
     """
+    if isinstance(state, Packed):
+        return state_dict(state.buffers)
     if _is_namedtuple(state):
         return {field: state_dict(getattr(state, field)) for field in state._fields}
     if isinstance(state, dict):
@@ -65,6 +70,10 @@ def _load(template: Any, d: Any, path: str) -> Any:
                 f"load_state_dict: {path}: expected nothing (None), got {type(d).__name__}"
             )
         return None
+    if isinstance(template, Packed):
+        return jax.tree.unflatten(
+            jax.tree.structure(template), jax.tree.leaves(_load(template.buffers, d, path))
+        )
     if isinstance(template, list | tuple | dict):
         if not isinstance(d, dict):
             raise ValueError(

@@ -1,0 +1,223 @@
+"""gradtx.pack: params kept as one buffer per dtype; learners give the per-leaf numbers."""
+
+from __future__ import annotations
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from conftest import assert_trees_close, assert_vmap_equals_loop, grads_at, make_params
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import gradtx
+
+DTYPES = [jnp.float32, jnp.bfloat16, jnp.float16]
+shapes = st.lists(st.integers(0, 3), min_size=0, max_size=3).map(tuple)
+leaves = st.tuples(shapes, st.integers(0, 2**16), st.sampled_from(DTYPES)).map(
+    lambda a: jnp.asarray(np.random.default_rng(a[1]).normal(size=a[0]), a[2])
+)
+trees = st.recursive(
+    leaves,
+    lambda children: st.one_of(
+        st.lists(children, min_size=1, max_size=3),
+        st.dictionaries(st.text("abxy", min_size=1, max_size=2), children, max_size=3),
+    ),
+    max_leaves=8,
+)
+
+
+@settings(max_examples=40, deadline=None)
+@given(trees)
+def test_unpack_gives_the_tree_back_with_one_buffer_per_dtype(tree):
+    packed = gradtx.pack(tree)
+    chex.assert_trees_all_equal(packed.unpack(), tree)
+    chex.assert_trees_all_equal_dtypes(packed.unpack(), tree)
+    dtypes = {jnp.dtype(x.dtype).name for x in jax.tree.leaves(tree)}
+    assert set(packed.buffers) == dtypes
+    assert packed.num_leaves == len(jax.tree.leaves(tree))
+    for name, buffer in packed.buffers.items():
+        sizes = [x.size for x in jax.tree.leaves(tree) if jnp.dtype(x.dtype).name == name]
+        assert buffer.shape == (sum(sizes),) and buffer.dtype == jnp.dtype(name)
+    # A pytree of its buffers: through jit and tree maps and back.
+    again = jax.jit(lambda p: jax.tree.map(lambda b: b * 2, p))(packed)
+    chex.assert_trees_all_equal(again.unpack(), jax.tree.map(lambda x: x * 2, tree))
+
+
+@settings(max_examples=25, deadline=None)
+@given(trees)
+def test_the_gradient_of_a_packed_tree_is_the_packed_gradient(tree):
+    def loss(t):
+        terms = [jnp.sum(jnp.sin(x.astype(jnp.float32))) * i for i, x in enumerate(
+            jax.tree.leaves(t))]  # fmt: skip
+        return sum(terms, jnp.float32(0))
+
+    packed = gradtx.pack(tree)
+    grads = jax.jit(jax.grad(lambda p: loss(p.unpack())))(packed)
+    assert isinstance(grads, gradtx.Packed)
+    chex.assert_trees_all_equal(grads.unpack(), jax.grad(loss)(tree))
+
+
+LEARNERS = {
+    "sgd momentum": lambda: gradtx.sgd(0.05, 0.9, weight_decay=1e-3),
+    "adam": lambda: gradtx.adam(1e-2),
+    "adamw": lambda: gradtx.adamw(1e-2, weight_decay=1e-2),
+    "rmsprop centered": lambda: gradtx.rmsprop(1e-2, centered=True, momentum=0.5),
+    "adagrad": lambda: gradtx.adagrad(0.1),
+    "lion": lambda: gradtx.lion(1e-3),
+    "clip + adamw": lambda: gradtx.chain(
+        gradtx.clip_by_global_norm(0.05), gradtx.adamw(1e-2, weight_decay=1e-2)
+    ),
+}
+
+
+def _train(opt, params, update, steps=15):
+    state = opt.init(params)
+    for t in range(steps):
+        leaves = params.unpack() if isinstance(params, gradtx.Packed) else params
+        grads = grads_at(leaves, t)
+        if isinstance(params, gradtx.Packed):
+            grads = params.repack(grads)
+        params, state = update(opt, grads, state, params)
+    return params, state
+
+
+def _plain(opt, grads, state, params):
+    updates, state = opt.update(grads, state, params)
+    return gradtx.apply_updates(params, updates), state
+
+
+class LearnersOnPackedParamsTest(chex.TestCase):
+    @chex.variants(with_jit=True, without_jit=True)
+    def test_learners_on_packed_params_equal_the_per_leaf_path(self):
+        update = self.variant(_plain, static_argnums=0)
+        for make in LEARNERS.values():
+            packed, _ = _train(make(), gradtx.pack(make_params()), update)
+            tree, _ = _train(make(), make_params(), update)
+            assert_trees_close(packed.unpack(), tree, rtol=1e-6, atol=1e-7)
+
+
+def test_fused_update_on_packed_params_is_one_call_with_the_same_numbers():
+    opt = gradtx.adamw(1e-2, weight_decay=1e-2)
+    params = gradtx.pack(make_params())
+    fused = jax.jit(gradtx.fused_update, static_argnums=0)
+    hlo = fused.lower(opt, params, opt.init(params), params).compile().as_text()
+    assert hlo.count('custom_call_target="gradtx_adam"') == 1
+    ours, _ = _train(opt, params, fused)
+    theirs, _ = _train(opt, make_params(), jax.jit(_plain, static_argnums=0))
+    assert_trees_close(ours.unpack(), theirs)
+
+
+def test_vmap_over_learning_rates_on_packed_params():
+    params = gradtx.pack(make_params())
+
+    def train(lr):
+        return _train(gradtx.adam(lr), params, _plain, steps=5)[0]
+
+    assert_vmap_equals_loop(train, [1e-3, 1e-2, 0.1])
+
+
+def _decays(tree):
+    return jax.tree.map(lambda x: x.ndim > 1, tree)
+
+
+def test_a_weight_decay_mask_reads_the_unpacked_tree_when_packed_by_it():
+    opt = gradtx.adamw(1e-2, weight_decay=0.1, mask=_decays)
+    packed = gradtx.pack(make_params(), groups=_decays)
+    assert set(packed.buffers) == {"True/float32", "False/float32"}
+    ours, _ = _train(opt, packed, _plain)
+    theirs, _ = _train(opt, make_params(), _plain)
+    assert_trees_close(ours.unpack(), theirs)
+    # and optax's adamw with the same mask agrees (it sees the mask per buffer)
+    reference = optax.adamw(1e-2, weight_decay=0.1, mask=lambda p: p.group_labels(_decays(
+        p.unpack())))  # fmt: skip
+    assert_trees_close(_train(reference, packed, _plain)[0].unpack(), theirs)
+
+
+def test_partition_and_masked_read_labels_for_the_unpacked_tree():
+    params = make_params()
+    labels = jax.tree.map(lambda x: "matrix" if x.ndim > 1 else "vector", params)
+    packed = gradtx.pack(params, groups=labels)
+    part = gradtx.partition({"matrix": gradtx.adam(1e-2), "vector": gradtx.sgd(0.1)}, labels)
+    masked = gradtx.chain(gradtx.masked(gradtx.scale(0.5), _decays), gradtx.sgd(0.1))
+    for opt in (part, masked):
+        ours, _ = _train(opt, packed, _plain)
+        assert_trees_close(ours.unpack(), _train(opt, params, _plain)[0])
+
+
+def test_labels_that_split_a_buffer_say_to_pack_by_them():
+    opt = gradtx.adamw(1e-2, weight_decay=0.1, mask=_decays)
+    packed = gradtx.pack(make_params())
+    with pytest.raises(
+        ValueError,
+        match=r"add_decayed_weights: mask: buffer 'float32' .*"
+        r"labelled (True|False) \(at \[.*\]\) and (True|False).*groups=labels",
+    ):
+        opt.update(packed, opt.init(packed), packed)
+    with pytest.raises(ValueError, match=r"masked: buffer 'float32'"):
+        gradtx.masked(gradtx.scale(0.5), _decays).init(packed)
+
+
+def test_a_non_floating_leaf_is_named():
+    with pytest.raises(TypeError, match=r"pack: the leaf at \['step'\] is dtype int32"):
+        gradtx.pack({"w": jnp.ones(3), "step": jnp.int32(0)})
+    with pytest.raises(TypeError, match=r"pack: the leaf at \['n'\] is int"):
+        gradtx.pack({"w": jnp.ones(3), "n": 3})
+
+
+def test_groups_not_shaped_like_the_tree_are_refused():
+    with pytest.raises(ValueError, match="pack: groups must be shaped like the unpacked tree"):
+        gradtx.pack({"a": jnp.ones(2), "b": jnp.ones(2)}, groups={"a": 1})
+
+
+def test_unpacking_what_is_not_a_packed_array_says_so():
+    labels = gradtx.pack({"a": jnp.ones(2)}).group_labels({"a": "x"})
+    with pytest.raises(TypeError, match="Packed.unpack: buffer 'float32' is str"):
+        labels.unpack()
+
+
+def test_a_train_step_and_a_checkpoint_of_packed_params():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(32, 4)).astype(np.float32)
+    batch = (x, x @ rng.normal(size=(4, 2)).astype(np.float32))
+
+    def loss(params, batch):
+        tree = params.unpack() if isinstance(params, gradtx.Packed) else params
+        return jnp.mean((jnp.tanh(batch[0] @ tree["w"] + tree["b"]) - batch[1]) ** 2)
+
+    tree = {"w": jnp.full((4, 2), 0.1), "b": jnp.zeros(2)}
+    learner = gradtx.adam(1e-2)
+    results = []
+    for params, fused in ((tree, False), (gradtx.pack(tree), False), (gradtx.pack(tree), True)):
+        step = gradtx.make_train_step(loss, learner, donate=False, fused=fused)
+        state = learner.init(params)
+        for _ in range(5):
+            params, state, metrics = step(params, state, batch)
+        results.append((params, state, metrics["loss"]))
+    for params, _, value in results[1:]:
+        assert_trees_close(params.unpack(), results[0][0])
+        np.testing.assert_allclose(value, results[0][2], rtol=1e-6)
+    params, state, _ = results[1]
+    restored = gradtx.load_state_dict(state, gradtx.state_dict(state))
+    chex.assert_trees_all_equal(restored, state)
+
+
+def test_a_checkpoint_keys_a_packed_moment_by_buffer():
+    params = gradtx.pack(make_params())
+    state = gradtx.adam(1e-2).init(params)
+    saved = gradtx.state_dict(state)
+    assert set(saved["1"]["mu"]) == {"float32"} and saved["1"]["mu"]["float32"].shape == (57,)
+    chex.assert_trees_all_equal(gradtx.load_state_dict(state, saved), state)
+
+
+def test_repack_casts_and_names_a_wrong_shape():
+    params = gradtx.pack({"w": jnp.ones((2, 2), jnp.bfloat16), "b": jnp.ones(2)})
+    again = params.repack({"w": np.full((2, 2), 3.0), "b": np.zeros(2)})
+    assert again.buffers["bfloat16"].dtype == jnp.bfloat16
+    chex.assert_trees_all_equal(again.unpack()["w"], jnp.full((2, 2), 3.0, jnp.bfloat16))
+    with pytest.raises(ValueError, match=r"repack: the leaf at \['b'\] has shape \(3,\), the "):
+        params.repack({"w": np.ones((2, 2)), "b": np.ones(3)})
+    with pytest.raises(ValueError, match="repack: the tree must be shaped like the unpacked"):
+        params.repack({"w": np.ones((2, 2))})
