@@ -22,6 +22,7 @@ import numpy as np
 import optax
 
 import gradtx
+from benchmarks.bench_train import narrow, train_table, wide
 from benchmarks.hlo import memory_traffic
 from benchmarks.timing import JaxStep, TorchStep, interleaved
 
@@ -138,7 +139,7 @@ def step_table(cases: dict[str, Any], rounds: int, steps: int) -> None:
 
     All runners of a case and learner take turns in the same rounds.
     """
-    widths = [16, 16, 8, 9, 10, 10, 9, 9, 9, 9, 8, 9]
+    widths = [16, 16, 10, 9, 10, 10, 9, 9, 9, 9, 8, 9]
     header = ["case", "learner", "path", "ms", "optax ms", "torch ms", "roof ms", "/optax",
               "/torch", "/roof", "kernels", "B/param"]  # fmt: skip
     print(_row(header, widths))
@@ -153,6 +154,11 @@ def step_table(cases: dict[str, Any], rounds: int, steps: int) -> None:
             paths = {"plain": JaxStep(ours, gradtx.apply_updates, params, grads)}
             if gradtx.is_fused(ours):
                 paths["fused"] = JaxStep(ours, gradtx.apply_updates, params, grads, fused=True)
+            if leaves > 1:  # params and grads kept packed by gradtx.pack: one buffer
+                packed = gradtx.pack(params), gradtx.pack(grads)
+                paths["packed"] = JaxStep(ours, gradtx.apply_updates, *packed)
+                if gradtx.is_fused(ours):
+                    paths["pk fused"] = JaxStep(ours, gradtx.apply_updates, *packed, fused=True)
             runners: dict[str, Any] = {
                 **paths,
                 "optax": JaxStep(learner.theirs(), optax.apply_updates, params, grads),
@@ -177,7 +183,7 @@ def step_table(cases: dict[str, Any], rounds: int, steps: int) -> None:
                     _fmt(t.ratio(path, "optax"), ".3f"),
                     _fmt(torch_t and t.ratio(path, "torch"), ".3f"),
                     _fmt(t.median(path) / roof, ".3f"),
-                    _fmt(kernels / (1 if path == "fused" else leaves), ".1f"),
+                    _fmt(kernels / (leaves if path == "plain" else 1), ".1f"),
                     _fmt(per_param, ".1f"),
                 ]
                 print(_row(cells, widths), flush=True)
@@ -267,17 +273,25 @@ def main() -> None:
     if args.quick:
         cases = {"1 leaf, 2M": single_leaf(2_000_000), "300 leaves, 2M": layered_tree(100, 128)}
         rounds, steps, counts = 5, 5, [300]
+        models = {"wide, 60 leaves, 0.4M": (*wide(20, 128), 128)}
     else:
         cases = {"1 leaf, 10M": single_leaf(10_000_000), "300 leaves, 8M": layered_tree(100, 256)}
         rounds, steps, counts = 11, 10, [1000, 3000]
+        models = {
+            "wide, 300 leaves, 8M": (*wide(100, 256), 256),
+            "narrow, 400 leaves, 0.2M": (*narrow(200, 32), 32),
+        }
     print(
         "\nOne jitted, donated step (update + apply). plain: learner.update + apply_updates; "
-        "fused: gradtx.fused_update.\nkernels: per leaf (plain) or per step (fused); "
+        "fused: gradtx.fused_update; packed: params, grads and state kept by gradtx.pack "
+        "(trees only);\npk fused: both. kernels: per leaf (plain) or per step (the others); "
         "B/param: bytes read and written per parameter, from the HLO."
     )
     step_table(cases, rounds, steps)
     print()
     compile_table(counts, rounds, steps)
+    print("\nA whole training step (gradient of the loss, then Adam), batch of 16.")
+    train_table(models, rounds, steps)
 
 
 if __name__ == "__main__":

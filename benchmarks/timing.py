@@ -41,6 +41,41 @@ class JaxStep:
         jax.block_until_ready((self.params, self.state))
 
 
+class TrainStep:
+    """A jitted, donated training step: gradient of ``loss(params, batch)``, then the update.
+
+    With ``packed``, the params are kept by :func:`gradtx.pack` and the loss
+    reads them through ``unpack``; with ``fused``, the update is
+    :func:`gradtx.fused_update`.
+    """
+
+    def __init__(
+        self, opt: Any, apply_updates: Callable, params: Any, loss: Callable, batch: Any,
+        packed: bool = False, fused: bool = False,
+    ):  # fmt: skip
+        def step(params, state, batch):
+            tree_loss = (lambda p, b: loss(p.unpack(), b)) if packed else loss
+            grads = jax.grad(tree_loss)(params, batch)
+            if fused:
+                return gradtx.fused_update(opt, grads, state, params)
+            updates, state = opt.update(grads, state, params)
+            return apply_updates(params, updates), state
+
+        self.params = gradtx.pack(params) if packed else jax.tree.map(jnp.copy, params)
+        self.state = opt.init(self.params)
+        self.batch = batch
+        start = time.perf_counter()
+        jitted = jax.jit(step, donate_argnums=(0, 1))
+        self.compiled = jitted.lower(self.params, self.state, batch).compile()
+        self.build_s = time.perf_counter() - start
+        self.run(1)
+
+    def run(self, steps: int) -> None:
+        for _ in range(steps):
+            self.params, self.state = self.compiled(self.params, self.state, self.batch)
+        jax.block_until_ready((self.params, self.state))
+
+
 class TorchStep:
     """A torch.optim optimizer stepping one flat parameter with a fixed gradient."""
 
