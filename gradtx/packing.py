@@ -8,10 +8,13 @@ grouped) for the whole run; the model reads its leaves through
 :meth:`Packed.unpack`, and ``jax.grad`` returns the gradient packed the same
 way. A learner then sees a handful of leaves whatever the tree.
 
-Unlike flattening inside every step (``optax.flatten``), nothing is copied
-into or out of a flat vector per step: the unpacked leaves are slices that
-XLA fuses into the ops that read them, and their gradients are written into
-one concatenation.
+Unlike flattening inside every step (``optax.flatten``), the optimizer's
+arrays are never copied into or out of a flat vector. The model pays instead:
+its leaves are slices of the buffer (XLA fuses a slice into an elementwise op
+that reads it, but copies one that feeds a matrix product), their gradients
+are written into one concatenation, and each slice, having its own constant
+offset, is a kernel of its own for XLA to compile. docs/performance.md
+measures when that pays.
 """
 
 from __future__ import annotations
@@ -33,13 +36,11 @@ class _Layout:
 
     treedef: Any  # of the unpacked tree
     keys: tuple[str, ...]  # one per buffer: its dtype, or "group/dtype"
-    groups: tuple[Hashable, ...]  # each buffer's group (None when ungrouped)
-    slots: tuple[tuple[int, int, tuple[int, ...]], ...]  # per leaf: (buffer, offset, shape)
-    sizes: tuple[int, ...]  # elements per buffer
+    slots: tuple[tuple[int, tuple[int, ...]], ...]  # per leaf: (buffer, shape), in buffer order
 
     def leaves_of(self, buffer: int) -> list[int]:
         """Indices of the leaves stored in ``buffer``, in the order they are stored."""
-        return [i for i, (b, _, _) in enumerate(self.slots) if b == buffer]
+        return [i for i, (b, _) in enumerate(self.slots) if b == buffer]
 
 
 @jax.tree_util.register_pytree_with_keys_class
@@ -80,11 +81,11 @@ class Packed:
                     "leaves are its buffers (params, gradients, moments) can be unpacked"
                 )
             indices = layout.leaves_of(b)
-            sizes = [int(np.prod(layout.slots[i][2])) for i in indices]
+            sizes = [int(np.prod(layout.slots[i][1])) for i in indices]
             # split, not slices: its gradient is one concatenate, not a sum of padded copies.
             pieces = jax.lax.split(buffer, sizes) if len(sizes) > 1 else [buffer]
             for i, piece in zip(indices, pieces, strict=True):
-                leaves[i] = piece.reshape(layout.slots[i][2])
+                leaves[i] = piece.reshape(layout.slots[i][1])
         return jax.tree.unflatten(layout.treedef, leaves)
 
     def repack(self, tree: Any) -> Packed:
@@ -102,7 +103,7 @@ class Packed:
                 f"Packed.repack: the tree must be shaped like the unpacked tree "
                 f"({layout.treedef}); got {jax.tree.structure(tree)}"
             ) from e
-        for i, (x, (b, _, shape)) in enumerate(zip(leaves, layout.slots, strict=True)):
+        for i, (x, (b, shape)) in enumerate(zip(leaves, layout.slots, strict=True)):
             if jnp.shape(x) != shape:
                 path = _leaf_paths(layout.treedef)[i]
                 raise ValueError(
@@ -199,18 +200,15 @@ def pack(tree: Any, groups: Groups | None = None) -> Packed:
     else:
         resolved = groups(tree) if callable(groups) else groups
         labels = treedef.flatten_up_to(_broadcast_prefix("pack: groups", resolved, treedef))
-    keys: list[tuple[Hashable, str]] = []
-    slots, sizes = [], []
+    keys: list[tuple[Hashable, str]] = []  # (label, dtype) per buffer, in order of appearance
+    slots = []
     for (_, x), label in zip(paths_leaves, labels, strict=True):
         key = (label, jnp.dtype(x.dtype).name)
         if key not in keys:
             keys.append(key)
-            sizes.append(0)
-        b = keys.index(key)
-        slots.append((b, sizes[b], tuple(x.shape)))
-        sizes[b] += int(np.prod(x.shape))
+        slots.append((keys.index(key), tuple(x.shape)))
     names = tuple(d if groups is None else f"{g}/{d}" for g, d in keys)
-    layout = _Layout(treedef, names, tuple(g for g, _ in keys), tuple(slots), tuple(sizes))
+    layout = _Layout(treedef, names, tuple(slots))
     return _packed(layout, [x for _, x in paths_leaves])
 
 
