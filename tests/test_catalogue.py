@@ -63,7 +63,7 @@ BUILDERS = {
 # Public functions that are not transform factories.
 NOT_TRANSFORMS = {
     "apply_updates", "find_learning_rate", "fused_update", "get_hyperparams", "groups_by_path",
-    "init_empty_state", "is_fused", "load_state_dict", "make_train_step", "set_hyperparams",
+    "init_empty_state", "is_fused", "load_state_dict", "make_train_step", "pack", "set_hyperparams",
     "state_dict", "sweep", "zero_shardings",
 }  # fmt: skip
 

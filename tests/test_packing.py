@@ -221,3 +221,8 @@ def test_repack_casts_and_names_a_wrong_shape():
         params.repack({"w": np.ones((2, 2)), "b": np.ones(3)})
     with pytest.raises(ValueError, match="repack: the tree must be shaped like the unpacked"):
         params.repack({"w": np.ones((2, 2))})
+
+
+@pytest.mark.parametrize("name", ["adamw", "clip + adamw", "rmsprop centered"])
+def test_learners_on_packed_params_pass_the_property_checks(name):
+    gradtx.testing.check_transform(LEARNERS[name](), gradtx.pack(make_params()), name=name)
