@@ -71,9 +71,8 @@ def _load(template: Any, d: Any, path: str) -> Any:
             )
         return None
     if isinstance(template, Packed):
-        return jax.tree.unflatten(
-            jax.tree.structure(template), jax.tree.leaves(_load(template.buffers, d, path))
-        )
+        buffers = _load(template.buffers, d, path)
+        return jax.tree.unflatten(jax.tree.structure(template), [buffers[k] for k in buffers])
     if isinstance(template, list | tuple | dict):
         if not isinstance(d, dict):
             raise ValueError(
