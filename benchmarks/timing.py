@@ -14,12 +14,19 @@ import gradtx
 
 
 class JaxStep:
-    """One library's jitted, donated ``(params, state, grads) -> (params, state)`` step."""
+    """One library's jitted, donated ``(params, state, data) -> (params, state)`` step.
+
+    ``data`` is the gradients, or, given ``loss``, a batch whose gradient
+    ``jax.grad(loss)(params, batch)`` the step takes first (a whole training
+    step). With ``fused``, the update is :func:`gradtx.fused_update`.
+    """
 
     def __init__(
-        self, opt: Any, apply_updates: Callable, params: Any, grads: Any, fused: bool = False
-    ):
-        def step(params, state, grads):
+        self, opt: Any, apply_updates: Callable, params: Any, data: Any, fused: bool = False,
+        loss: Callable | None = None,
+    ):  # fmt: skip
+        def step(params, state, data):
+            grads = data if loss is None else jax.grad(loss)(params, data)
             if fused:
                 return gradtx.fused_update(opt, grads, state, params)
             updates, state = opt.update(grads, state, params)
@@ -27,9 +34,9 @@ class JaxStep:
 
         self.params = jax.tree.map(jnp.copy, params)
         self.state = opt.init(self.params)
-        self.grads = grads
+        self.data = data
         start = time.perf_counter()
-        lowered = jax.jit(step, donate_argnums=(0, 1)).lower(self.params, self.state, grads)
+        lowered = jax.jit(step, donate_argnums=(0, 1)).lower(self.params, self.state, data)
         traced = time.perf_counter()
         self.compiled = lowered.compile()
         self.trace_s, self.compile_s = traced - start, time.perf_counter() - traced
@@ -37,42 +44,7 @@ class JaxStep:
 
     def run(self, steps: int) -> None:
         for _ in range(steps):
-            self.params, self.state = self.compiled(self.params, self.state, self.grads)
-        jax.block_until_ready((self.params, self.state))
-
-
-class TrainStep:
-    """A jitted, donated training step: gradient of ``loss(params, batch)``, then the update.
-
-    With ``packed``, the params are kept by :func:`gradtx.pack` and the loss
-    reads them through ``unpack``; with ``fused``, the update is
-    :func:`gradtx.fused_update`.
-    """
-
-    def __init__(
-        self, opt: Any, apply_updates: Callable, params: Any, loss: Callable, batch: Any,
-        packed: bool = False, fused: bool = False,
-    ):  # fmt: skip
-        def step(params, state, batch):
-            tree_loss = (lambda p, b: loss(p.unpack(), b)) if packed else loss
-            grads = jax.grad(tree_loss)(params, batch)
-            if fused:
-                return gradtx.fused_update(opt, grads, state, params)
-            updates, state = opt.update(grads, state, params)
-            return apply_updates(params, updates), state
-
-        self.params = gradtx.pack(params) if packed else jax.tree.map(jnp.copy, params)
-        self.state = opt.init(self.params)
-        self.batch = batch
-        start = time.perf_counter()
-        jitted = jax.jit(step, donate_argnums=(0, 1))
-        self.compiled = jitted.lower(self.params, self.state, batch).compile()
-        self.build_s = time.perf_counter() - start
-        self.run(1)
-
-    def run(self, steps: int) -> None:
-        for _ in range(steps):
-            self.params, self.state = self.compiled(self.params, self.state, self.batch)
+            self.params, self.state = self.compiled(self.params, self.state, self.data)
         jax.block_until_ready((self.params, self.state))
 
 

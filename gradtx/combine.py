@@ -17,7 +17,7 @@ import jax.numpy as jnp
 
 from gradtx import checks
 from gradtx.core import GradientTransformation, init_empty_state
-from gradtx.packing import Packed, labels_for
+from gradtx.packing import Packed, labels_for, spread_labels
 
 Labels = Any | Callable[[Any], Any]
 
@@ -28,7 +28,7 @@ def _resolve(who: str, labels: Labels, params: Any) -> Any:
         return labels_for(who, labels, params)
     tree = labels(params) if callable(labels) else labels
     try:
-        return jax.tree.map(lambda label, sub: jax.tree.map(lambda _: label, sub), tree, params)
+        return spread_labels(tree, params)
     except (ValueError, TypeError):
         return tree  # not a prefix of the params: _check_labels names the first difference
 

@@ -126,14 +126,15 @@ class Packed:
         layout = self._layout
         full = _broadcast_prefix(f"{who}: labels", labels, layout.treedef)
         flat = layout.treedef.flatten_up_to(full)
-        paths = _leaf_paths(layout.treedef)
         per_buffer = []
         for b, key in enumerate(layout.keys):
-            seen = {}
+            seen = {}  # label -> its first leaf in the buffer
             for i in layout.leaves_of(b):
-                seen.setdefault(flat[i], paths[i])
+                seen.setdefault(flat[i], i)
             if len(seen) > 1:
-                (l1, p1), (l2, p2) = list(seen.items())[:2]
+                paths = _leaf_paths(layout.treedef)
+                (l1, i1), (l2, i2) = list(seen.items())[:2]
+                p1, p2 = paths[i1], paths[i2]
                 raise ValueError(
                     f"{who}: buffer {key!r} of the packed params holds leaves labelled {l1!r} "
                     f"(at {p1}) and {l2!r} (at {p2}); a block can only treat a buffer as a "
@@ -220,11 +221,19 @@ def _packed(layout: _Layout, leaves: list[Any]) -> Packed:
     return Packed(buffers, layout)
 
 
+def spread_labels(labels: Any, like: Any) -> Any:
+    """``labels``, a prefix of ``like``, with each subtree's label copied to its leaves.
+
+    Raises ``ValueError`` or ``TypeError`` when ``labels`` is not a prefix of ``like``.
+    """
+    return jax.tree.map(lambda label, sub: jax.tree.map(lambda _: label, sub), labels, like)
+
+
 def _broadcast_prefix(what: str, labels: Any, treedef: Any) -> Any:
-    """``labels`` with a label on a subtree copied to each of its leaves."""
+    """``labels`` spread over the leaves of ``treedef``; a clear error if they do not fit."""
     like = jax.tree.unflatten(treedef, [0] * treedef.num_leaves)
     try:
-        return jax.tree.map(lambda label, sub: jax.tree.map(lambda _: label, sub), labels, like)
+        return spread_labels(labels, like)
     except (ValueError, TypeError) as e:
         raise ValueError(
             f"{what} must be shaped like the unpacked tree, or label whole subtrees of it; "

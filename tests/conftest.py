@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -62,3 +64,11 @@ def assert_vmap_equals_loop(train, values, rtol=1e-6, atol=1e-7):
         assert_trees_close(
             jax.tree.map(lambda x, i=i: x[i], batched), single(v), rtol=rtol, atol=atol
         )
+
+
+def load_script(path: Path):
+    """A script that is not part of a package (an example, a docs/ helper), imported by path."""
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

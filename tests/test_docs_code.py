@@ -9,7 +9,6 @@ of that example in ``tests/test_examples.py``.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import re
 import subprocess
@@ -18,6 +17,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from conftest import load_script
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
@@ -100,18 +100,15 @@ def test_included_snippets_exist_and_come_from_tested_examples():
 
 def test_the_block_reader_sees_indented_and_plain_blocks(tmp_path):
     page = tmp_path / "p.md"
-    page.write_text('x\n```python\na = 1\n```\n!!! note\n    ```python\n    b = a\n    ```\n')
+    page.write_text("x\n```python\na = 1\n```\n!!! note\n    ```python\n    b = a\n    ```\n")
     assert code_blocks(page) == [(3, "python", "a = 1"), (7, "python", "b = a")]
     assert is_snippet('--8<-- "examples/quickstart.py:loop"')
     assert not is_snippet("print(1)")
 
 
 def _docs_module(name: str):
-    """A helper script of docs/ (not a package) imported by path."""
-    spec = importlib.util.spec_from_file_location(name, DOCS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    """A helper script of docs/ (not a package)."""
+    return load_script(DOCS / f"{name}.py")
 
 
 def test_every_picture_is_regenerated_by_an_example():

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import os
 import sys
 from pathlib import Path
 
 import numpy as np
+from conftest import load_script
 
 import gradtx
 
@@ -17,10 +17,7 @@ sys.path.insert(0, str(EXAMPLES))  # as when run as scripts: they share examples
 
 
 def _load(name: str):
-    spec = importlib.util.spec_from_file_location(name, EXAMPLES / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(EXAMPLES / f"{name}.py")
 
 
 def test_quickstart_reaches_ninety_percent():
