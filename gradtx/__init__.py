@@ -27,7 +27,13 @@ from gradtx.core import (
     init_empty_state,
     stateless,
 )
-from gradtx.fused import FusedKernelsUnavailable, fused_update, is_fused
+from gradtx.fused import (
+    FusedFallbackWarning,
+    FusedKernelsUnavailable,
+    fused_available,
+    fused_update,
+    is_fused,
+)
 from gradtx.grouping import GroupedState, grouped
 from gradtx.learners import (
     adadelta,
@@ -80,6 +86,7 @@ __all__ = [
     "SweepResult",
     "Trainer",
     "EmptyState",
+    "FusedFallbackWarning",
     "FusedKernelsUnavailable",
     "GradientTransformation",
     "GroupedState",
@@ -107,6 +114,7 @@ __all__ = [
     "find_learning_rate",
     "float_leaves",
     "freeze",
+    "fused_available",
     "fused_update",
     "get_hyperparams",
     "groups_by_path",

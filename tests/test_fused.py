@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import os
+import platform
 import subprocess
 import sys
+import warnings
+from pathlib import Path
 
 import chex
 import jax
@@ -14,10 +17,41 @@ import pytest
 from conftest import assert_trees_close, assert_vmap_equals_loop, grads_at, make_params
 
 import gradtx
+import gradtx.fused
 from benchmarks.hlo import memory_traffic
 from gradtx.fused import build
 
 S = gradtx.schedules
+
+
+@pytest.fixture
+def fresh_kernels():
+    """Forget the library's path, whether it loaded and the fallback warning, before and after."""
+    build.forget()
+    gradtx.fused._warn_fallback.cache_clear()
+    yield
+    build.forget()
+    gradtx.fused._warn_fallback.cache_clear()
+
+
+@pytest.fixture
+def no_compiler(monkeypatch):
+    """No C++ compiler can be found: neither $CXX nor anything on PATH."""
+    monkeypatch.delenv("CXX", raising=False)
+    monkeypatch.setattr(build.shutil, "which", lambda name: None)
+
+
+@pytest.fixture
+def empty_cache(monkeypatch, tmp_path):
+    """Nothing is cached: an empty $GRADTX_CACHE and an empty temporary directory."""
+    monkeypatch.setenv("GRADTX_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(build.tempfile, "gettempdir", lambda: str(tmp_path / "tmp"))
+    return tmp_path / "cache"
+
+
+def _fallback_warnings(caught):
+    return [w for w in caught if issubclass(w.category, gradtx.FusedFallbackWarning)]
+
 
 FUSED = {
     "adam": lambda: gradtx.adam(1e-2),
@@ -200,27 +234,156 @@ def test_other_dtypes_run_update_then_apply(dtype):
     )
 
 
-def test_without_a_compiler_the_error_says_what_to_do(monkeypatch, tmp_path):
-    monkeypatch.setenv("GRADTX_CACHE", str(tmp_path))
-    monkeypatch.setattr(build.shutil, "which", lambda name: None)
-    build.library_path.cache_clear()
-    try:
-        with pytest.raises(build.FusedKernelsUnavailable, match="needs a C\\+\\+ compiler"):
-            build.library_path()
-    finally:
-        build.library_path.cache_clear()
+def test_without_a_compiler_the_error_says_what_to_do(no_compiler, empty_cache, fresh_kernels):
+    with pytest.raises(build.FusedKernelsUnavailable, match="needs a C\\+\\+ compiler"):
+        build.library_path()
 
 
-def test_a_compile_error_is_reported_with_the_command(monkeypatch, tmp_path):
-    monkeypatch.setenv("GRADTX_CACHE", str(tmp_path))
+def test_a_compile_error_is_reported_with_the_command(monkeypatch, empty_cache, fresh_kernels):
     monkeypatch.setattr(build, "FLAGS", ("-this-flag-does-not-exist",))
-    build.library_path.cache_clear()
-    try:
-        with pytest.raises(build.FusedKernelsUnavailable, match="building the CPU kernels failed"):
-            build.library_path()
-        assert not list(tmp_path.glob("*.so"))  # nothing half-built is left to load
-    finally:
-        build.library_path.cache_clear()
+    with pytest.raises(build.FusedKernelsUnavailable, match="building the CPU kernels failed"):
+        build.library_path()
+    assert not list(empty_cache.glob("*.so"))  # nothing half-built is left to load
+
+
+def test_a_cached_library_is_used_without_a_compiler(monkeypatch, fresh_kernels):
+    built = build.library_path()  # built here now, unless an earlier test or run cached it
+    build.forget()
+    monkeypatch.delenv("CXX", raising=False)
+    monkeypatch.setattr(build.shutil, "which", lambda name: None)
+    with pytest.raises(build.FusedKernelsUnavailable):
+        build._compiler()  # truly none to be found
+    assert build.library_path() == built
+    assert gradtx.fused_available()
+    opt = gradtx.sgd(0.05, 0.9, weight_decay=1e-3)
+    fused = jax.jit(gradtx.fused_update, static_argnums=0)
+    params = make_params()
+    hlo = fused.lower(opt, grads_at(params, 0), opt.init(params), params).as_text()
+    assert "gradtx_sgd" in hlo  # the kernel ran, not the plain path
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", gradtx.FusedFallbackWarning)
+        ours = _trajectory(opt, fused)
+    assert_trees_close(ours, _trajectory(opt, jax.jit(_plain, static_argnums=0)))
+
+
+CORE = "processor\t: {n}\nvendor_id\t: GenuineIntel\nmodel name\t: Xeon\nflags\t\t: fpu sse2 avx2\ncpu MHz\t\t: {mhz}\n\n"  # noqa: E501
+
+
+def test_the_cpu_description_is_the_model_and_flags(monkeypatch, tmp_path):
+    cpuinfo = tmp_path / "cpuinfo"
+    monkeypatch.setattr(build, "CPUINFO", cpuinfo)
+    cpuinfo.write_text(CORE.format(n=0, mhz=2000) + CORE.format(n=1, mhz=3100))
+    two_cores = build.cpu_description()
+    assert "model name: Xeon" in two_cores and "flags: fpu sse2 avx2" in two_cores
+    cpuinfo.write_text(CORE.format(n=0, mhz=2500))
+    assert build.cpu_description() == two_cores  # the number of cores and clocks don't count
+    cpuinfo.write_text(CORE.replace("avx2", "avx2 avx512f").format(n=0, mhz=2500))
+    assert build.cpu_description() != two_cores
+    cpuinfo.write_text(CORE.replace("Xeon", "Xeon Phi").format(n=0, mhz=2500))
+    assert build.cpu_description() != two_cores
+    monkeypatch.setattr(build, "CPUINFO", tmp_path / "missing")  # not Linux: no crash
+    assert build.cpu_description().startswith(platform.system())
+
+
+@pytest.mark.skipif(not Path("/proc/cpuinfo").exists(), reason="no /proc/cpuinfo")
+def test_the_cpu_description_reads_this_machines_cpuinfo():
+    fields = [line.partition(":") for line in build.CPUINFO.read_text().splitlines()]
+    described = [(k.strip(), v) for k, _, v in fields if k.strip() in build.CPUINFO_FIELDS]
+    assert described  # x86 and Arm kernels both list some
+    for name, value in described:
+        assert f"{name}: {' '.join(value.split())}" in build.cpu_description()
+
+
+def test_the_cache_key_and_path_follow_the_cpu(monkeypatch, empty_cache, fresh_kernels):
+    """A home shared by two machines never hands one the library built for the other's CPU."""
+    compiles = []
+
+    def fake_compiler(command, **kwargs):  # records the build instead of running it (seconds)
+        compiles.append(command)
+        Path(command[command.index("-o") + 1]).write_text(f"built on {cpu}")
+        return subprocess.CompletedProcess(command, 0, "", "")
+
+    monkeypatch.setattr(build.subprocess, "run", fake_compiler)
+    paths = {}
+    amd_cpu, intel_cpu = "AMD EPYC\nflags: avx2", "Intel Xeon\nflags: avx2 avx512f"
+    for cpu in (amd_cpu, intel_cpu, amd_cpu):
+        monkeypatch.setattr(build, "cpu_description", lambda cpu=cpu: cpu)
+        build.forget()
+        paths.setdefault(cpu, set()).add((build.cache_key(), build.library_path()))
+    (amd,), (intel,) = paths.values()  # the same CPU: the same key and path, both times
+    assert amd[0] != intel[0] and amd[1] != intel[1]
+    assert amd[1].read_text() == f"built on {amd_cpu}"
+    assert intel[1].read_text() == f"built on {intel_cpu}"
+    assert len(compiles) == 2  # the second AMD process found its library in the cache
+
+
+def test_a_library_that_does_not_load_is_reported_and_not_used(empty_cache, fresh_kernels):
+    empty_cache.mkdir()
+    broken = empty_cache / f"fused-{build.cache_key()}.so"
+    broken.write_text("not a shared library")
+    assert not gradtx.fused_available()
+    with pytest.raises(build.FusedKernelsUnavailable, match="could not be loaded.*delete the file"):
+        build.register()
+
+
+def test_without_kernels_fused_update_falls_back_with_one_warning(
+    no_compiler, empty_cache, fresh_kernels
+):
+    opt = gradtx.adam(1e-2, weight_decay=1e-2)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert not gradtx.fused_available()  # asking does not warn
+        assert not _fallback_warnings(caught)
+        ours = _trajectory(opt, gradtx.fused_update, steps=5)  # unjitted: a trace per step
+    (warning,) = _fallback_warnings(caught)
+    assert "needs a C++ compiler" in str(warning.message)
+    assert "install one (e.g. g++)" in str(warning.message)
+    assert warning.filename == __file__  # it points at the call of fused_update
+    chex.assert_trees_all_equal(ours, _trajectory(opt, _plain, steps=5))
+    params = make_params()
+    fused = jax.jit(gradtx.fused_update, static_argnums=0)
+    # The plain path, even where an earlier test registered the kernels with XLA.
+    assert "custom_call" not in fused.lower(opt, params, opt.init(params), params).as_text()
+
+
+def test_without_kernels_fused_training_falls_back_with_one_warning(
+    no_compiler, empty_cache, fresh_kernels
+):
+    params = {"w": jnp.full((8, 3), 0.1), "b": jnp.zeros(3)}
+    batches = [_digits_like(i) for i in range(5)]
+    batches.append(tuple(x[:16] for x in _digits_like(5)))  # another shape: a second trace
+    learner = gradtx.adamw(1e-2, weight_decay=1e-2)
+    plain = gradtx.make_train_step(_mse, learner, donate=False)
+    expected = (params, learner.init(params))
+    for batch in batches:
+        *expected, plain_metrics = plain(*expected, batch)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fused = gradtx.make_train_step(_mse, learner, donate=False, fused=True)
+        state = (params, learner.init(params))
+        for batch in batches:
+            *state, metrics = fused(*state, batch)
+    assert len(_fallback_warnings(caught)) == 1
+    assert_trees_close(state, expected)
+    np.testing.assert_allclose(metrics["loss"], plain_metrics["loss"], rtol=1e-6)
+    assert "update_norm" not in metrics  # the same metrics as the fused path
+    gradtx.fused._warn_fallback.cache_clear()  # a fresh process: the Trainer warns once too
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer = gradtx.Trainer(_mse, learner, params, progress=False, fused=True)
+        trainer.fit(batches)
+        trainer.fit(batches)
+    assert len(_fallback_warnings(caught)) == 1
+    trainer_expected = expected
+    for batch in batches:
+        *trainer_expected, _ = plain(*trainer_expected, batch)
+    assert_trees_close(trainer.params, trainer_expected[0])
+
+
+def test_fused_available_is_false_off_the_cpu(monkeypatch):
+    assert gradtx.fused_available()  # this machine: CPU, and a compiler or a cached library
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    assert not gradtx.fused_available()
 
 
 def test_params_are_updated_in_place_when_donated():
@@ -289,14 +452,29 @@ def test_moments_of_another_dtype_take_the_plain_path():
     )
 
 
-def test_an_unwritable_cache_falls_back_to_the_temporary_directory(monkeypatch, tmp_path):
+def test_an_unwritable_cache_falls_back_to_the_temporary_directory(
+    monkeypatch, tmp_path, fresh_kernels
+):
     blocker = tmp_path / "a-file"
     blocker.write_text("")  # no directory can be made below a file, not even by root
     monkeypatch.setenv("GRADTX_CACHE", str(blocker / "cache"))
     monkeypatch.setattr(build.tempfile, "gettempdir", lambda: str(tmp_path / "tmp"))
-    build.library_path.cache_clear()
-    try:
-        path = build.library_path()
-        assert path.parent == tmp_path / "tmp" / f"gradtx-{os.getuid()}" and path.exists()
-    finally:
-        build.library_path.cache_clear()
+    path = build.library_path()
+    assert path.parent == tmp_path / "tmp" / f"gradtx-{os.getuid()}" and path.exists()
+    build.forget()
+    assert build.library_path() == path  # found there again, without building
+
+
+def test_a_temporary_directory_others_can_write_to_is_not_loaded_from(
+    monkeypatch, tmp_path, fresh_kernels
+):
+    monkeypatch.setenv("GRADTX_CACHE", str(tmp_path / "a-file" / "cache"))
+    (tmp_path / "a-file").write_text("")  # an unwritable cache
+    monkeypatch.setattr(build.tempfile, "gettempdir", lambda: str(tmp_path))
+    planted = tmp_path / f"gradtx-{os.getuid()}" / f"fused-{build.cache_key()}.so"
+    planted.parent.mkdir()
+    planted.parent.chmod(0o777)  # as if another user of a shared /tmp had made it
+    planted.write_text("someone else's library")
+    monkeypatch.setattr(build.shutil, "which", lambda name: None)
+    with pytest.raises(build.FusedKernelsUnavailable, match="needs a C\\+\\+ compiler"):
+        build.library_path()

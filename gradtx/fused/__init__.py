@@ -10,11 +10,17 @@ The state it returns is the learner's own state, computed by the learner's own
 ``update`` for everything but the moments (under ``jit`` XLA drops the unused
 moment arithmetic), so the fused and the plain path can be mixed freely, and
 checkpoints do not care which one ran.
+
+Where no kernel can be built or loaded (no C++ compiler and nothing cached),
+:func:`fused_update` takes the plain path and says so once per process with a
+:class:`FusedFallbackWarning`; :func:`fused_available` asks beforehand.
 """
 
 from __future__ import annotations
 
+import functools
 import os
+import warnings
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -25,7 +31,24 @@ from gradtx import tree
 from gradtx.core import GradientTransformation, apply_updates
 from gradtx.fused.build import FusedKernelsUnavailable, register
 
-__all__ = ["FusedKernelsUnavailable", "fused_update", "is_fused"]
+__all__ = [
+    "FusedFallbackWarning",
+    "FusedKernelsUnavailable",
+    "fused_available",
+    "fused_update",
+    "is_fused",
+]
+
+
+class FusedFallbackWarning(RuntimeWarning):
+    """:func:`fused_update` ran the plain path because its kernels could not be built or loaded.
+
+    Emitted once per process, with the reason (a :class:`FusedKernelsUnavailable`
+    message: usually that no C++ compiler was found). The numbers are the same;
+    only the single pass over memory is lost. Silence it with
+    ``warnings.filterwarnings("ignore", category=gradtx.FusedFallbackWarning)``,
+    or make it an error with ``"error"`` instead of ``"ignore"``.
+    """
 
 
 class _Spec(NamedTuple):
@@ -57,12 +80,56 @@ def is_fused(learner: GradientTransformation) -> bool:
     True for ``gradtx.adam`` and ``gradtx.adamw`` (without ``nesterov``, ``mask``
     or ``state_dtype``), ``gradtx.sgd`` (with or without momentum; without
     ``state_dtype``) and ``gradtx.rmsprop`` (not centered, without momentum or
-    ``state_dtype``), built directly by their factories.
+    ``state_dtype``), built directly by their factories. A property of the
+    learner only: whether a kernel can run on this machine (CPU, a compiler or
+    a cached library) is :func:`fused_available`'s question.
 
     Args:
       learner: any gradient transformation.
     """
     return getattr(learner.update, _ATTRIBUTE, None) is not None
+
+
+def fused_available() -> bool:
+    """Whether :func:`fused_update`'s kernels can run here.
+
+    True when JAX's default backend is the CPU and the kernel library is
+    cached for this CPU or can be built (this builds it if needed: a few
+    seconds, once per machine) and loads. Never raises and never warns; where
+    it is False, :func:`fused_update` and ``fused=True`` training take the
+    plain path (with one :class:`FusedFallbackWarning` for a missing library).
+    ``gradtx.fused.build.register()`` raises the reason.
+    """
+    if jax.default_backend() != "cpu":
+        return False
+    try:
+        register()
+    except FusedKernelsUnavailable:
+        return False
+    return True
+
+
+def _kernels_registered() -> bool:
+    """Register the kernels; if they cannot be, warn (once per reason) and say False."""
+    try:
+        register()
+    except FusedKernelsUnavailable as error:
+        _warn_fallback(str(error))
+        return False
+    return True
+
+
+@functools.cache
+def _warn_fallback(reason: str) -> None:
+    # Cached so that every trace of every fused step of the process warns once in all.
+    warnings.warn(
+        FusedFallbackWarning(
+            f"gradtx.fused_update runs the plain learner.update and apply_updates (the same "
+            f"numbers, without the single pass over memory): its CPU kernels are unavailable. "
+            f"{reason}"
+        ),
+        stacklevel=4,  # fused_update's caller
+    )
 
 
 def _float32_trees(*trees: Any) -> bool:
@@ -88,8 +155,10 @@ def fused_update(
     float32 rounding, rtol 1e-6).
 
     The kernels are built once per machine with its C++ compiler (a few
-    seconds, cached under ``~/.cache/gradtx``); without a compiler the first
-    fused call raises :class:`FusedKernelsUnavailable`. They run on one device:
+    seconds, cached under ``~/.cache/gradtx`` for the CPU they were built for);
+    a cached library needs no compiler. Where none is cached and none can be
+    built, the plain path runs and a :class:`FusedFallbackWarning` (once per
+    process) says why; :func:`fused_available` tells beforehand. They run on one device:
     arrays split over a mesh with explicit sharding take the plain path; under
     automatic sharding the split is invisible while tracing, so for params
     sharded over a mesh call ``learner.update`` and ``apply_updates``.
@@ -116,10 +185,9 @@ def fused_update(
         # A custom call cannot be split over a mesh: XLA would gather the arrays.
         or any(tree.is_split(x) for x in jax.tree.leaves((updates, state, params)))
     )
-    if plain:
+    if plain or not _kernels_registered():
         new_updates, new_state = learner.update(updates, state, params, **extra)
         return apply_updates(params, new_updates), new_state
-    register()
     # The learner's own update gives every count and scalar of the new state;
     # its moment arithmetic is unused and XLA removes it.
     _, new_state = learner.update(updates, state, params, **extra)

@@ -1,11 +1,13 @@
 """Compile kernels.cc on first use, cache the library, register its FFI targets.
 
 The library is built with the machine's C++ compiler (``$CXX``, else ``c++``,
-else ``g++``) against the XLA FFI headers that ship with jaxlib, for the CPU it
-runs on (``-march=native``). It is cached under ``$GRADTX_CACHE`` (default
-``~/.cache/gradtx``), keyed by the source, the jaxlib version and the flags,
-and written via a temporary file and a rename, so concurrent processes never
-load a half-written library.
+else ``g++``, else ``clang++``) against the XLA FFI headers that ship with
+jaxlib, for the CPU it runs on (``-march=native``). It is cached under
+``$GRADTX_CACHE`` (default ``~/.cache/gradtx``), keyed by the source, the jaxlib
+version, the flags and the CPU (:func:`cpu_description`), and written via a
+temporary file and a rename, so concurrent processes never load a half-written
+library. A cached library is used without looking for a compiler, so a machine
+without one runs kernels built there before (or copied into its cache).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import ctypes
 import functools
 import hashlib
 import os
+import platform
 import shutil
 import subprocess
 import tempfile
@@ -28,10 +31,24 @@ TARGETS = ("gradtx_adam", "gradtx_sgd", "gradtx_rmsprop")
 # rounding; -fno-math-errno lets it vectorise sqrt (errno is never read).
 FLAGS = ("-O3", "-march=native", "-ffp-contract=fast", "-fno-math-errno", "-std=c++17",
          "-shared", "-fPIC", "-pthread", "-w")  # fmt: skip
+CPUINFO = Path("/proc/cpuinfo")
+# The /proc/cpuinfo fields that name the CPU and its instruction sets, which is what
+# -march=native reads: x86's vendor, family, model and flags; Arm's implementer, part
+# and features; RISC-V's isa. Clock speeds and core numbers are left out: they vary.
+CPUINFO_FIELDS = frozenset({
+    "vendor_id", "cpu family", "model", "model name", "flags",
+    "CPU implementer", "CPU architecture", "CPU variant", "CPU part", "Features",
+    "isa", "uarch",
+})  # fmt: skip
 
 
 class FusedKernelsUnavailable(RuntimeError):
-    """The fused CPU kernels could not be built or loaded on this machine."""
+    """The fused CPU kernels could not be built or loaded on this machine.
+
+    Raised by the build step (:mod:`gradtx.fused.build`); :func:`gradtx.fused_update`
+    and the training loops catch it, warn once with a :class:`gradtx.FusedFallbackWarning`
+    carrying its message, and take the plain path.
+    """
 
 
 def _compiler() -> str:
@@ -50,39 +67,150 @@ def _cache_dir() -> Path:
     return Path(os.environ.get("GRADTX_CACHE", default))
 
 
+def _fallback_dir() -> Path:
+    # Where the library goes when the cache directory cannot be written (a read-only home).
+    user = os.getuid() if hasattr(os, "getuid") else os.environ.get("USERNAME", "user")
+    return Path(tempfile.gettempdir()) / f"gradtx-{user}"
+
+
+def _private(directory: Path) -> bool:
+    # A shared temporary directory lets anyone make gradtx-<uid> first and plant a library
+    # in it; load from it only if it is ours and nobody else can write to it.
+    if not hasattr(os, "getuid"):
+        return True
+    try:
+        info = directory.stat()
+    except OSError:
+        return False
+    return info.st_uid == os.getuid() and not info.st_mode & 0o022
+
+
+def cpu_description() -> str:
+    """What ``-march=native`` compiles for: the CPU's model and instruction-set flags.
+
+    On Linux, the model and flag fields of ``/proc/cpuinfo`` (each distinct line
+    once, so one CPU's identical cores count once); elsewhere, or when it cannot
+    be read, what :mod:`platform` says, plus the brand string ``sysctl`` gives
+    on macOS. No compiler is asked: the cache key must be computable on a
+    machine without one. Never raises.
+    """
+    parts = [platform.system(), platform.machine(), platform.processor()]
+    try:
+        cpuinfo = CPUINFO.read_text(errors="replace")
+    except OSError:  # not Linux, or /proc not mounted
+        cpuinfo = ""
+    fields = set()
+    for line in cpuinfo.splitlines():
+        name, colon, value = line.partition(":")
+        if colon and name.strip() in CPUINFO_FIELDS:
+            fields.add(f"{name.strip()}: {' '.join(value.split())}")
+    parts += sorted(fields)
+    if not fields and platform.system() == "Darwin":
+        parts.append(_sysctl("machdep.cpu.brand_string", "machdep.cpu.features"))
+    return "\n".join(parts)
+
+
+def _sysctl(*names: str) -> str:
+    try:
+        result = subprocess.run(["sysctl", "-n", *names], capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    return result.stdout.strip()
+
+
+def cache_key() -> str:
+    """The library's cache key: a hash of the source, jaxlib's version, the flags and the CPU."""
+    described = [SOURCE.read_bytes(), jaxlib.__version__.encode(), " ".join(FLAGS).encode(),
+                 cpu_description().encode()]  # fmt: skip
+    return hashlib.sha256(b"\0".join(described)).hexdigest()[:16]
+
+
 @functools.cache
 def library_path() -> Path:
-    """Build (once per source, jaxlib and flags) and return the shared library's path."""
+    """The shared library's path: the cached one if there is one, else built (a few seconds).
+
+    Raises:
+      FusedKernelsUnavailable: nothing is cached for this source, jaxlib, flags and
+        CPU, and there is no compiler or the build failed.
+    """
+    name = f"fused-{cache_key()}.so"
+    cache, fallback = _cache_dir(), _fallback_dir()
+    if (cache / name).exists():
+        return cache / name
+    if (fallback / name).exists() and _private(fallback):
+        return fallback / name
     compiler = _compiler()
-    key = hashlib.sha256(
-        SOURCE.read_bytes() + jaxlib.__version__.encode() + " ".join(FLAGS).encode()
-    ).hexdigest()[:16]
-    path = _cache_dir() / f"fused-{key}.so"
-    if path.exists():
-        return path
+    for directory in (cache, fallback):
+        try:
+            directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+            if directory == fallback and not _private(directory):
+                continue
+            scratch = tempfile.TemporaryDirectory(dir=directory)
+        except OSError:  # an unwritable cache: try the next directory
+            continue
+        with scratch:
+            return _build(compiler, Path(scratch.name) / name, directory / name)
+    raise FusedKernelsUnavailable(
+        f"gradtx.fused_update: no writable directory for its CPU kernels (tried "
+        f"{cache} and {fallback}); set $GRADTX_CACHE to one"
+    )
+
+
+def _build(compiler: str, scratch: Path, path: Path) -> Path:
+    command = [compiler, *FLAGS, f"-I{jax.ffi.include_dir()}", str(SOURCE), "-o", str(scratch)]
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError:  # an unwritable home: build in the temporary directory instead
-        path = Path(tempfile.gettempdir()) / f"gradtx-{os.getuid()}" / path.name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if path.exists():
-            return path
-    with tempfile.TemporaryDirectory(dir=path.parent) as scratch:
-        built = Path(scratch) / path.name
-        command = [compiler, *FLAGS, f"-I{jax.ffi.include_dir()}", str(SOURCE), "-o", str(built)]
         result = subprocess.run(command, capture_output=True, text=True)
-        if result.returncode != 0:
-            raise FusedKernelsUnavailable(
-                f"gradtx.fused_update: building the CPU kernels failed:\n{' '.join(command)}\n"
-                f"{result.stderr[-3000:]}"
-            )
-        os.replace(built, path)
+    except OSError as error:  # found on PATH but not runnable
+        raise FusedKernelsUnavailable(
+            f"gradtx.fused_update: could not run the compiler {compiler}: {error}"
+        ) from error
+    if result.returncode != 0:
+        raise FusedKernelsUnavailable(
+            f"gradtx.fused_update: building the CPU kernels failed:\n{' '.join(command)}\n"
+            f"{result.stderr[-3000:]}"
+        )
+    os.replace(scratch, path)
     return path
 
 
 @functools.cache
+def _register_once() -> FusedKernelsUnavailable | None:
+    # The outcome is kept either way: a failed build would otherwise be retried (seconds)
+    # by every trace of every fused step in the process.
+    try:
+        path = library_path()
+        try:
+            library = ctypes.cdll.LoadLibrary(str(path))
+            kernels = [getattr(library, name) for name in TARGETS]
+        except (OSError, AttributeError) as error:
+            raise FusedKernelsUnavailable(
+                f"gradtx.fused_update: the CPU kernels in {path} could not be loaded ({error}); "
+                f"delete the file to rebuild it"
+            ) from error
+    except FusedKernelsUnavailable as error:
+        return error
+    for name, kernel in zip(TARGETS, kernels, strict=True):
+        jax.ffi.register_ffi_target(name, jax.ffi.pycapsule(kernel), platform="cpu")
+    return None
+
+
 def register() -> None:
-    """Load the library and register its kernels with XLA (once per process)."""
-    library = ctypes.cdll.LoadLibrary(str(library_path()))
-    for name in TARGETS:
-        jax.ffi.register_ffi_target(name, jax.ffi.pycapsule(getattr(library, name)), platform="cpu")
+    """Load the library and register its kernels with XLA (once per process).
+
+    Raises:
+      FusedKernelsUnavailable: the library could not be built or loaded; later
+        calls raise the same error without trying again (see :func:`forget`).
+    """
+    error = _register_once()
+    if error is not None:
+        raise error
+
+
+def forget() -> None:
+    """Forget the library's path and whether it loaded, so the next use looks again.
+
+    For a process that has since installed a compiler or changed ``$GRADTX_CACHE``,
+    and for tests. Kernels already registered with XLA stay registered.
+    """
+    library_path.cache_clear()
+    _register_once.cache_clear()

@@ -89,7 +89,9 @@ class Trainer:
         function ``(path, leaf) -> PartitionSpec``.
       data_axis: with a mesh, the axis the batches are split over.
       fused: run each update through :func:`gradtx.fused_update` (one pass over
-        memory on CPU; the history then has no ``update_norm``).
+        memory on CPU; the history then has no ``update_norm``). Without kernels
+        (no compiler, nothing cached) it trains through the plain path, with one
+        :class:`gradtx.FusedFallbackWarning`.
     """
 
     def __init__(
