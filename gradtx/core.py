@@ -59,10 +59,18 @@ def identity() -> GradientTransformation:
     return GradientTransformation(init_empty_state, update)
 
 
-def _extras_filter(fn: Callable, slots: int = 3) -> Callable[[dict], dict]:
+def extras_filter(fn: Callable, slots: int = 3) -> Callable[[dict], dict]:
     """Return a function that keeps only the extras ``fn`` can take as keywords.
 
-    ``slots`` leading positional parameters (``updates, state, params``) are never extras.
+    Every combinator and wrapper hands its members their extras through this
+    one rule: an ``update`` that takes ``**extra`` gets them all, one with named
+    keyword parameters gets those, and one with neither (an optax transform)
+    gets none.
+
+    Args:
+      fn: an ``update`` function (or any callable taking extras as keywords).
+      slots: leading positional parameters that are never extras
+        (``updates, state, params``).
     """
     try:
         parameters = list(inspect.signature(fn).parameters.values())
@@ -84,7 +92,7 @@ def stateless(fn: Callable[..., Updates]) -> GradientTransformation:
     Args:
       fn: a pure function of the updates and the params (which may be ``None``).
     """
-    keep = _extras_filter(fn, slots=2)
+    keep = extras_filter(fn, slots=2)
 
     def update(updates, state, params=None, **extra):
         return fn(updates, params, **keep(extra)), state
@@ -110,7 +118,7 @@ def chain(*transforms: GradientTransformation) -> GradientTransformation:
                 f"got {type(t).__name__}; did you forget to call the factory, e.g. "
                 f"gradtx.scale_by_adam() instead of gradtx.scale_by_adam?"
             )
-    filters = tuple(_extras_filter(t.update) for t in transforms)
+    filters = tuple(extras_filter(t.update) for t in transforms)
 
     def init(params):
         return tuple(t.init(params) for t in transforms)
@@ -155,25 +163,29 @@ def apply_updates(params: Params, updates: Updates) -> Params:
 
 
 def float_leaves(transform: GradientTransformation) -> GradientTransformation:
-    """Run ``transform`` on the floating leaves only, float16 ones in float32.
+    """Run ``transform`` on the floating and complex leaves only, float16 ones in float32.
 
-    Integer and boolean leaves (step counters, masks, embeddings indices kept
-    in the params) get their incoming update back untouched, so
-    :func:`apply_updates` leaves them as they are. float16 leaves are promoted
-    to float32 for the arithmetic and the state (float16's range loses
-    ``eps = 1e-8`` and small squared gradients, which turns zero gradients into
-    0/0), and their updates are cast back. Trees of float32, float64 and
-    bfloat16 leaves go straight to ``transform``, and every update comes back
-    in its gradient's dtype. Every gradtx learner is wrapped in it.
+    Integer, boolean and ``float0`` leaves (step counters, masks, embedding
+    indices kept in the params, and their gradients) get their incoming
+    update back untouched, so :func:`apply_updates` leaves them as they are.
+    Complex leaves are updated like real ones (the blocks take their second
+    moments from :math:`g\bar g`, as optax does; a block with no complex rule
+    raises naming the leaf). float16 leaves are promoted to float32 for the
+    arithmetic and the state (float16's range loses ``eps = 1e-8`` and small
+    squared gradients, which turns zero gradients into 0/0), and their updates
+    are cast back. Trees of float32, float64, bfloat16 and complex leaves go
+    straight to ``transform``, and every update comes back in its gradient's
+    dtype. Every gradtx learner is wrapped in it.
 
     Args:
       transform: the transform to protect.
     """
+    keep = extras_filter(transform.update)
 
     def plan(tree: Any) -> tuple[list[Any], Any, bool]:
         leaves, treedef = jax.tree.flatten(tree)
         plain = all(
-            jnp.issubdtype(jnp.result_type(x), jnp.floating) and jnp.result_type(x) != jnp.float16
+            jnp.issubdtype(jnp.result_type(x), jnp.inexact) and jnp.result_type(x) != jnp.float16
             for x in leaves
         )
         return leaves, treedef, plain
@@ -181,7 +193,7 @@ def float_leaves(transform: GradientTransformation) -> GradientTransformation:
     def prepare(leaves: list[Any], treedef: Any) -> Any:
         def one(x: Any) -> Any:
             dtype = jnp.result_type(x)
-            if not jnp.issubdtype(dtype, jnp.floating):
+            if not jnp.issubdtype(dtype, jnp.inexact):
                 return None
             return jnp.asarray(x, jnp.float32) if dtype == jnp.float16 else x
 
@@ -195,14 +207,14 @@ def float_leaves(transform: GradientTransformation) -> GradientTransformation:
         leaves, treedef, plain = plan(updates)
         param_plan = None if params is None else plan(params)
         if plain and (param_plan is None or param_plan[2]):
-            out, state = transform.update(updates, state, params, **extra)
+            out, state = transform.update(updates, state, params, **keep(extra))
             # Blocks that widen (e.g. bfloat16 gradients against float32 progress) hand back
             # the gradients' dtype here; for matching dtypes this is no operation.
             return jax.tree.map(
                 lambda u, g: jnp.asarray(u, jnp.result_type(g)), out, updates
             ), state
         inner_params = None if param_plan is None else prepare(*param_plan[:2])
-        out, state = transform.update(prepare(leaves, treedef), state, inner_params, **extra)
+        out, state = transform.update(prepare(leaves, treedef), state, inner_params, **keep(extra))
         merged = [
             g if u is None else jnp.asarray(u, jnp.result_type(g))
             for g, u in zip(leaves, treedef.flatten_up_to(out), strict=True)

@@ -72,7 +72,10 @@ def _same(a: Any, b: Any, what: str, rtol: float = 0.0, atol: float = 0.0) -> No
             if not np.array_equal(x, y, equal_nan=np.issubdtype(x.dtype, np.inexact)):
                 raise AssertionError(f"{what}: at {_path(path)}: values differ")
         else:
-            wide = np.float64 if np.issubdtype(x.dtype, np.inexact) else x.dtype
+            if np.issubdtype(x.dtype, np.complexfloating):
+                wide = np.complex128
+            else:
+                wide = np.float64 if np.issubdtype(x.dtype, np.inexact) else x.dtype
             np.testing.assert_allclose(
                 x.astype(wide),
                 y.astype(wide),
@@ -92,13 +95,19 @@ def _same_types(a: Any, b: Any, what: str) -> None:
 
 
 def gradients_like(params: Any, step: int, seed: int = 0) -> Any:
-    """Seeded normal noise shaped like the floating leaves of ``params`` (zeros elsewhere)."""
+    """Seeded normal noise shaped like the floating leaves of ``params`` (zeros elsewhere).
+
+    Complex leaves get independent noise in their real and imaginary parts.
+    """
     leaves, treedef = jax.tree.flatten(params)
     rng = np.random.default_rng([seed, step])
     out = []
     for x in leaves:
         dtype = jnp.result_type(x)
-        if jnp.issubdtype(dtype, jnp.inexact):
+        if jnp.issubdtype(dtype, jnp.complexfloating):
+            noise = rng.normal(size=np.shape(x)) + 1j * rng.normal(size=np.shape(x))
+            out.append(jnp.asarray(noise, dtype))
+        elif jnp.issubdtype(dtype, jnp.inexact):
             out.append(jnp.asarray(rng.normal(size=np.shape(x)), dtype))
         else:
             out.append(jnp.zeros(np.shape(x), dtype))

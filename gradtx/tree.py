@@ -27,23 +27,83 @@ def resolve(hyperparam: Any, count: jax.Array) -> Any:
     return hyperparam(count) if callable(hyperparam) else hyperparam
 
 
+def real_dtype(dtype: Any) -> Any:
+    """The real counterpart of a complex dtype (float32 for complex64); other dtypes as they are."""
+    dtype = jnp.dtype(dtype)
+    return jnp.finfo(dtype).dtype if jnp.issubdtype(dtype, jnp.complexfloating) else dtype
+
+
+def abs_sq(x: jax.Array) -> jax.Array:
+    """:math:`|x|^2`, real: ``x * conj(x)`` for a complex ``x``, ``x**2`` for a real one."""
+    return (jnp.conj(x) * x).real if jnp.iscomplexobj(x) else jnp.square(x)
+
+
+def reject_complex(who: str, tree: Any, why: str = "") -> None:
+    """Raise ``ValueError`` naming the first complex leaf: for blocks with no complex rule."""
+    for path, x in jax.tree_util.tree_flatten_with_path(tree)[0]:
+        if jnp.iscomplexobj(x):
+            where = jax.tree_util.keystr(path) or "<root>"
+            raise ValueError(
+                f"{who}: the leaf at {where} is {jnp.result_type(x)}, and {who} has no rule for "
+                f"complex numbers{why}; give complex leaves another learner with "
+                f"gradtx.partition, or optimize their real and imaginary parts as real leaves"
+            )
+
+
 def _filled(x: Any, value: Any, dtype: Any) -> jax.Array:
     # A select on x instead of jnp.full_like: under jit with automatic sharding, XLA
     # gives the result x's sharding (a constant would come out replicated), so moments
     # made by a jitted init are sharded like their params.
     x = jnp.asarray(x)
     dtype = x.dtype if dtype is None else dtype
-    return jnp.where(False, x.astype(dtype), jnp.asarray(value, dtype))
+    # Casting the model to a real dtype first would warn for complex x; only its layout matters.
+    model = x.real if jnp.iscomplexobj(x) and not jnp.issubdtype(dtype, jnp.complexfloating) else x
+    return jnp.where(False, model.astype(dtype), jnp.asarray(value, dtype))
+
+
+def _state_dtype_for(path: Any, x: Any, dtype: Any) -> Any:
+    if dtype is not None and jnp.iscomplexobj(x) and not jnp.issubdtype(dtype, jnp.complexfloating):
+        raise ValueError(
+            f"state_dtype={jnp.dtype(dtype).name} cannot hold the complex moments of the leaf at "
+            f"{jax.tree_util.keystr(path) or '<root>'} ({jnp.result_type(x)}); use "
+            f"state_dtype=None for complex leaves (e.g. give them their own learner with "
+            f"gradtx.partition)"
+        )
+    return dtype
 
 
 def full_like(tree: Any, value: Any, dtype: Any = None) -> Any:
-    """A tree like ``tree`` filled with ``value``, each leaf sharded like its model."""
-    return jax.tree.map(lambda x: _filled(x, value, dtype), tree)
+    """A tree like ``tree`` filled with ``value``, each leaf sharded like its model.
+
+    ``dtype`` (a state dtype) must be complex for complex leaves: a real one
+    would drop their imaginary parts, so it raises ``ValueError`` naming the leaf.
+    """
+    return jax.tree_util.tree_map_with_path(
+        lambda path, x: _filled(x, value, _state_dtype_for(path, x, dtype)), tree
+    )
 
 
 def zeros_like(tree: Any, dtype: Any = None) -> Any:
     """Zeros like ``tree``, each leaf sharded like its model (see :func:`full_like`)."""
     return full_like(tree, 0, dtype)
+
+
+def real_full_like(tree: Any, value: Any, dtype: Any = None) -> Any:
+    """Like :func:`full_like`, in the real dtype of each leaf: the state of a second moment.
+
+    A second moment of a complex leaf is :math:`|g|^2`, a real number, stored in
+    the leaf's real dtype (float32 for complex64): optax stores the same values
+    with a zero imaginary part, in twice the memory.
+    """
+    return jax.tree.map(
+        lambda x: _filled(x, value, real_dtype(jnp.result_type(x)) if dtype is None else dtype),
+        tree,
+    )
+
+
+def real_zeros_like(tree: Any, dtype: Any = None) -> Any:
+    """Zeros in each leaf's real dtype (see :func:`real_full_like`)."""
+    return real_full_like(tree, 0, dtype)
 
 
 def cast(tree: Any, dtype: Any, seed: Any = 0) -> Any:
@@ -99,14 +159,26 @@ def widen(moments: Any, updates: Any) -> Any:
     A bfloat16 moment times a Python float stays bfloat16, so without this
     ``0.999 * nu`` would round to ``nu`` and a low-precision state would freeze.
     """
+    # Against the real dtype of g: a real second moment of a complex gradient stays real.
     return jax.tree.map(
-        lambda m, g: m.astype(jnp.promote_types(m.dtype, g.dtype)), moments, updates
+        lambda m, g: m.astype(jnp.promote_types(m.dtype, real_dtype(g.dtype))), moments, updates
     )
 
 
 def update_moment(updates: Any, moments: Any, decay: Any, order: int) -> Any:
     """Exponential moving average of ``g**order``: ``(1 - decay) g^order + decay m``."""
     return jax.tree.map(lambda g, m: (1 - decay) * (g**order) + decay * m, updates, moments)
+
+
+def update_moment_per_elem_norm(updates: Any, moments: Any, decay: Any, order: int) -> Any:
+    """Exponential moving average of ``|g|**order``: real, also for complex ``g`` (as optax)."""
+
+    def norm(g: jax.Array) -> jax.Array:
+        if not jnp.iscomplexobj(g):
+            return g**order
+        return abs_sq(g) if order == 2 else abs_sq(g) ** (order / 2)
+
+    return jax.tree.map(lambda g, m: (1 - decay) * norm(g) + decay * m, updates, moments)
 
 
 # Jitted so that eager and jitted updates compute ``decay**count`` with the same
@@ -142,11 +214,13 @@ def global_norm(tree: Any, axis_name: Any = None) -> jax.Array:
     leaves = jax.tree.leaves(tree)
     if not leaves:
         return jnp.zeros((), jnp.float32)
-    squares = sum(jnp.sum(jnp.square(x)) for x in leaves)
+    squares = sum(jnp.sum(abs_sq(x)) for x in leaves)
     if axis_name is not None:
         squares = jax.lax.psum(squares, axis_name)
 
     def rescaled(leaves: list[Any]) -> jax.Array:
+        # A complex leaf is rescaled by its moduli: the norm is theirs.
+        leaves = [jnp.abs(x) if jnp.iscomplexobj(x) else x for x in leaves]
         if any(is_split(x) for x in leaves):  # explicit sharding cannot ravel a split leaf
             parts = [jnp.abs(x).astype(squares.dtype) for x in leaves]
             peak = jnp.max(jnp.stack([jnp.max(p, initial=0) for p in parts]))

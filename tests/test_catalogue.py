@@ -62,9 +62,9 @@ BUILDERS = {
 
 # Public functions that are not transform factories.
 NOT_TRANSFORMS = {
-    "apply_updates", "find_learning_rate", "fused_update", "get_hyperparams", "groups_by_path",
-    "init_empty_state", "is_fused", "load_state_dict", "make_train_step", "pack", "set_hyperparams",
-    "state_dict", "sweep", "zero_shardings",
+    "apply_updates", "find_learning_rate", "fused_available", "fused_update", "get_hyperparams",
+    "groups_by_path", "init_empty_state", "is_fused", "load_state_dict", "make_train_step", "pack",
+    "set_hyperparams", "state_dict", "sweep", "zero_shardings",
 }  # fmt: skip
 
 
@@ -107,6 +107,30 @@ def test_transform_passes_the_checks(name, params, data):
     else:
         tx = getattr(gradtx, name)(**data.draw(hyperparameters(getattr(gradtx, name))))
     check_transform(tx, params, extra=EXTRA, name=name)
+
+
+# Transforms with no rule for complex numbers (sign rules, CNTK's learners, clipping
+# to an interval): a complex leaf raises naming its path, never comes back as its gradient.
+NO_COMPLEX_RULE = {"adadelta", "clip", "lion", "scale_by_adadelta", "scale_by_fsadagrad",
+                   "scale_by_lion", "scale_by_minibatch_adam", "scale_by_rms_sign_steps",
+                   *(f"cntk.{n}" for n in BUILDERS_CNTK)}  # fmt: skip
+COMPLEX_LEAF = jnp.asarray([[0.5 - 1.0j, 2.0 + 0.25j], [-1.5j, 0.75]], jnp.complex64)
+
+
+@pytest.mark.parametrize("name", FACTORIES)
+@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(params=pytrees(max_leaves=3), data=st.data())
+def test_transform_passes_the_checks_on_a_tree_with_a_complex_leaf(name, params, data):
+    if name in BUILDERS:
+        tx = BUILDERS[name]()
+    else:
+        tx = getattr(gradtx, name)(**data.draw(hyperparameters(getattr(gradtx, name))))
+    tree = {"model": params, "z": COMPLEX_LEAF}
+    if name in NO_COMPLEX_RULE:
+        with pytest.raises(ValueError, match=r"the leaf at \['z'\] is complex64"):
+            tx.update(tree, tx.init(tree), tree, **EXTRA)
+        return
+    check_transform(tx, tree, extra=EXTRA, name=name)
 
 
 values = st.floats(1e-3, 10.0)

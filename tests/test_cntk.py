@@ -130,10 +130,15 @@ def test_adagrad(lr_spec, need_ave):
     close(run(C.adagrad(to_lr(lr_spec), need_ave)), reference(step, lr_spec, {}))
 
 
+# CNTK's own tutorial calls rmsprop with max=inf (no upper clamp) and min=1e-30.
+RMSPROP_SETTINGS = [(0.9, 1.2, 0.6, 0.05, 0.001), (0.999, 1 + 1e-9, 1 - 1e-9, np.inf, 1e-30)]
+
+
 @pytest.mark.parametrize("lr_spec", LR_SPECS)
 @pytest.mark.parametrize("need_ave", [True, False])
-def test_rmsprop(lr_spec, need_ave):
-    gamma, inc, dec, top, bottom = 0.9, 1.2, 0.6, 0.05, 0.001
+@pytest.mark.parametrize("settings", RMSPROP_SETTINGS)
+def test_rmsprop(lr_spec, need_ave, settings):
+    gamma, inc, dec, top, bottom = settings
 
     def step(p, g, eta, batch, minibatches, samples, state):
         if "avars" not in state:  # CNTK seeds the mean square with the first gradient

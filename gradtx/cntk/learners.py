@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from gradtx import checks
+from gradtx import checks, tree
 from gradtx.cntk.schedules import (
     UnitType,
     as_learning_rate,
@@ -42,13 +42,29 @@ DEFAULT_VARIANCE_MOMENTUM = momentum_as_time_constant_schedule(720000)
 DEFAULT_ADADELTA_RATE = learning_rate_schedule(1.0, UnitType.sample)
 
 
+def _learner(who: str, *blocks: GradientTransformation) -> GradientTransformation:
+    """CNTK's learners are defined on real numbers: a complex leaf raises, naming its path."""
+    inner = float_leaves(chain(*blocks))
+    why = " (CNTK's learners are defined for real parameters)"
+
+    def init(params):
+        tree.reject_complex(f"cntk.{who}", params, why)
+        return inner.init(params)
+
+    def update(updates, state, params=None, **extra):
+        tree.reject_complex(f"cntk.{who}", updates, why)
+        return inner.update(updates, state, params, **extra)
+
+    return GradientTransformation(init, update)
+
+
 def sgd(lr: Any) -> GradientTransformation:
     """Plain SGD on the summed gradient: :math:`\\theta \\leftarrow \\theta - \\eta_t g_t`.
 
     Args:
       lr: learning rate (schedule, or a bare number per minibatch).
     """
-    return float_leaves(chain(scale_by_rate(as_learning_rate("sgd", lr))))
+    return _learner("sgd", scale_by_rate(as_learning_rate("sgd", lr)))
 
 
 def momentum_sgd(lr: Any, momentum: Any, unit_gain: bool = True) -> GradientTransformation:
@@ -65,11 +81,10 @@ def momentum_sgd(lr: Any, momentum: Any, unit_gain: bool = True) -> GradientTran
       momentum: momentum schedule, or a bare number per minibatch.
       unit_gain: :math:`k = 1 - m_t` (True, CNTK's default) or 1.
     """
-    return float_leaves(
-        chain(
-            scale_by_rate(as_learning_rate("momentum_sgd", lr)),
-            momentum_block(as_momentum("momentum_sgd", "momentum", momentum), unit_gain),
-        )
+    return _learner(
+        "momentum_sgd",
+        scale_by_rate(as_learning_rate("momentum_sgd", lr)),
+        momentum_block(as_momentum("momentum_sgd", "momentum", momentum), unit_gain),
     )
 
 
@@ -84,11 +99,10 @@ def nesterov(lr: Any, momentum: Any, unit_gain: bool = True) -> GradientTransfor
       momentum: momentum schedule, or a bare number per minibatch.
       unit_gain: :math:`k = 1 - m_t` (True, CNTK's default) or 1.
     """
-    return float_leaves(
-        chain(
-            scale_by_rate(as_learning_rate("nesterov", lr)),
-            momentum_block(as_momentum("nesterov", "momentum", momentum), unit_gain, nesterov=True),
-        )
+    return _learner(
+        "nesterov",
+        scale_by_rate(as_learning_rate("nesterov", lr)),
+        momentum_block(as_momentum("nesterov", "momentum", momentum), unit_gain, nesterov=True),
     )
 
 
@@ -106,11 +120,10 @@ def adagrad(lr: Any, need_ave_multiplier: bool = True) -> GradientTransformation
       lr: learning rate (schedule, or a bare number per minibatch).
       need_ave_multiplier: normalise the factors by their mean.
     """
-    return float_leaves(
-        chain(
-            scale_by_rss(0.0, 1e-16, eps_in_sqrt=True, normalize=need_ave_multiplier),
-            scale_by_rate(as_learning_rate("adagrad", lr)),
-        )
+    return _learner(
+        "adagrad",
+        scale_by_rss(0.0, 1e-16, eps_in_sqrt=True, normalize=need_ave_multiplier),
+        scale_by_rate(as_learning_rate("adagrad", lr)),
     )
 
 
@@ -136,7 +149,7 @@ def rmsprop(
       gamma: the mean-square decay, in (0, 1).
       inc: step growth factor, :math:`\\ge 1`.
       dec: step shrink factor, in (0, 1].
-      max: largest step.
+      max: largest step; ``np.inf`` for no upper clamp (as in CNTK).
       min: smallest step, at most ``max``.
       need_ave_multiplier: normalise the factors by their mean.
     """
@@ -144,11 +157,10 @@ def rmsprop(
     checks.check_interval(who, "gamma", gamma, "(0, 1)")
     if checks.is_concrete((min, max)) and float(min) > float(max):
         raise ValueError(f"{who}: min must be at most max, got min={min} > max={max}")
-    return float_leaves(
-        chain(
-            scale_by_rms_sign_steps(gamma, inc, dec, max, min, need_ave_multiplier),
-            scale_by_rate(as_learning_rate(who, lr)),
-        )
+    return _learner(
+        "rmsprop",
+        scale_by_rms_sign_steps(gamma, inc, dec, max, min, need_ave_multiplier),
+        scale_by_rate(as_learning_rate(who, lr)),
     )
 
 
@@ -175,12 +187,11 @@ def fsadagrad(
         constant of 720000 samples.
     """
     who = "fsadagrad"
-    return float_leaves(
-        chain(
-            scale_by_fsadagrad(as_momentum(who, "variance_momentum", variance_momentum)),
-            momentum_block(as_momentum(who, "momentum", momentum), unit_gain),
-            scale_by_rate(as_learning_rate(who, lr)),
-        )
+    return _learner(
+        "fsadagrad",
+        scale_by_fsadagrad(as_momentum(who, "variance_momentum", variance_momentum)),
+        momentum_block(as_momentum(who, "momentum", momentum), unit_gain),
+        scale_by_rate(as_learning_rate(who, lr)),
     )
 
 
@@ -211,17 +222,16 @@ def adam(
     """
     who = "adam"
     checks.check_interval(who, "epsilon", epsilon, checks.NONNEGATIVE)
-    return float_leaves(
-        chain(
-            scale_by_minibatch_adam(
-                as_momentum(who, "momentum", momentum),
-                as_momentum(who, "variance_momentum", variance_momentum),
-                unit_gain,
-                epsilon,
-                adamax,
-            ),
-            scale_by_rate(as_learning_rate(who, lr)),
-        )
+    return _learner(
+        "adam",
+        scale_by_minibatch_adam(
+            as_momentum(who, "momentum", momentum),
+            as_momentum(who, "variance_momentum", variance_momentum),
+            unit_gain,
+            epsilon,
+            adamax,
+        ),
+        scale_by_rate(as_learning_rate(who, lr)),
     )
 
 
@@ -243,6 +253,6 @@ def adadelta(
       rho: decay in [0, 1).
       epsilon: :math:`\\epsilon \\ge 0`.
     """
-    return float_leaves(
-        chain(scale_by_adadelta(rho, epsilon), scale_by_rate(as_learning_rate("adadelta", lr)))
+    return _learner(
+        "adadelta", scale_by_adadelta(rho, epsilon), scale_by_rate(as_learning_rate("adadelta", lr))
     )

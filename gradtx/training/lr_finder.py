@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gradtx import checks
-from gradtx.core import GradientTransformation, _extras_filter, apply_updates
+from gradtx.core import GradientTransformation, apply_updates, extras_filter
 from gradtx.training.step import leading_size, train_extras
 
 
@@ -102,7 +102,7 @@ def _scan(loss_fn, factory, params, batches, order, rates, smoothing, min_steps,
     """One range test; returns each step's loss, smoothed loss and whether it counts."""
     grad_fn = jax.value_and_grad(loss_fn)
     opt = factory(rates[0])
-    keep = _extras_filter(opt.update)
+    keep = extras_filter(opt.update)
 
     def body(carry, xs):
         params, state, mean, first, stopped = carry

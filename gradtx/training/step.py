@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import Mesh
 
-from gradtx.core import GradientTransformation, _extras_filter, apply_updates
+from gradtx.core import GradientTransformation, apply_updates, extras_filter
 from gradtx.fused import fused_update
 from gradtx.training import sharding
 from gradtx.tree import global_norm
@@ -97,7 +97,10 @@ def make_train_step(
     With ``fused=True`` the update and its application run as
     :func:`gradtx.fused_update` (one pass over memory for the learners it
     has kernels for, the same numbers); the updates are then never
-    materialised, so ``metrics`` has no ``update_norm``.
+    materialised, so ``metrics`` has no ``update_norm``. Where the kernels
+    cannot be built or loaded (no C++ compiler and nothing cached), the step
+    runs ``optimizer.update`` and ``apply_updates`` instead, with one
+    :class:`gradtx.FusedFallbackWarning` (see :func:`gradtx.fused_available`).
 
     Data parallelism, two ways:
 
@@ -151,7 +154,7 @@ def make_train_step(
             f"{who}: fused=True runs a one-device CPU kernel; drop it to train with "
             f"{'mesh' if mesh is not None else 'axis_name'}"
         )
-    keep = _extras_filter(optimizer.update)
+    keep = extras_filter(optimizer.update)
     grad_fn = jax.value_and_grad(loss_fn, has_aux=has_aux)
 
     def step(params, opt_state, batch):

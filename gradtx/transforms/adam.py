@@ -31,8 +31,9 @@ def _check(who: str, b1: Any, b2: Any, eps: Any, eps_root: Any, state_dtype: Any
 
 def _init_adam(params: Any, dtype: Any) -> ScaleByAdamState:
     # Two separate buffers: a donated state must not hold the same array twice.
+    # nu holds |g|^2: real for complex params (their real dtype), as optax's values.
     return ScaleByAdamState(
-        tree.zeros_count(), tree.zeros_like(params, dtype), tree.zeros_like(params, dtype)
+        tree.zeros_count(), tree.zeros_like(params, dtype), tree.real_zeros_like(params, dtype)
     )
 
 
@@ -79,7 +80,7 @@ def scale_by_adam(
         checks.check_moments("scale_by_adam", updates, state, "mu", "nu")
         count = tree.safe_increment(state.count)
         mu = tree.update_moment(updates, tree.widen(state.mu, updates), b1, 1)
-        nu = tree.update_moment(updates, tree.widen(state.nu, updates), b2, 2)
+        nu = tree.update_moment_per_elem_norm(updates, tree.widen(state.nu, updates), b2, 2)
         (mu_stored, mu), (nu_stored, nu) = (
             tree.store(m, updates, state_dtype, count) for m in (mu, nu)
         )
@@ -138,14 +139,14 @@ def scale_by_amsgrad(
 
     def init(params):
         return ScaleByAmsgradState(
-            *_init_adam(params, state_dtype), tree.zeros_like(params, state_dtype)
+            *_init_adam(params, state_dtype), tree.real_zeros_like(params, state_dtype)
         )
 
     def update(updates, state, params=None, **extra):
         checks.check_moments("scale_by_amsgrad", updates, state, "mu", "nu", "nu_max")
         count = tree.safe_increment(state.count)
         mu = tree.update_moment(updates, tree.widen(state.mu, updates), b1, 1)
-        nu = tree.update_moment(updates, tree.widen(state.nu, updates), b2, 2)
+        nu = tree.update_moment_per_elem_norm(updates, tree.widen(state.nu, updates), b2, 2)
         (mu_stored, mu), (nu_stored, nu) = (
             tree.store(m, updates, state_dtype, count) for m in (mu, nu)
         )

@@ -55,11 +55,11 @@ def scale_by_rms(
     )
 
     def init(params):
-        return ScaleByRmsState(nu=tree.full_like(params, initial_scale, state_dtype))
+        return ScaleByRmsState(nu=tree.real_full_like(params, initial_scale, state_dtype))
 
     def update(updates, state, params=None, **extra):
         checks.check_moments("scale_by_rms", updates, state, "nu")
-        nu = tree.update_moment(updates, tree.widen(state.nu, updates), decay, 2)
+        nu = tree.update_moment_per_elem_norm(updates, tree.widen(state.nu, updates), decay, 2)
         nu_stored, nu = tree.store(nu, updates, state_dtype)
         updates = jax.tree.map(lambda g, n: _inverse_root(n, eps, eps_in_sqrt) * g, updates, nu)
         return updates, ScaleByRmsState(nu=nu_stored)
@@ -109,18 +109,19 @@ def scale_by_stddev(
 
     def init(params):
         return ScaleByStddevState(
-            tree.zeros_like(params, state_dtype), tree.full_like(params, initial_scale, state_dtype)
+            tree.zeros_like(params, state_dtype),
+            tree.real_full_like(params, initial_scale, state_dtype),
         )
 
     def update(updates, state, params=None, **extra):
         checks.check_moments("scale_by_stddev", updates, state, "mu", "nu")
         mu = tree.update_moment(updates, tree.widen(state.mu, updates), decay, 1)
-        nu = tree.update_moment(updates, tree.widen(state.nu, updates), decay, 2)
+        nu = tree.update_moment_per_elem_norm(updates, tree.widen(state.nu, updates), decay, 2)
         (mu_stored, mu), (nu_stored, nu) = (tree.store(m, updates, state_dtype) for m in (mu, nu))
         # Rounding can leave nu - mu^2 a hair below 0 (always, when decay = 0); the
         # variance is clamped there instead of turning into NaN under the root.
         updates = jax.tree.map(
-            lambda g, m, n: _inverse_root(jnp.maximum(n - jnp.square(m), 0), eps, eps_in_sqrt) * g,
+            lambda g, m, n: _inverse_root(jnp.maximum(n - tree.abs_sq(m), 0), eps, eps_in_sqrt) * g,
             updates,
             mu,
             nu,
@@ -169,12 +170,12 @@ def scale_by_rss(
     )
 
     def init(params):
-        return ScaleByRssState(tree.full_like(params, initial_accumulator_value, state_dtype))
+        return ScaleByRssState(tree.real_full_like(params, initial_accumulator_value, state_dtype))
 
     def update(updates, state, params=None, **extra):
         checks.check_moments("scale_by_rss", updates, state, "sum_of_squares")
         sums = jax.tree.map(
-            lambda g, s: jnp.square(g) + s, updates, tree.widen(state.sum_of_squares, updates)
+            lambda g, s: tree.abs_sq(g) + s, updates, tree.widen(state.sum_of_squares, updates)
         )
         sums_stored, sums = tree.store(sums, updates, state_dtype)
 
@@ -215,11 +216,13 @@ def scale_by_adadelta(
     )
 
     def init(params):
+        tree.reject_complex("scale_by_adadelta", params, " (optax's adadelta has none either)")
         return ScaleByAdadeltaState(
             tree.zeros_like(params, state_dtype), tree.zeros_like(params, state_dtype)
         )
 
     def update(updates, state, params=None, **extra):
+        tree.reject_complex("scale_by_adadelta", updates, " (optax's adadelta has none either)")
         checks.check_moments("scale_by_adadelta", updates, state, "e_g", "e_x")
         e_g = tree.update_moment(updates, tree.widen(state.e_g, updates), rho, 2)
         e_g_stored, e_g = tree.store(e_g, updates, state_dtype)
@@ -268,7 +271,7 @@ def scale_by_rms_sign_steps(
       gamma: :math:`\\gamma` in (0, 1).
       inc: growth factor, :math:`\\ge 1`.
       dec: shrink factor, in (0, 1].
-      max_step: :math:`s_{max}`.
+      max_step: :math:`s_{max} > 0`; ``inf`` for no upper clamp.
       min_step: :math:`s_{min}`, at most ``max_step``.
       normalize: divide by the mean factor (CNTK's ``need_ave_multiplier``).
       floor: the constant inside the root.
@@ -278,7 +281,7 @@ def scale_by_rms_sign_steps(
         gamma=(gamma, "(0, 1)"),
         inc=(inc, "[1, inf)"),
         dec=(dec, "(0, 1]"),
-        max_step=(max_step, checks.POSITIVE),
+        max_step=(max_step, "(0, inf]"),  # inf: no upper clamp, as in CNTK
         min_step=(min_step, checks.NONNEGATIVE),
     )
     if checks.is_concrete((min_step, max_step)) and float(min_step) > float(max_step):
@@ -288,6 +291,7 @@ def scale_by_rms_sign_steps(
         )
 
     def init(params):
+        tree.reject_complex("scale_by_rms_sign_steps", params, " (a sign rule)")
         return ScaleByRmsSignStepsState(
             tree.zeros_count(),
             tree.zeros_like(params),
@@ -296,6 +300,7 @@ def scale_by_rms_sign_steps(
         )
 
     def update(updates, state, params=None, **extra):
+        tree.reject_complex("scale_by_rms_sign_steps", updates, " (a sign rule)")
         checks.check_moments(
             "scale_by_rms_sign_steps", updates, state, "mean_square", "signs", "steps"
         )

@@ -18,6 +18,7 @@ def clip(max_delta: float | jax.Array) -> GradientTransformation:
     checks.check_interval("clip", "max_delta", max_delta, checks.POSITIVE)
 
     def update(updates, state, params=None, **extra):
+        tree.reject_complex("clip", updates, " (complex numbers have no order to clip to)")
         return jax.tree.map(lambda g: jnp.clip(g, -max_delta, max_delta), updates), state
 
     return GradientTransformation(init_empty_state, update)

@@ -10,6 +10,8 @@ import jax.numpy as jnp
 from gradtx import checks, tree
 from gradtx.core import GradientTransformation
 
+_NO_COMPLEX = " (a sign rule; optax's lion has none either)"
+
 
 class ScaleByLionState(NamedTuple):
     count: jax.Array
@@ -38,9 +40,11 @@ def scale_by_lion(
     state_dtype = checks.check_state_dtype("scale_by_lion", state_dtype)
 
     def init(params):
+        tree.reject_complex("scale_by_lion", params, _NO_COMPLEX)
         return ScaleByLionState(tree.zeros_count(), tree.zeros_like(params, state_dtype))
 
     def update(updates, state, params=None, **extra):
+        tree.reject_complex("scale_by_lion", updates, _NO_COMPLEX)
         checks.check_moments("scale_by_lion", updates, state, "mu")
         new_updates = jax.tree.map(
             lambda g, m: jnp.sign((1.0 - b1) * g + b1 * m), updates, tree.widen(state.mu, updates)

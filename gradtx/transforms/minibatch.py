@@ -170,9 +170,11 @@ def scale_by_fsadagrad(
     )
 
     def init(params):
+        tree.reject_complex("scale_by_fsadagrad", params)
         return ScaleByFsadagradState(start(), jnp.zeros([], jnp.float32), tree.zeros_like(params))
 
     def update(updates, state, params=None, **extra):
+        tree.reject_complex("scale_by_fsadagrad", updates)
         checks.check_moments("scale_by_fsadagrad", updates, state, "mean_square")
         batch = batch_size_of("scale_by_fsadagrad", extra)
         log_rho = log_decay_at(variance_momentum, state.progress, batch)
@@ -236,9 +238,11 @@ def scale_by_minibatch_adam(
     )
 
     def init(params):
+        tree.reject_complex("scale_by_minibatch_adam", params)
         return ScaleByMinibatchAdamState(start(), tree.zeros_like(params), tree.zeros_like(params))
 
     def update(updates, state, params=None, **extra):
+        tree.reject_complex("scale_by_minibatch_adam", updates)
         checks.check_moments("scale_by_minibatch_adam", updates, state, "momentum", "mean_square")
         batch = batch_size_of("scale_by_minibatch_adam", extra)
         log_b1 = log_decay_at(momentum, state.progress, batch)
