@@ -16,21 +16,10 @@ import jax
 import jax.numpy as jnp
 
 from gradtx import checks
-from gradtx.core import GradientTransformation, init_empty_state
-from gradtx.packing import Packed, labels_for, spread_labels
+from gradtx.core import GradientTransformation, extras_filter, init_empty_state
+from gradtx.packing import labels_for
 
 Labels = Any | Callable[[Any], Any]
-
-
-def _resolve(who: str, labels: Labels, params: Any) -> Any:
-    """One label per leaf of ``params``: a label on a subtree (a prefix tree) covers its leaves."""
-    if isinstance(params, Packed):
-        return labels_for(who, labels, params)
-    tree = labels(params) if callable(labels) else labels
-    try:
-        return spread_labels(tree, params)
-    except (ValueError, TypeError):
-        return tree  # not a prefix of the params: _check_labels names the first difference
 
 
 def _only(tree: Any, labels: Any, label: Hashable) -> Any:
@@ -43,25 +32,7 @@ def _paths(labels: Any, label: Hashable) -> list[str]:
     return [jax.tree_util.keystr(p) for p, l in flat if l == label]
 
 
-def _check_labels(who: str, params: Any, labels: Any, transforms: Mapping) -> None:
-    if jax.tree.structure(labels) != jax.tree.structure(params):
-        params_paths = [jax.tree_util.keystr(p) for p, _ in jax.tree.leaves_with_path(params)]
-        label_paths = [jax.tree_util.keystr(p) for p, _ in jax.tree.leaves_with_path(labels)]
-        where = next((p for p in params_paths if p not in label_paths), None)
-        if where is not None:
-            problem = f"params have a leaf at {where or '<root>'} and labels have none"
-        else:
-            where = next((p for p in label_paths if p not in params_paths), None)
-            problem = (
-                f"labels have a label at {where or '<root>'} and params have no leaf there"
-                if where is not None
-                else f"their containers differ: {jax.tree.structure(params)} "
-                f"vs {jax.tree.structure(labels)}"
-            )
-        raise checks.TreeMismatchError(
-            f"{who}: labels must be shaped like the params, or label whole subtrees of them: "
-            f"{problem}"
-        )
+def _check_labels(who: str, labels: Any, transforms: Mapping) -> None:
     used = set(jax.tree.leaves(labels))
     missing = [l for l in used if l not in transforms]
     if missing:
@@ -99,22 +70,25 @@ def partition(transforms: Mapping[Hashable, GradientTransformation], labels: Lab
     """
     if not transforms:
         raise ValueError("partition: transforms must map at least one label to a transform")
+    keep = {label: extras_filter(t.update) for label, t in transforms.items()}
 
     def init(params):
-        tree = _resolve("partition", labels, params)
-        _check_labels("partition", params, tree, transforms)
+        tree = labels_for("partition", labels, params)
+        _check_labels("partition", tree, transforms)
         return PartitionState(
             {label: t.init(_only(params, tree, label)) for label, t in transforms.items()}
         )
 
     def update(updates, state, params=None, **extra):
-        tree = _resolve("partition", labels, updates if params is None else params)
-        _check_labels("partition", updates, tree, transforms)
+        tree = labels_for("partition", labels, updates if params is None else params)
+        if params is not None:
+            checks.check_trees_match("partition", "params", params, updates=updates)
+        _check_labels("partition", tree, transforms)
         outputs, inner = {}, {}
         for label, t in transforms.items():
             sub_params = None if params is None else _only(params, tree, label)
             outputs[label], inner[label] = t.update(
-                _only(updates, tree, label), state.inner[label], sub_params, **extra
+                _only(updates, tree, label), state.inner[label], sub_params, **keep[label](extra)
             )
         # Each output holds its group's leaves in tree order: deal them back by label.
         flat_labels, treedef = jax.tree.flatten(tree)
@@ -143,8 +117,10 @@ def masked(transform: GradientTransformation, mask: Labels) -> GradientTransform
         of the params.
     """
 
+    keep = extras_filter(transform.update)
+
     def labels(params):
-        return jax.tree.map(bool, _resolve("masked", mask, params))
+        return jax.tree.map(bool, labels_for("masked", mask, params, what="mask"))
 
     def pass_through(updates, state, params=None, **extra):
         return updates, state
@@ -164,8 +140,9 @@ def masked(transform: GradientTransformation, mask: Labels) -> GradientTransform
     def update(updates, state, params=None, **extra):
         if set(state.inner) == {True, False}:
             return both.update(updates, state, params, **extra)
+        labels(updates if params is None else params)  # a mask that no longer fits raises
         if True in state.inner:
-            new, inner = transform.update(updates, state.inner[True], params, **extra)
+            new, inner = transform.update(updates, state.inner[True], params, **keep(extra))
             return new, PartitionState({True: inner})
         return updates, state
 

@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gradtx import checks, tree
-from gradtx.core import GradientTransformation
+from gradtx.core import GradientTransformation, extras_filter
 
 # Leaves up to this many elements are packed; larger ones pay for their own kernels.
 MAX_LEAF_SIZE = 4096
@@ -128,6 +128,7 @@ def grouped(transform: GradientTransformation, max_leaf_size: int = MAX_LEAF_SIZ
         cost little next to their memory traffic, and packing would copy them.
     """
     checks.check_interval("grouped", "max_leaf_size", max_leaf_size, checks.NONNEGATIVE)
+    keep = extras_filter(transform.update)
 
     def layout_of(tree: Any) -> tuple[_Layout, list[Any], Any]:
         leaves, treedef = jax.tree.flatten(tree)
@@ -149,7 +150,9 @@ def grouped(transform: GradientTransformation, max_leaf_size: int = MAX_LEAF_SIZ
                 f"the same structure, shapes and dtypes as the updates"
             )
         packed_params = None if params is None else _pack(layout, jax.tree.leaves(params))
-        new, inner = transform.update(_pack(layout, leaves), state.inner, packed_params, **extra)
+        new, inner = transform.update(
+            _pack(layout, leaves), state.inner, packed_params, **keep(extra)
+        )
         return jax.tree.unflatten(treedef, _unpack(layout, new, state.bases)), GroupedState(
             inner, state.bases
         )

@@ -27,6 +27,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from gradtx import checks
+
 Groups = Any | Callable[[Any], Any]
 
 
@@ -124,7 +126,7 @@ class Packed:
         pack with ``groups=`` the same labels.
         """
         layout = self._layout
-        full = _broadcast_prefix(f"{who}: labels", labels, layout.treedef)
+        full = _broadcast_prefix(who, "labels", labels, layout.treedef)
         flat = layout.treedef.flatten_up_to(full)
         per_buffer = []
         for b, key in enumerate(layout.keys):
@@ -199,8 +201,8 @@ def pack(tree: Any, groups: Groups | None = None) -> Packed:
     if groups is None:
         labels = [None] * len(paths_leaves)
     else:
-        resolved = groups(tree) if callable(groups) else groups
-        labels = treedef.flatten_up_to(_broadcast_prefix("pack: groups", resolved, treedef))
+        resolved = groups(tree) if is_label_function(groups) else groups
+        labels = treedef.flatten_up_to(_broadcast_prefix("pack", "groups", resolved, treedef))
     keys: list[tuple[Hashable, str]] = []  # (label, dtype) per buffer, in order of appearance
     slots = []
     for (_, x), label in zip(paths_leaves, labels, strict=True):
@@ -221,29 +223,92 @@ def _packed(layout: _Layout, leaves: list[Any]) -> Packed:
     return Packed(buffers, layout)
 
 
-def spread_labels(labels: Any, like: Any) -> Any:
-    """``labels``, a prefix of ``like``, with each subtree's label copied to its leaves.
+def spread_labels(
+    labels: Any, like: Any, who: str, what: str = "labels", target: str = "params"
+) -> Any:
+    """``labels``, ``like``'s structure or a prefix of it, with each subtree's label on its leaves.
 
-    Raises ``ValueError`` or ``TypeError`` when ``labels`` is not a prefix of ``like``.
+    Raises :class:`gradtx.TreeMismatchError` (a ``ValueError``) naming the first
+    leaf of ``like`` that no label covers, or the first label with nothing under
+    it, when ``labels`` is neither ``like``'s structure nor a prefix of it.
+
+    Args:
+      labels: one label (or mask bool) per leaf or per subtree of ``like``.
+      like: the tree to label, e.g. the params.
+      who: the caller, for the error (``"partition"``).
+      what: what ``labels`` are called in the error (``"labels"``, ``"mask"``).
+      target: what ``like`` is called in the error (``"params"``, ``"unpacked tree"``).
     """
-    return jax.tree.map(lambda label, sub: jax.tree.map(lambda _: label, sub), labels, like)
+    try:
+        return jax.tree.map(lambda label, sub: jax.tree.map(lambda _: label, sub), labels, like)
+    except (ValueError, TypeError):
+        pass
+    label_paths = [p for p, _ in jax.tree_util.tree_flatten_with_path(labels)[0]]
+    like_paths = [p for p, _ in jax.tree_util.tree_flatten_with_path(like)[0]]
+
+    def covers(prefix: tuple, path: tuple) -> bool:
+        return path[: len(prefix)] == prefix
+
+    def has(subject: str) -> str:
+        return f"{subject} have" if subject.endswith("s") else f"{subject} has"
+
+    missing = next((p for p in like_paths if not any(covers(q, p) for q in label_paths)), None)
+    extra = next((q for q in label_paths if not any(covers(q, p) for p in like_paths)), None)
+    below = next((p for p in like_paths if extra is not None and covers(p, extra)), None)
+    plural = target.endswith("s")
+    subject = target if plural else f"the {target}"
+    if below is not None:
+        problem = (
+            f"{has(what)} a label at {_keystr(extra)}, inside the leaf at {_keystr(below)}; "
+            f"label the leaf itself"
+        )
+    elif missing is not None:
+        problem = f"{has(subject)} a leaf at {_keystr(missing)} and {has(what)} none"
+    elif extra is not None:
+        problem = f"{has(what)} a label at {_keystr(extra)} and {has(subject)} no leaf there"
+    else:
+        problem = (
+            f"their containers differ: {jax.tree.structure(like)} vs {jax.tree.structure(labels)}"
+        )
+    whole = "them" if plural else "it"
+    raise checks.TreeMismatchError(
+        f"{who}: {what} must be shaped like the {target}, or label whole subtrees of "
+        f"{whole}: {problem}"
+    )
 
 
-def _broadcast_prefix(what: str, labels: Any, treedef: Any) -> Any:
+def _keystr(path: tuple) -> str:
+    return jax.tree_util.keystr(path) or "<root>"
+
+
+def _broadcast_prefix(who: str, what: str, labels: Any, treedef: Any) -> Any:
     """``labels`` spread over the leaves of ``treedef``; a clear error if they do not fit."""
     like = jax.tree.unflatten(treedef, [0] * treedef.num_leaves)
-    try:
-        return spread_labels(labels, like)
-    except (ValueError, TypeError) as e:
-        raise ValueError(
-            f"{what} must be shaped like the unpacked tree, or label whole subtrees of it; "
-            f"tree: {treedef}, labels: {jax.tree.structure(labels)}"
-        ) from e
+    return spread_labels(labels, like, who, what, target="unpacked tree")
 
 
-def labels_for(who: str, labels: Any, params: Any) -> Any:
-    """Labels (or a mask) for ``params``: called on the unpacked tree and per buffer if packed."""
-    if not isinstance(params, Packed):
-        return labels(params) if callable(labels) else labels
-    tree = labels(params.unpack()) if callable(labels) else labels
-    return params.group_labels(tree, who)
+def is_label_function(labels: Any) -> bool:
+    """Whether ``labels`` is a function of the params rather than a tree of labels.
+
+    A callable pytree, such as an equinox ``Module`` of bools, is a tree: only a
+    callable that ``jax.tree`` sees as one leaf (or a ``jax.tree_util.Partial``)
+    is a function.
+    """
+    if isinstance(labels, jax.tree_util.Partial):
+        return True
+    return callable(labels) and jax.tree_util.treedef_is_leaf(jax.tree.structure(labels))
+
+
+def labels_for(who: str, labels: Any, params: Any, what: str = "labels") -> Any:
+    """Labels (or a mask) for ``params``, one per leaf: called on the unpacked tree if packed.
+
+    ``labels`` is a tree shaped like the params, a prefix of it, or a function of
+    the params returning either; a tree that fits neither raises
+    :class:`gradtx.TreeMismatchError` naming the first missing or extra path.
+    For packed params the result holds one label per buffer.
+    """
+    unpacked = params.unpack() if isinstance(params, Packed) else params
+    tree = labels(unpacked) if is_label_function(labels) else labels
+    if isinstance(params, Packed):
+        return params.group_labels(tree, who)
+    return spread_labels(tree, params, who, what)

@@ -8,6 +8,7 @@ state, not a new program: a jitted train step never recompiles for it.
 from __future__ import annotations
 
 import functools
+import inspect
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
@@ -16,35 +17,56 @@ import jax.numpy as jnp
 
 from gradtx import checks, tree
 from gradtx.combine import PartitionState
-from gradtx.core import GradientTransformation
+from gradtx.core import GradientTransformation, extras_filter
 
 
 class InjectHyperparamsState(NamedTuple):
     count: jax.Array  # int32: updates applied so far (evaluates the schedules)
-    hyperparams: dict  # name -> float32 value, settable with set_hyperparams
+    hyperparams: dict  # name -> value (float32 for floating ones), settable with set_hyperparams
     scheduled: dict  # name -> float32 value its schedule gave for the latest update
     inner: Any
 
 
-def _is_numeric(value: Any) -> bool:
-    if isinstance(value, bool):
-        return False
-    return isinstance(value, int | float) or (hasattr(value, "dtype") and hasattr(value, "shape"))
+def _is_array(value: Any) -> bool:
+    return hasattr(value, "dtype") and hasattr(value, "shape")
+
+
+def _int_defaults(factory: Callable) -> set[str]:
+    """The factory's arguments whose default is an int: counts and lengths, decided when built."""
+    try:
+        parameters = inspect.signature(factory).parameters.values()
+    except (TypeError, ValueError):
+        return set()
+    return {
+        p.name for p in parameters if isinstance(p.default, int) and not isinstance(p.default, bool)
+    }
+
+
+def _as_state(value: Any) -> jax.Array:
+    """A hyperparameter as kept in the state: floating ones as float32, others as they are."""
+    if isinstance(value, int | float) or jnp.issubdtype(jnp.result_type(value), jnp.floating):
+        return jnp.asarray(value, jnp.float32)
+    return jnp.asarray(value)  # an integer or boolean array, or a PRNG key: dtype kept
 
 
 def inject_hyperparams(learner_factory: Callable[..., GradientTransformation]):
     """Build a learner whose numeric hyperparameters live in its state.
 
     ``inject_hyperparams(factory)(**kwargs)`` returns a transform that calls
-    ``factory(**kwargs)`` with every number or array argument replaced by a
-    float32 value kept in the state, and every schedule replaced by its value
-    at the current step count. Other arguments (bools, strings, dtypes) pass
-    through unchanged. The factory's state must not depend on the
-    hyperparameters' values (true of every gradtx learner).
+    ``factory(**kwargs)`` with every floating argument (a Python number, or a
+    floating array) replaced by a float32 value kept in the state, and every
+    schedule replaced by its value at the current step count. Arrays of other
+    dtypes (integer or boolean arrays, PRNG keys) are kept in the state as they
+    are, as optax does. Python bools, strings, dtypes and Python ints given for
+    an argument whose default is an int (a length or count, such as
+    ``patience``) pass through unchanged, as static arguments. The factory's
+    state must not depend on the hyperparameters' values (true of every gradtx
+    learner). Extras reach the inner learner only if its ``update`` takes them.
 
     Args:
       learner_factory: a function returning a transform, e.g. ``gradtx.sgd``.
     """
+    int_defaults = _int_defaults(learner_factory)
 
     @functools.wraps(learner_factory)
     def build(*args: Any, **kwargs: Any) -> GradientTransformation:
@@ -53,10 +75,20 @@ def inject_hyperparams(learner_factory: Callable[..., GradientTransformation]):
                 f"inject_hyperparams({learner_factory.__name__}): pass hyperparameters by "
                 f"name, e.g. learning_rate=1e-3, so that they can be read and set by name"
             )
-        numeric = {k: v for k, v in kwargs.items() if _is_numeric(v)}
-        schedules = {k: v for k, v in kwargs.items() if callable(v) and not _is_numeric(v)}
+
+        def in_state(name: str, value: Any) -> bool:
+            if isinstance(value, bool):
+                return False
+            if isinstance(value, int):
+                return name not in int_defaults
+            return isinstance(value, float) or _is_array(value)
+
+        numeric = {k: v for k, v in kwargs.items() if in_state(k, v)}
+        schedules = {k: v for k, v in kwargs.items() if callable(v) and not _is_array(v)}
         static = {k: v for k, v in kwargs.items() if k not in numeric and k not in schedules}
-        learner_factory(**kwargs)  # validates the concrete values once, under the factory's name
+        # Validates the concrete values once, under the factory's name; its update's
+        # signature says which extras to forward.
+        keep = extras_filter(learner_factory(**kwargs).update)
 
         def learner(hyperparams: Mapping, scheduled: Mapping) -> GradientTransformation:
             return learner_factory(**static, **hyperparams, **scheduled)
@@ -66,7 +98,7 @@ def inject_hyperparams(learner_factory: Callable[..., GradientTransformation]):
 
         def init(params):
             count = tree.zeros_count()
-            hyperparams = {k: jnp.asarray(v, jnp.float32) for k, v in numeric.items()}
+            hyperparams = {k: _as_state(v) for k, v in numeric.items()}
             scheduled = evaluate(count)
             inner = learner(hyperparams, scheduled).init(params)
             return InjectHyperparamsState(count, hyperparams, scheduled, inner)
@@ -74,7 +106,7 @@ def inject_hyperparams(learner_factory: Callable[..., GradientTransformation]):
         def update(updates, state, params=None, **extra):
             scheduled = evaluate(state.count)
             new_updates, inner = learner(state.hyperparams, scheduled).update(
-                updates, state.inner, params, **extra
+                updates, state.inner, params, **keep(extra)
             )
             new_state = InjectHyperparamsState(
                 tree.safe_increment(state.count), state.hyperparams, scheduled, inner
@@ -155,9 +187,7 @@ def set_hyperparams(state: Any, path: str | None = None, value: Any = None, **by
                         f"set_hyperparams: {prefix}{name} is driven by a schedule and cannot be "
                         f"set; build the learner with a constant, or scale the schedule"
                     )
-                hyperparams[name] = jnp.asarray(new, jnp.float32).reshape(
-                    jnp.shape(s.hyperparams[name])
-                )
+                hyperparams[name] = _replacement(f"{prefix}{name}", s.hyperparams[name], new)
                 done.add(key)
         return s._replace(hyperparams=hyperparams)
 
@@ -169,6 +199,19 @@ def set_hyperparams(state: Any, path: str | None = None, value: Any = None, **by
             f"{sorted(get_hyperparams(state))}"
         )
     return new_state
+
+
+def _replacement(path: str, old: jax.Array, new: Any) -> jax.Array:
+    """``new`` shaped and typed like ``old``, so that a jitted step does not recompile."""
+    if jnp.issubdtype(old.dtype, jnp.floating):
+        return jnp.asarray(new, jnp.float32).reshape(jnp.shape(old))
+    new = jnp.asarray(new)
+    if new.dtype != old.dtype or new.shape != old.shape:
+        raise TypeError(
+            f"set_hyperparams: {path} is {old.dtype}{list(old.shape)}; the new value must be "
+            f"too, got {new.dtype}{list(new.shape)}"
+        )
+    return new
 
 
 def _select(keep_new: jax.Array, new: Any, old: Any) -> Any:
@@ -216,6 +259,8 @@ def apply_if_finite(
             f"{max_consecutive_errors!r}"
         )
 
+    keep = extras_filter(transform.update)
+
     def init(params):
         # Separate counters: a donated state must not hold one buffer twice.
         return ApplyIfFiniteState(
@@ -226,7 +271,7 @@ def apply_if_finite(
         finite = jnp.all(jnp.array([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(updates)]))
         if axis_name is not None:
             finite = jax.lax.pmin(finite.astype(jnp.int32), axis_name) > 0
-        new_updates, inner = transform.update(updates, state.inner, params, **extra)
+        new_updates, inner = transform.update(updates, state.inner, params, **keep(extra))
         consecutive = jnp.where(finite, 0, tree.safe_increment(state.consecutive_errors))
         apply = finite | (consecutive > max_consecutive_errors)
         new_updates = jax.tree.map(lambda u: jnp.where(apply, u, jnp.zeros_like(u)), new_updates)
@@ -249,7 +294,9 @@ def accumulate(transform: GradientTransformation, every_k: int) -> GradientTrans
 
     Updates are zero on the first ``every_k - 1`` micro-steps of each cycle; on
     the last, ``transform`` runs on the mean gradient and its updates are
-    returned. Memory: one extra buffer per parameter. No ``lax.cond``, so it
+    returned, in the gradients' dtype (the sum is kept in the params' dtype, so
+    bfloat16 gradients accumulate in float32 params' precision). Memory: one
+    extra buffer per parameter. No ``lax.cond``, so it
     works inside ``jit`` and ``shard_map`` (the inner update is computed every
     micro-step and kept only on the last).
 
@@ -260,6 +307,8 @@ def accumulate(transform: GradientTransformation, every_k: int) -> GradientTrans
     if isinstance(every_k, bool) or not isinstance(every_k, int) or every_k < 1:
         raise ValueError(f"accumulate: every_k must be an integer >= 1, got {every_k!r}")
 
+    keep = extras_filter(transform.update)
+
     def init(params):
         return AccumulateState(tree.zeros_count(), tree.zeros_like(params), transform.init(params))
 
@@ -267,8 +316,12 @@ def accumulate(transform: GradientTransformation, every_k: int) -> GradientTrans
         sums = jax.tree.map(lambda a, g: a + g, state.gradients, updates)
         last = state.micro_step == every_k - 1
         mean = jax.tree.map(lambda s: s / every_k, sums)
-        new_updates, inner = transform.update(mean, state.inner, params, **extra)
-        new_updates = jax.tree.map(lambda u: jnp.where(last, u, jnp.zeros_like(u)), new_updates)
+        new_updates, inner = transform.update(mean, state.inner, params, **keep(extra))
+        new_updates = jax.tree.map(
+            lambda u, g: jnp.where(last, u, jnp.zeros_like(u)).astype(jnp.result_type(g)),
+            new_updates,
+            updates,
+        )
         return new_updates, AccumulateState(
             jnp.where(last, 0, state.micro_step + 1).astype(jnp.int32),
             jax.tree.map(lambda s: jnp.where(last, jnp.zeros_like(s), s), sums),
@@ -312,12 +365,14 @@ def lookahead(
         raise ValueError(f"lookahead: sync_period must be an integer >= 1, got {sync_period!r}")
     checks.check_interval("lookahead", "slow_step_size", slow_step_size, "[0, 1]")
 
+    keep = extras_filter(fast.update)
+
     def init(params):
         return LookaheadState(tree.zeros_count(), jax.tree.map(jnp.copy, params), fast.init(params))
 
     def update(updates, state, params=None, **extra):
         _needs_params("lookahead", params)
-        fast_updates, fast_state = fast.update(updates, state.fast, params, **extra)
+        fast_updates, fast_state = fast.update(updates, state.fast, params, **keep(extra))
         count = tree.safe_increment(state.count)
         sync = count % sync_period == 0
         fast_params = jax.tree.map(lambda p, u: p + u, params, fast_updates)
@@ -332,26 +387,47 @@ def lookahead(
 
 
 class EmaParamsState(NamedTuple):
-    count: jax.Array  # int32
+    count: jax.Array  # int32: updates seen (the first one starts the average with "first_update")
     ema: Any  # the shadow params, for evaluation
 
 
-def ema_params(decay: float | jax.Array) -> GradientTransformation:
+def ema_params(decay: float | jax.Array, *, start_from: str = "params") -> GradientTransformation:
     """Keep an exponential moving average of the params (after each update) in the state.
 
     Updates pass through unchanged; read the shadow copy as ``state.ema`` (of
-    this transform's state) to evaluate with it:
+    this transform's state) to evaluate with it. With
+    :math:`\\theta_t = \\theta_{t-1} + u_t` the params after the
+    :math:`t`-th update (:math:`t = 1, 2, \\dots`):
 
-    .. math:: \\bar\\theta_t = \\beta \\bar\\theta_{t-1} + (1 - \\beta)(\\theta_{t-1} + u_t)
+    ``start_from="params"`` (the default) starts from the params given to
+    ``init`` and mixes in every update's params, so no bias correction is
+    needed:
 
-    starting from :math:`\\bar\\theta_0 = \\theta_0`. Place it last in a chain.
+    .. math::
+        \\bar\\theta_0 = \\theta_0, \\qquad
+        \\bar\\theta_t = \\beta \\bar\\theta_{t-1} + (1 - \\beta)\\theta_t \\quad (t \\ge 1)
 
-    Starting from the params themselves needs no bias correction.
+    ``start_from="first_update"`` is torch's
+    ``AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay))`` with
+    ``update_parameters(model)`` after every ``optimizer.step()``: the first
+    call copies the params, later calls average:
+
+    .. math::
+        \\bar\\theta_1 = \\theta_1, \\qquad
+        \\bar\\theta_t = \\beta \\bar\\theta_{t-1} + (1 - \\beta)\\theta_t \\quad (t \\ge 2)
+
+    (before the first update ``state.ema`` holds :math:`\\theta_0`). Place it
+    last in a chain.
 
     Args:
       decay: :math:`\\beta` in [0, 1).
+      start_from: ``"params"`` or ``"first_update"``, as above.
     """
     checks.check_interval("ema_params", "decay", decay, checks.DECAY)
+    if start_from not in ("params", "first_update"):
+        raise ValueError(
+            f"ema_params: start_from must be 'params' or 'first_update', got {start_from!r}"
+        )
 
     def init(params):
         return EmaParamsState(tree.zeros_count(), jax.tree.map(jnp.copy, params))
@@ -359,7 +435,14 @@ def ema_params(decay: float | jax.Array) -> GradientTransformation:
     def update(updates, state, params=None, **extra):
         _needs_params("ema_params", params)
         new_params = jax.tree.map(lambda p, u: p + u, params, updates)
-        ema = jax.tree.map(lambda e, p: decay * e + (1 - decay) * p, state.ema, new_params)
+        first = state.count == 0  # torch's n_averaged == 0: copy instead of averaging
+        copy_first = start_from == "first_update"
+
+        def average(e, p):
+            mixed = decay * e + (1 - decay) * p
+            return (jnp.where(first, p, mixed) if copy_first else mixed).astype(e.dtype)
+
+        ema = jax.tree.map(average, state.ema, new_params)
         return updates, EmaParamsState(tree.safe_increment(state.count), ema)
 
     return GradientTransformation(init, update)

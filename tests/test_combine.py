@@ -195,3 +195,86 @@ def test_label_mismatch_names_the_path_without_inventing_shapes():
         "partition: labels must be shaped like the params, or label whole subtrees of them: "
         "params have a leaf at ['b'] and labels have none"
     )
+
+
+# Masks and labels that do not fit the params raise, as optax does, naming the path.
+TWO_LAYERS = {"layer1": jnp.ones(2), "layer2": jnp.full(2, 2.0)}
+
+
+@pytest.mark.parametrize(
+    "mask, path",
+    [
+        ({"layer1": True}, "params have a leaf at ['layer2'] and mask has none"),
+        ({"layer1": False}, "params have a leaf at ['layer2'] and mask has none"),
+        (
+            {"layer1": True, "layer2": False, "layer3": True},
+            "mask has a label at ['layer3'] and params have no leaf there",
+        ),
+        (
+            {"layer1": {"w": True}, "layer2": True},
+            "mask has a label at ['layer1']['w'], inside the leaf at ['layer1']",
+        ),
+    ],
+)
+def test_a_mask_that_does_not_fit_raises_naming_the_path(mask, path):
+    for make in (
+        lambda m: gradtx.masked(gradtx.freeze(), m),
+        lambda m: gradtx.adamw(0.1, mask=m),
+        lambda m: gradtx.add_decayed_weights(0.1, m),
+    ):
+        tx = make(mask)
+        with pytest.raises(gradtx.TreeMismatchError) as error:
+            tx.update(TWO_LAYERS, tx.init(TWO_LAYERS), TWO_LAYERS)
+        assert path in str(error.value)
+    # The oracle: optax refuses the same masks (it used to freeze layer2 here as well).
+    with pytest.raises(ValueError):
+        opt = optax.masked(optax.set_to_zero(), mask)
+        opt.update(TWO_LAYERS, opt.init(TWO_LAYERS), TWO_LAYERS)
+
+
+def test_masked_with_a_fitting_mask_freezes_only_what_it_says():
+    tx = gradtx.masked(gradtx.freeze(), {"layer1": True, "layer2": False})
+    ours, _ = tx.update(TWO_LAYERS, tx.init(TWO_LAYERS), TWO_LAYERS)
+    opt = optax.masked(optax.set_to_zero(), {"layer1": True, "layer2": False})
+    theirs, _ = opt.update(TWO_LAYERS, opt.init(TWO_LAYERS), TWO_LAYERS)
+    assert_trees_close(ours, theirs, rtol=0)
+    np.testing.assert_array_equal(ours["layer2"], 2.0)  # passed through
+    nothing = gradtx.masked(gradtx.freeze(), {"layer1": False, "layer2": False})
+    out, _ = nothing.update(TWO_LAYERS, nothing.init(TWO_LAYERS), TWO_LAYERS)
+    assert_trees_close(out, TWO_LAYERS, rtol=0)
+
+
+def test_partition_labels_that_do_not_fit_raise_naming_the_path():
+    opt = gradtx.partition({"a": gradtx.sgd(0.1), "b": gradtx.freeze()}, {"layer1": "a"})
+    with pytest.raises(gradtx.TreeMismatchError, match=r"params have a leaf at \['layer2'\]"):
+        opt.init(TWO_LAYERS)
+    with pytest.raises(ValueError):
+        optax.partition({"a": optax.sgd(0.1), "b": optax.set_to_zero()}, {"layer1": "a"}).init(
+            TWO_LAYERS
+        )
+
+
+def test_an_equinox_module_is_a_mask_tree_not_a_mask_function():
+    eqx = pytest.importorskip("equinox")
+    model = eqx.nn.MLP(3, 2, 8, 2, key=jax.random.PRNGKey(0))
+    params = eqx.filter(model, eqx.is_array)
+    mask = jax.tree.map(lambda x: x.ndim > 1, params)  # an MLP of bools: callable, and a tree
+    assert callable(mask)
+    grads = jax.tree.map(jnp.ones_like, params)
+
+    frozen = gradtx.masked(gradtx.freeze(), mask)
+    out, _ = frozen.update(grads, frozen.init(params), params)
+    for w, u in zip(jax.tree.leaves(params), jax.tree.leaves(out), strict=True):
+        np.testing.assert_array_equal(u, 0.0 if w.ndim > 1 else 1.0)
+
+    # adamw's decay mask, and partition's labels: optax's numbers, with the mask as a function.
+    ours = gradtx.adamw(0.1, weight_decay=0.5, mask=mask)
+    theirs = optax.adamw(0.1, weight_decay=0.5, mask=lambda _: mask)
+    u1, _ = ours.update(grads, ours.init(params), params)
+    u2, _ = theirs.update(grads, theirs.init(params), params)
+    assert_trees_close(u1, u2, rtol=0)
+    labels = jax.tree.map(lambda x: "w" if x.ndim > 1 else "b", params)
+    split = gradtx.partition({"w": gradtx.sgd(0.1), "b": gradtx.freeze()}, labels)
+    u3, _ = split.update(grads, split.init(params), params)
+    for w, u in zip(jax.tree.leaves(params), jax.tree.leaves(u3), strict=True):
+        np.testing.assert_allclose(u, -0.1 if w.ndim > 1 else 0.0)

@@ -153,7 +153,7 @@ def test_labels_that_split_a_buffer_say_to_pack_by_them():
     packed = gradtx.pack(make_params())
     with pytest.raises(
         ValueError,
-        match=r"add_decayed_weights: mask: buffer 'float32' .*"
+        match=r"add_decayed_weights: buffer 'float32' .*"
         r"labelled (True|False) \(at \[.*\]\) and (True|False).*groups=labels",
     ):
         opt.update(packed, opt.init(packed), packed)

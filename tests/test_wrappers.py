@@ -6,6 +6,7 @@ import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 from absl.testing import parameterized
 from conftest import assert_trees_close, assert_vmap_equals_loop, grads_at, make_params, run
@@ -313,3 +314,259 @@ def test_wrappers_under_vmap_over_learning_rate(make):
     lrs = jnp.array([1e-3, 1e-2, 1e-1])
     train = lambda lr: run(make(lr), params, steps=6)  # noqa: E731
     assert_vmap_equals_loop(train, lrs)
+
+
+# --- Wrapper orders, the scheduled-rate multiplier, and torch's AveragedModel EMA ---------------
+
+
+def _adam_steps(learner, grads, step_size_from=None, step_size=1.0):
+    """The updates of ``learner``; ``step_size`` is set just before step ``step_size_from``."""
+    params = {"w": jnp.array([1.0, -2.0, 3.0])}
+    state, out = learner.init(params), []
+    for t, g in enumerate(grads):
+        if t == step_size_from:
+            state = gradtx.set_hyperparams(state, step_size=step_size)
+        u, state = learner.update(g, state, params)
+        params = gradtx.apply_updates(params, u)
+        out.append(np.asarray(u["w"]))
+    return np.stack(out)
+
+
+def test_a_multiplier_after_a_scheduled_adam_scales_its_step_and_one_before_does_not():
+    """docs/hyperparameters.md: the injected factor goes after the learner, not before."""
+    schedule = S.cosine_decay(1e-2, 100)
+    grads = [{"w": jnp.array([0.3, -1.0, 2.0]) * (t + 1)} for t in range(6)]
+    factor = gradtx.inject_hyperparams(gradtx.scale)(step_size=1.0)
+    after = gradtx.chain(gradtx.adam(schedule), factor)
+    before = gradtx.chain(factor, gradtx.adam(schedule))
+
+    full = _adam_steps(after, grads)
+    halved = _adam_steps(after, grads, step_size_from=3, step_size=0.5)
+    np.testing.assert_array_equal(halved[:3], full[:3])
+    np.testing.assert_array_equal(halved[3:], 0.5 * full[3:])  # exactly half from step 3 on
+    # Closed form of the first step: -lr(0) * g / (|g| + eps), Adam's bias-corrected first step
+    # (to float32's rounding of 1 - b2 in the bias correction, as in optax).
+    g0 = np.array([0.3, -1.0, 2.0])
+    np.testing.assert_allclose(full[0], -1e-2 * g0 / (np.abs(g0) + 1e-8), rtol=1e-4)
+
+    # Before the learner the factor scales the gradients, and Adam divides it out again: set
+    # from the start it changes nothing (to eps); set mid-run it only disturbs the steps while
+    # the moments still hold the old gradients (for ~1/(1 - b2) steps), and never halves them.
+    unscaled = _adam_steps(before, grads)
+    np.testing.assert_allclose(unscaled, full, rtol=1e-6)
+    from_start = _adam_steps(before, grads, step_size_from=0, step_size=0.5)
+    np.testing.assert_allclose(from_start, unscaled, rtol=1e-6)  # unchanged: not halved
+    mid_run = _adam_steps(before, grads, step_size_from=3, step_size=0.5)
+    assert not np.allclose(mid_run[3:], 0.5 * unscaled[3:], rtol=1e-2)
+
+
+def _micro_steps(opt, grads):
+    params = {"w": jnp.zeros(2)}
+    state, out = opt.init(params), []
+    for g in grads:
+        u, state = opt.update({"w": jnp.full(2, g)}, state, params)
+        out.append(float(u["w"][0]))
+    return out, state
+
+
+def test_apply_if_finite_around_accumulate_drops_the_non_finite_micro_step():
+    """docs/learners.md: the NaN micro-batch is not counted; later boundaries shift by one."""
+    opt = gradtx.apply_if_finite(gradtx.accumulate(gradtx.sgd(1.0), every_k=2), 3)
+    out, state = _micro_steps(opt, [1.0, jnp.nan, 2.0, 3.0, 4.0, 5.0])
+    # Cycles are (1, 2) and (3, 4): the mean steps -1.5 and -3.5 land one micro-step late.
+    assert out == [0.0, 0.0, -1.5, 0.0, -3.5, 0.0]
+    assert int(state.total_errors) == 1 and int(state.inner.micro_step) == 1
+
+
+def test_accumulate_around_apply_if_finite_skips_the_whole_accumulated_step():
+    """docs/learners.md: the NaN enters the sum and the boundary's step is skipped."""
+    opt = gradtx.accumulate(gradtx.apply_if_finite(gradtx.sgd(1.0), 3), every_k=2)
+    out, state = _micro_steps(opt, [1.0, jnp.nan, 2.0, 3.0, 4.0, 5.0])
+    # Cycles are (1, NaN), (2, 3), (4, 5): the first, with its finite gradient 1, is lost.
+    assert out == [0.0, 0.0, 0.0, -2.5, 0.0, -4.5]
+    assert int(state.inner.total_errors) == 1 and int(state.micro_step) == 0
+
+
+def test_a_schedule_inside_accumulate_counts_updates_not_micro_steps():
+    opt = gradtx.accumulate(gradtx.sgd(lambda count: 1.0 + count), every_k=2)
+    out, _ = _micro_steps(opt, [1.0] * 6)
+    assert out == [0.0, -1.0, 0.0, -2.0, 0.0, -3.0]  # rates 1, 2, 3 at updates 0, 1, 2
+
+
+class EmaTorchAveragedModelTest(chex.TestCase):
+    @staticmethod
+    def _numpy_sgd_with_averages(params, decay, steps):
+        """SGD(lr=0.1) in NumPy with torch's AveragedModel EMA and gradtx's default EMA.
+
+        torch (swa_utils.AveragedModel with multi_avg_fn=get_ema_multi_avg_fn(decay),
+        update_parameters after every optimizer.step()): while n_averaged == 0 the
+        params are copied, afterwards avg.lerp_(param, 1 - decay); n_averaged += 1.
+        """
+        leaves, treedef = jax.tree.flatten(params)
+        theta = [np.asarray(x, np.float64) for x in leaves]
+        torch_avg = [x.copy() for x in theta]  # deepcopy(model) at construction
+        from_params = [x.copy() for x in theta]
+        n_averaged, history = 0, []
+        for t in range(steps):
+            grads = jax.tree.leaves(grads_at(jax.tree.unflatten(treedef, theta), t))
+            theta = [p - 0.1 * np.asarray(g, np.float64) for p, g in zip(theta, grads, strict=True)]
+            for i, p in enumerate(theta):
+                a = torch_avg[i]
+                torch_avg[i] = p.copy() if n_averaged == 0 else a + (1 - decay) * (p - a)
+                from_params[i] = decay * from_params[i] + (1 - decay) * p
+            n_averaged += 1
+            history.append(([x.copy() for x in theta], list(torch_avg), list(from_params)))
+        return history
+
+    def _run(self, opt, params, steps):
+        update = self.variant(opt.update)
+        state = opt.init(params)
+        init_state, p, emas = state, params, []
+        for t in range(steps):
+            u, state = update(grads_at(p, t), state, p)
+            p = gradtx.apply_updates(p, u)
+            chex.assert_trees_all_equal_shapes_and_dtypes(state, init_state)  # fixed state
+            emas.append(state[1].ema)
+        return emas
+
+    @chex.variants(with_jit=True, without_jit=True)
+    def test_first_update_is_torch_averaged_model(self):
+        params, decay, steps = make_params(), 0.9, 10
+        emas = self._run(
+            gradtx.chain(gradtx.sgd(0.1), gradtx.ema_params(decay, start_from="first_update")),
+            params,
+            steps,
+        )
+        history = self._numpy_sgd_with_averages(params, decay, steps)
+        for ema, (_, torch_avg, _) in zip(emas, history, strict=True):
+            for actual, expected in zip(jax.tree.leaves(ema), torch_avg, strict=True):
+                np.testing.assert_allclose(actual, expected, rtol=1e-5, atol=1e-6)
+        for actual, expected in zip(jax.tree.leaves(emas[0]), history[0][0], strict=True):
+            np.testing.assert_allclose(actual, expected, rtol=1e-6, atol=1e-7)  # a copy of theta_1
+
+    @chex.variants(with_jit=True, without_jit=True)
+    def test_default_start_from_params_is_unchanged(self):
+        params, decay, steps = make_params(), 0.9, 10
+        default = self._run(gradtx.chain(gradtx.sgd(0.1), gradtx.ema_params(decay)), params, steps)
+        named = self._run(
+            gradtx.chain(gradtx.sgd(0.1), gradtx.ema_params(decay, start_from="params")),
+            params,
+            steps,
+        )
+        chex.assert_trees_all_equal(default, named)
+        history = self._numpy_sgd_with_averages(params, decay, steps)
+        for ema, (_, _, from_params) in zip(default, history, strict=True):
+            for actual, expected in zip(jax.tree.leaves(ema), from_params, strict=True):
+                np.testing.assert_allclose(actual, expected, rtol=1e-5, atol=1e-6)
+        # The rules differ: after one update torch holds theta_1, the default
+        # 0.9 theta_0 + 0.1 theta_1 (a gap of 0.9 |theta_1 - theta_0|).
+        gaps = [
+            np.max(np.abs(np.asarray(e) - a))
+            for e, a in zip(jax.tree.leaves(default[0]), history[0][1], strict=True)
+        ]
+        assert max(gaps) > 1e-2
+
+    def test_start_from_is_checked_and_the_state_keeps_its_dtype(self):
+        with pytest.raises(ValueError, match="ema_params: start_from must be 'params' or"):
+            gradtx.ema_params(0.9, start_from="theta_1")
+        params = {"w": jnp.ones(3, jnp.bfloat16)}
+        for start_from in ("params", "first_update"):
+            opt = gradtx.ema_params(jnp.float32(0.9), start_from=start_from)
+            _, state = opt.update(params, opt.init(params), params)
+            assert state.ema["w"].dtype == jnp.bfloat16
+
+
+# Extras reach a member only if its update takes them: a plain optax transform takes none.
+WRAPPERS = {
+    "chain": lambda t: gradtx.chain(t),
+    "partition": lambda t: gradtx.partition({"x": t}, lambda p: jax.tree.map(lambda _: "x", p)),
+    "masked": lambda t: gradtx.masked(t, lambda p: jax.tree.map(lambda _: True, p)),
+    "masked_half": lambda t: gradtx.masked(t, {"a": True, "b": False}),
+    "apply_if_finite": lambda t: gradtx.apply_if_finite(t, 2),
+    "accumulate": lambda t: gradtx.accumulate(t, 1),
+    "lookahead": lambda t: gradtx.lookahead(t, 5, 0.5),
+    "grouped": lambda t: gradtx.grouped(t),
+    "float_leaves": gradtx.float_leaves,
+}
+
+
+@pytest.mark.parametrize("wrapper", sorted(WRAPPERS))
+def test_extras_reach_only_members_that_take_them(wrapper):
+    params = {"a": jnp.arange(3.0), "b": jnp.ones(2)}
+    grads = {"a": jnp.array([0.5, -1.0, 2.0]), "b": jnp.array([1.0, -3.0])}
+    # scale_by_adam's update takes no extras (optax.adam's chain would swallow them).
+    tx = WRAPPERS[wrapper](optax.scale_by_adam())
+    ours, _ = tx.update(grads, tx.init(params), params, value=1.0, batch_size=8)
+    adam = optax.scale_by_adam()
+    expected, _ = adam.update(grads, adam.init(params), params)
+    if wrapper == "masked_half":
+        expected["b"] = grads["b"]
+    assert_trees_close(ours, expected, rtol=1e-6)
+
+
+def test_inject_hyperparams_of_an_optax_factory_gives_it_no_extras():
+    params = {"a": jnp.arange(3.0)}
+    tx = gradtx.inject_hyperparams(optax.scale_by_adam)(b1=0.8)
+    ours, _ = tx.update(params, tx.init(params), params, value=1.0, batch_size=8)
+    adam = optax.scale_by_adam(b1=0.8)
+    expected, _ = adam.update(params, adam.init(params), params)
+    assert_trees_close(ours, expected, rtol=1e-6)  # b1 kept as float32: rounding differs
+
+
+def test_the_issues_chain_partition_of_optax_then_reduce_on_plateau():
+    params = {"w": jnp.arange(3.0), "b": jnp.ones(2)}
+    opt = gradtx.chain(
+        gradtx.partition(
+            {"adam": optax.adam(0.1), "clip": optax.clip_by_global_norm(1.0)},
+            {"w": "adam", "b": "clip"},
+        ),
+        gradtx.schedules.reduce_on_plateau(),
+    )
+    ours, _ = opt.update(params, opt.init(params), params, value=2.0)
+    w = {"w": params["w"]}
+    adam, _ = optax.adam(0.1).update(w, optax.adam(0.1).init(w), w)
+    np.testing.assert_allclose(ours["w"], adam["w"], rtol=1e-6)
+    np.testing.assert_allclose(ours["b"], params["b"] / np.sqrt(2.0), rtol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16])
+def test_accumulate_returns_updates_in_the_gradients_dtype(dtype):
+    params = {"w": jnp.array([1.0, -2.0, 3.0])}  # float32
+    g1, g2 = ({"w": jnp.asarray(v, dtype)} for v in ([0.5, 1.0, -1.0], [1.5, -3.0, 2.0]))
+    acc = gradtx.accumulate(gradtx.sgd(1.0), 2)
+    state = acc.init(params)
+    first, state = acc.update(g1, state, params)
+    second, _ = acc.update(g2, state, params)
+    assert first["w"].dtype == dtype and second["w"].dtype == dtype
+    mean = (np.asarray(g1["w"], np.float32) + np.asarray(g2["w"], np.float32)) / 2
+    np.testing.assert_array_equal(np.asarray(second["w"], np.float32), -mean.astype(dtype))
+    np.testing.assert_array_equal(np.asarray(first["w"], np.float32), 0.0)
+
+
+def test_inject_hyperparams_keeps_keys_and_integers_as_they_are():
+    params = {"w": jnp.zeros(4)}
+    key = jax.random.key(3)
+    ours = gradtx.inject_hyperparams(optax.noisy_sgd)(learning_rate=0.1, eta=0.5, key=key)
+    theirs = optax.inject_hyperparams(optax.noisy_sgd)(learning_rate=0.1, eta=0.5, key=key)
+    s1, s2 = ours.init(params), theirs.init(params)
+    assert s1.hyperparams["key"].dtype == key.dtype  # a typed key, not float32
+    for _ in range(3):
+        u1, s1 = ours.update(params, s1, params)
+        u2, s2 = theirs.update(params, s2, params)
+        assert_trees_close(u1, u2, rtol=1e-6)
+    # Integer arrays stay integers; a Python int for an int-defaulted argument stays static.
+    steps = jnp.asarray(3, jnp.int32)
+    tx = gradtx.inject_hyperparams(lambda scale, steps: optax.scale(scale * steps))(
+        scale=0.5, steps=steps
+    )
+    state = tx.init(params)
+    assert state.hyperparams["steps"].dtype == jnp.int32
+    u, _ = tx.update({"w": jnp.ones(4)}, state, params)
+    np.testing.assert_array_equal(u["w"], 1.5)
+    plateau = gradtx.inject_hyperparams(gradtx.schedules.reduce_on_plateau)(factor=0.5, patience=2)
+    assert set(plateau.init(params).hyperparams) == {"factor"}
+    with pytest.raises(TypeError, match="steps is int32"):
+        gradtx.set_hyperparams(state, steps=2.5)
+    changed = gradtx.set_hyperparams(state, steps=jnp.asarray(4, jnp.int32))
+    u, _ = tx.update({"w": jnp.ones(4)}, changed, params)
+    np.testing.assert_array_equal(u["w"], 2.0)

@@ -56,7 +56,7 @@ def add_decayed_weights(
         if mask is None:
             updates = jax.tree.map(decayed, updates, params)
         else:
-            where = packing.labels_for("add_decayed_weights: mask", mask, params)
+            where = packing.labels_for("add_decayed_weights", mask, params, what="mask")
             # Compare structure only: mask leaves are scalars standing for whole arrays.
             checks.check_trees_match(
                 "add_decayed_weights", "params", jax.tree.map(lambda _: 0, params), mask=where
