@@ -13,6 +13,7 @@ import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 from conftest import assert_trees_close, assert_vmap_equals_loop, grads_at, make_params
 
@@ -478,3 +479,11 @@ def test_a_temporary_directory_others_can_write_to_is_not_loaded_from(
     monkeypatch.setattr(build.shutil, "which", lambda name: None)
     with pytest.raises(build.FusedKernelsUnavailable, match="needs a C\\+\\+ compiler"):
         build.library_path()
+
+
+def test_an_optax_learner_gets_no_extras():
+    params = {"w": jnp.arange(4.0)}
+    opt = optax.scale_by_adam()  # its update takes no extras
+    new, _ = gradtx.fused_update(opt, params, opt.init(params), params, value=1.0, batch_size=2)
+    expected, _ = opt.update(params, opt.init(params), params)
+    np.testing.assert_array_equal(new["w"], params["w"] + expected["w"])

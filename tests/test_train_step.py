@@ -7,6 +7,7 @@ import os
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 from conftest import assert_trees_close
 
@@ -262,3 +263,21 @@ def test_trainer_progress_bar_when_forced(capsys):
     trainer.fit(make_batches(3), epochs=2)
     err = capsys.readouterr().err
     assert "epoch 1/2" in err and "epoch 2/2" in err and "3/3" in err
+
+
+def test_complex_params_train_and_their_norms_count():
+    target = jnp.array([1 + 1j, -2j, 0.5], jnp.complex64)
+    params = {"z": jnp.zeros(3, jnp.complex64), "w": jnp.ones(2)}
+
+    def loss(p, batch):
+        return jnp.sum(jnp.abs(p["z"] - batch) ** 2) + jnp.sum(p["w"] ** 2)
+
+    opt = gradtx.adam(0.1)
+    step = gradtx.make_train_step(loss, opt, donate=False)
+    state = opt.init(params)
+    grads = jax.grad(loss)(params, target)
+    _, _, metrics = step(params, state, target)
+    expected = optax.tree.norm(grads)  # optax counts a complex leaf by its moduli
+    np.testing.assert_allclose(metrics["grad_norm"], expected, rtol=1e-6)
+    manual, _ = opt.update(grads, state, params)
+    np.testing.assert_allclose(metrics["update_norm"], optax.tree.norm(manual), rtol=1e-6)

@@ -28,7 +28,7 @@ import jax
 import jax.numpy as jnp
 
 from gradtx import tree
-from gradtx.core import GradientTransformation, apply_updates
+from gradtx.core import GradientTransformation, apply_updates, extras_filter
 from gradtx.fused.build import FusedKernelsUnavailable, register
 
 __all__ = [
@@ -174,6 +174,7 @@ def fused_update(
     Returns:
       ``(new_params, new_state)``.
     """
+    extra = extras_filter(learner.update)(extra)  # an optax learner takes none
     spec = getattr(learner.update, _ATTRIBUTE, None)
     moments = [] if spec is None else spec.moments(state)
     plain = (

@@ -19,11 +19,11 @@ TrainStep = Callable[[Any, Any, Any], tuple[Any, Any, dict]]
 
 
 def norm(tree: Any) -> jax.Array:
-    """The global L2 norm of a tree's floating leaves, in float32 and overflow-safe."""
+    """The global L2 norm of a tree's floating and complex leaves, in float32, overflow-safe."""
     leaves = [
-        x.astype(jnp.float32)
+        x.astype(jnp.complex64 if jnp.iscomplexobj(x) else jnp.float32)
         for x in jax.tree.leaves(tree)
-        if jnp.issubdtype(jnp.result_type(x), jnp.floating)
+        if jnp.issubdtype(jnp.result_type(x), jnp.inexact)
     ]
     return global_norm(leaves)
 
