@@ -61,6 +61,9 @@ def scale_by_adam(
     With ``nesterov`` the first moment looks one step ahead:
     :math:`\\hat m_t = \\beta_1 m_t / (1-\\beta_1^{t+1}) + (1-\\beta_1) g_t / (1-\\beta_1^t)`.
 
+    For complex gradients the second moment is :math:`|g|^2 = g\\bar g`, real and kept in
+    the leaf's real dtype, and the first moment is complex, as in optax.
+
     Args:
       b1: :math:`\\beta_1` in [0, 1).
       b2: :math:`\\beta_2` in [0, 1).
@@ -124,6 +127,9 @@ def scale_by_amsgrad(
     maximum is taken over bias-corrected :math:`\\hat v`; torch's
     ``Adam(amsgrad=True)`` takes it over the raw :math:`v` and corrects afterwards.
 
+    For complex gradients the second moment is :math:`|g|^2 = g\\bar g`, real and kept in
+    the leaf's real dtype, and the first moment is complex, as in optax.
+
     Args:
       b1: :math:`\\beta_1` in [0, 1).
       b2: :math:`\\beta_2` in [0, 1).
@@ -174,6 +180,9 @@ def scale_by_adamax(
         m_t = \\beta_1 m_{t-1} + (1-\\beta_1) g_t, \\quad
         u^{\\infty}_t = \\max(\\beta_2 u^{\\infty}_{t-1}, |g_t| + \\epsilon), \\quad
         u_t = \\frac{m_t}{(1-\\beta_1^t)\\, u^{\\infty}_t}
+
+    For complex gradients :math:`u^{\\infty}` takes the modulus :math:`|g|`, real and kept in
+    the leaf's real dtype, and the first moment is complex, as in optax.
 
     Args:
       b1: :math:`\\beta_1` in [0, 1).

@@ -38,6 +38,9 @@ def scale_by_rms(
         \\nu_t = \\rho\\, \\nu_{t-1} + (1-\\rho)\\, g_t^2, \\qquad
         u_t = g_t / \\sqrt{\\nu_t + \\epsilon} \\;\\text{ or }\\; g_t / (\\sqrt{\\nu_t} + \\epsilon)
 
+    For complex gradients the second moment is :math:`|g|^2 = g\\bar g`, real and kept in
+    the leaf's real dtype, and the first moment is complex, as in optax.
+
     Args:
       decay: :math:`\\rho` in [0, 1).
       eps: :math:`\\epsilon \\ge 0`.
@@ -90,6 +93,9 @@ def scale_by_stddev(
 
     with :math:`\\nu_t - \\mu_t^2` clamped at 0: rounding can push it slightly
     below (always with :math:`\\rho = 0`), where optax and torch return NaN.
+
+    For complex gradients the second moment is :math:`|g|^2 = g\\bar g`, real and kept in
+    the leaf's real dtype, and the first moment is complex, as in optax.
 
     Args:
       decay: :math:`\\rho` in [0, 1).
@@ -153,6 +159,9 @@ def scale_by_rss(
     with :math:`u_t = 0` where :math:`s_t = 0` (no 0/0), and
     :math:`\\overline{a_t}` the mean of the factors over each leaf.
 
+    For complex gradients the second moment is :math:`|g|^2 = g\\bar g`, real and kept in
+    the leaf's real dtype, and the first moment is complex, as in optax.
+
     Args:
       initial_accumulator_value: :math:`s_0 \\ge 0` (0.1 in optax, 0 in torch).
       eps: :math:`\\epsilon \\ge 0` (1e-7 in optax, 1e-10 in torch).
@@ -203,6 +212,8 @@ def scale_by_adadelta(
         E[g^2]_t = \\rho E[g^2]_{t-1} + (1-\\rho) g_t^2, \\quad
         u_t = \\frac{\\sqrt{E[\\Delta^2]_{t-1} + \\epsilon}}{\\sqrt{E[g^2]_t + \\epsilon}}\\, g_t,
         \\quad E[\\Delta^2]_t = \\rho E[\\Delta^2]_{t-1} + (1-\\rho) u_t^2
+
+    A complex leaf raises ``ValueError`` naming it: optax's AdaDelta has no complex rule either.
 
     Args:
       rho: :math:`\\rho` in [0, 1).
@@ -266,6 +277,8 @@ def scale_by_rms_sign_steps(
         a_t = s_t / \\sqrt{\\nu_t + 10^{-6}}, \\quad u_t = a_t g_t
 
     divided by the mean of :math:`a_t` over the leaf with ``normalize``.
+
+    A complex leaf raises ``ValueError`` naming it: CNTK's sign rule is defined for real numbers.
 
     Args:
       gamma: :math:`\\gamma` in (0, 1).

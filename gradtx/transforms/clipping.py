@@ -12,6 +12,8 @@ from gradtx.core import GradientTransformation, init_empty_state
 def clip(max_delta: float | jax.Array) -> GradientTransformation:
     """Clip each coordinate to :math:`[-c, c]`: :math:`u \\leftarrow \\min(\\max(g, -c), c)`.
 
+    A complex leaf raises ``ValueError`` naming it: complex numbers have no order to clip to.
+
     Args:
       max_delta: :math:`c > 0`.
     """
@@ -37,6 +39,8 @@ def clip_by_global_norm(
     its shard: without ``axis_name`` the norm is the local shard's and silently
     differs from the global one. With ``axis_name`` the squared norms are summed
     across that axis first.
+
+    Complex leaves count by their moduli, as in optax.
 
     Args:
       max_norm: :math:`c > 0`.

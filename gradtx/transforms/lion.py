@@ -27,6 +27,9 @@ def scale_by_lion(
         u_t = \\operatorname{sign}(\\beta_1 m_{t-1} + (1-\\beta_1) g_t), \\qquad
         m_t = \\beta_2 m_{t-1} + (1-\\beta_2) g_t
 
+    A complex leaf raises ``ValueError`` naming it: the sign of a complex number is not a
+    step direction, and optax's Lion has no complex rule either.
+
     Args:
       b1: :math:`\\beta_1` in [0, 1), the interpolation for the step.
       b2: :math:`\\beta_2` in [0, 1), the momentum decay.
