@@ -9,12 +9,17 @@ iteration by iteration (MXNet's ``num_update`` counts from 1, the tutorials'
 from __future__ import annotations
 
 import bisect
+import inspect
 import math
+import re
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import gradtx
 from gradtx import schedules as S
@@ -445,3 +450,252 @@ def test_constant_linear_piecewise_and_inverse_sqrt_closed_forms():
         S.inverse_sqrt(2.0, w),
         lambda t: 2.0 * math.sqrt(w) * min((t + 1) ** -0.5, (t + 1) * w**-1.5),
     )
+
+
+# --- lengths and counts beyond the int32 range -------------------------------------------
+#
+# A length beyond int32 is legal: an int32 count never reaches it, and it enters the
+# arithmetic as a float, as optax's cosine_decay_schedule does. The references are the
+# closed forms in float64, and optax where optax computes such lengths (its
+# linear_schedule, polynomial_schedule and exponential_decay raise OverflowError for
+# transition_steps=10**10 themselves).
+
+INT32_MAX = int(np.iinfo(np.int32).max)
+BEYOND_INT32 = st.integers(INT32_MAX + 1, 10**15)
+INT32_COUNTS = st.lists(st.integers(0, INT32_MAX), min_size=1, max_size=6)
+
+
+def cosine_shape(p):
+    return (1 + np.cos(np.pi * p)) / 2
+
+
+def triangle_shape(p, rise=0.5):
+    return np.where(p <= rise, p / rise, (1 - p) / (1 - rise))
+
+
+def linear_1000(t):  # S.linear(1.0, 0.5, 1000)
+    return 1.0 - 0.5 * np.minimum(t / 1000, 1.0)
+
+
+def cyclic_lr_reference(base, top, up, down, t, halving=False):
+    total = up + down
+    cycle, x = t // total + 1, (t % total) / total
+    ratio = up / total
+    height = np.where(x <= ratio, x / ratio, (x - 1) / (ratio - 1))
+    return base + (top - base) * height * (0.5 ** (cycle - 1) if halving else 1.0)
+
+
+# Every length argument of every public schedule: (schedule of a length n, closed form of
+# (n, t) in float64, valid for t < n).
+LONG_LENGTHS = {
+    "linear(transition_steps)": (
+        lambda n: S.linear(0.3, 0.01, n),
+        lambda n, t: 0.3 + (0.01 - 0.3) * np.minimum(t / n, 1.0),
+    ),
+    "piecewise_constant(boundaries)": (
+        lambda n: S.piecewise_constant([100, n], [1.0, 0.5, 0.1]),
+        lambda n, t: np.where(t < 100, 1.0, np.where(t < n, 0.5, 0.1)),
+    ),
+    "step_decay(step_size)": (
+        lambda n: S.step_decay(1.0, n, 0.5),
+        lambda n, t: 0.5 ** (t // n),
+    ),
+    "multistep_decay(milestones)": (
+        lambda n: S.multistep_decay(1.0, [100, n], 0.5),
+        lambda n, t: 0.5 ** (np.asarray(t >= 100, float) + np.asarray(t >= n, float)),
+    ),
+    "exponential_decay(transition_steps)": (
+        lambda n: S.exponential_decay(2.0, 0.5, n),
+        lambda n, t: 2.0 * 0.5 ** (t / n),
+    ),
+    "exponential_decay(transition_steps, staircase)": (
+        lambda n: S.exponential_decay(2.0, 0.5, n, staircase=True),
+        lambda n, t: 2.0 * 0.5 ** (t // n),
+    ),
+    "polynomial_decay(transition_steps)": (
+        lambda n: S.polynomial_decay(1.0, 0.1, 2.0, n),
+        lambda n, t: 0.1 + 0.9 * (1 - np.minimum(t, n) / n) ** 2,
+    ),
+    "cosine_decay(decay_steps)": (
+        lambda n: S.cosine_decay(1000.0, n, 1.0),
+        lambda n, t: 1.0 + 999.0 * cosine_shape(np.minimum(t, n) / n),
+    ),
+    "triangular(cycle_length)": (
+        lambda n: S.triangular(0.1, 1.0, n, 0.3),
+        lambda n, t: 0.1 + 0.9 * triangle_shape(np.minimum(t, n) / n, 0.3),
+    ),
+    "inverse_sqrt(warmup_steps)": (
+        lambda n: S.inverse_sqrt(2.0, n),
+        lambda n, t: 2.0 * np.minimum((t + 1) / n, np.sqrt(n / (t + 1))),
+    ),
+    "warmup(length)": (
+        lambda n: S.warmup(S.linear(1.0, 0.5, 1000), n, 0.1),
+        lambda n, t: np.where(t < n, 0.1 + 0.9 * t / n, linear_1000(t - n)),
+    ),
+    "cooldown(start)": (
+        lambda n: S.cooldown(S.linear(1.0, 0.5, 1000), n, 100, 0.0),
+        lambda n, t: np.where(t <= n, linear_1000(t), 0.5 - 0.5 * np.minimum((t - n) / 100, 1)),
+    ),
+    "cooldown(length)": (
+        lambda n: S.cooldown(S.linear(1.0, 0.5, 1000), 2000, n, 0.0),
+        lambda n, t: np.where(t <= 2000, linear_1000(t), 0.5 - 0.5 * np.minimum((t - 2000) / n, 1)),
+    ),
+    "cyclic(cycle_length)": (
+        lambda n: S.cyclic(S.shapes.cosine, n, 0.1, 1.0),
+        lambda n, t: 0.1 + 0.9 * cosine_shape((t % n) / n),
+    ),
+    "cyclic(cycle_length, growing)": (
+        lambda n: S.cyclic(S.shapes.triangular(0.3), n, 0.1, 1.0, 2.0, 0.5),
+        lambda n, t: 0.1 + 0.9 * triangle_shape(t / n, 0.3),  # the first cycle
+    ),
+    "cosine_restarts(first_cycle)": (
+        lambda n: S.cosine_restarts(1.0, n, 2, 0.01),
+        lambda n, t: 0.01 + 0.99 * cosine_shape(t / n),  # the first cycle
+    ),
+    "cyclic_lr(step_size_up)": (
+        lambda n: S.cyclic_lr(0.1, 1.0, n),
+        lambda n, t: cyclic_lr_reference(0.1, 1.0, n, n, t),
+    ),
+    "cyclic_lr(step_size_down)": (
+        lambda n: S.cyclic_lr(0.1, 1.0, 1000, n, "triangular2"),
+        lambda n, t: cyclic_lr_reference(0.1, 1.0, 1000, n, t, halving=True),
+    ),
+    "one_cycle(cycle_length)": (
+        lambda n: S.one_cycle(0.1, 1.0, n),
+        lambda n, t: 0.1 + 0.9 * triangle_shape(np.minimum(t, n) / n),
+    ),
+    "one_cycle(cooldown_length)": (
+        lambda n: S.one_cycle(0.1, 1.0, 1000, n, 0.01),
+        lambda n, t: np.where(
+            t <= 1000,
+            0.1 + 0.9 * triangle_shape(np.minimum(t, 1000) / 1000),
+            0.1 - 0.09 * np.minimum((t - 1000) / n, 1),
+        ),
+    ),
+    "join(boundaries)": (
+        lambda n: S.join([S.constant(1.0), S.linear(1.0, 0.5, 1000), S.constant(5.0)], [100, n]),
+        lambda n, t: np.where(t < 100, 1.0, np.where(t < n, linear_1000(t - 100), 5.0)),
+    ),
+}
+
+
+def test_every_public_schedule_with_a_length_is_covered():
+    lengths = {"transition_steps", "boundaries", "step_size", "milestones", "decay_steps",
+               "cycle_length", "warmup_steps", "length", "start", "cooldown_length",
+               "first_cycle", "step_size_up", "step_size_down"}  # fmt: skip
+    covered = {re.match(r"(\w+)\((\w+)", key).groups() for key in LONG_LENGTHS}
+    for name in S.__all__:
+        factory = getattr(S, name)
+        if not inspect.isfunction(factory) or name in ("plot_schedule", "reduce_on_plateau"):
+            continue
+        for arg in inspect.signature(factory).parameters:
+            if arg in lengths:
+                assert (name, arg) in covered, f"LONG_LENGTHS lacks {name}({arg})"
+
+
+@pytest.mark.parametrize("name", sorted(LONG_LENGTHS))
+@settings(max_examples=15, deadline=None)
+@given(n=BEYOND_INT32, ts=INT32_COUNTS)
+def test_lengths_beyond_int32_give_the_closed_form(name, n, ts):
+    build, reference = LONG_LENGTHS[name]
+    counts = np.array([0, 1, 10**9, INT32_MAX, *ts], np.int64)
+    expected = reference(n, counts.astype(np.float64))
+    for length in (n, float(n)):  # a float length that is a whole number is accepted too
+        schedule = build(length)
+        values = np.asarray(jax.jit(schedule)(jnp.asarray(counts, jnp.int32)))
+        np.testing.assert_allclose(values, expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        schedule(int(ts[0])), reference(n, float(ts[0])), rtol=1e-5, atol=1e-6
+    )
+
+
+def test_cosine_decay_of_1e10_steps_is_optax():
+    # The issue's example: this raised OverflowError when called.
+    theirs = optax.cosine_decay_schedule(1000, decay_steps=1e10)(1e9)
+    np.testing.assert_allclose(S.cosine_decay(1000, decay_steps=1e10)(1e9), theirs, rtol=1e-6)
+    np.testing.assert_allclose(theirs, 975.52826, rtol=1e-6)
+
+
+@settings(max_examples=40, deadline=None)
+@given(n=BEYOND_INT32, t=st.integers(0, INT32_MAX))
+def test_long_cosine_decay_is_optax(n, t):
+    ours, theirs = S.cosine_decay(2.0, n, 0.5), optax.cosine_decay_schedule(2.0, n, alpha=0.25)
+    for count in (t, float(t), jnp.int32(t)):
+        np.testing.assert_allclose(ours(count), theirs(count), rtol=1e-6, atol=1e-7)
+
+
+@settings(max_examples=40, deadline=None)
+@given(n=BEYOND_INT32, t=st.integers(0, INT32_MAX))
+def test_warmup_cosine_with_a_long_decay_is_optax(n, t):
+    theirs = optax.warmup_cosine_decay_schedule(0.0, 1.0, 1000, n, end_value=0.01)
+    ours = S.warmup(S.cosine_decay(1.0, n - 1000, 0.01), 1000, 0.0)  # docs/migrating/optax.md
+    for count in (t, jnp.int32(t)):
+        np.testing.assert_allclose(ours(count), theirs(count), rtol=1e-6, atol=1e-7)
+
+
+@settings(max_examples=40, deadline=None)
+@given(n=BEYOND_INT32, t=st.integers(0, INT32_MAX))
+def test_piecewise_constant_with_a_boundary_beyond_int32_is_optax(n, t):
+    theirs = optax.piecewise_constant_schedule(1.0, {100: 0.5, n: 0.2})
+    ours = S.piecewise_constant([100, n], [1.0, 0.5, 0.1])
+    # optax takes a float count here (an int one overflows in its `threshold - count`).
+    for count in (t, jnp.int32(t), float(t)):
+        np.testing.assert_allclose(ours(count), theirs(float(t)), rtol=1e-6)
+
+
+def test_cyclic_lr_whose_cycle_is_beyond_int32():
+    # Both halves fit int32, their sum does not.
+    up, down = INT32_MAX - 100, 1000
+    counts = np.array([0, 10**9, INT32_MAX - 101, INT32_MAX - 100, INT32_MAX], np.int64)
+    values = S.cyclic_lr(0.1, 1.0, up, down)(jnp.asarray(counts, jnp.int32))
+    expected = cyclic_lr_reference(0.1, 1.0, up, down, counts.astype(np.float64))
+    np.testing.assert_allclose(values, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_cntk_epoch_size_beyond_int32():
+    lr = gradtx.cntk.learning_rate_schedule([0.05, 0.025], "minibatch", epoch_size=10**10)
+    np.testing.assert_allclose(lr(jnp.int32(INT32_MAX), jnp.int32(10**9), 4), 0.05 / 4)
+    momentum = gradtx.cntk.momentum_schedule([0.9, 0.5], epoch_size=10**10)
+    np.testing.assert_allclose(momentum(jnp.int32(INT32_MAX), 0, 4), 0.9, rtol=1e-6)
+
+
+# A count beyond int32 is evaluated in float32, as optax evaluates it, whatever its type.
+COUNT_FORMS = [
+    pytest.param(lambda t: t, id="python int"),
+    pytest.param(float, id="python float"),
+    pytest.param(np.int64, id="numpy int64"),
+    pytest.param(lambda t: np.array([t]), id="numpy int64 array"),
+    pytest.param(jnp.float32, id="float32 array"),
+    pytest.param(lambda t: [t, t], id="list"),
+]
+
+
+@pytest.mark.parametrize("form", COUNT_FORMS)
+@pytest.mark.parametrize("name", sorted(LONG_LENGTHS))
+def test_counts_beyond_int32_are_evaluated_in_float(name, form):
+    build, reference = LONG_LENGTHS[name]
+    schedule, t = build(10**10), 3 * 10**9  # both whole float32 numbers
+    expected = reference(10**10, float(t))
+    np.testing.assert_allclose(schedule(form(t)), np.full(np.shape(form(t)), expected), rtol=1e-5)
+    if not isinstance(form(t), list):
+        np.testing.assert_allclose(jax.jit(schedule)(jnp.float32(t)), expected, rtol=1e-5)
+
+
+@pytest.mark.parametrize("form", COUNT_FORMS)
+def test_counts_beyond_int32_pass_normal_boundaries(form):
+    t = 3 * 10**9
+    cases = [
+        (S.cosine_decay(2.0, 10**10), optax.cosine_decay_schedule(2.0, 10**10)(float(t))),
+        (S.step_decay(1.0, 10**9, 0.5), 0.125),
+        (S.multistep_decay(1.0, [10, 2_500_000_000, 4 * 10**9], 0.5), 0.25),
+        (S.piecewise_constant([2_500_000_000], [1.0, 0.5]), 0.5),
+        (S.join([S.constant(1.0), S.linear(1.0, 0.0, 10**9)], [2_500_000_000]), 0.5),
+        (S.warmup(S.cosine_decay(1.0, 4 * 10**9), 10**9), cosine_shape(0.5)),
+        (S.cyclic(S.shapes.cosine, 10**9, 0.0, 1.0, 1.0, 0.5), 0.125),  # the 4th cycle's start
+        (S.cyclic_lr(0.0, 1.0, 10**9, mode="triangular2"), 0.5),  # the 2nd cycle's peak
+        (S.constant(0.3), 0.3),
+    ]
+    for schedule, expected in cases:
+        np.testing.assert_allclose(
+            schedule(form(t)), np.full(np.shape(form(t)), expected), rtol=1e-5
+        )

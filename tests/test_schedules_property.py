@@ -23,109 +23,117 @@ def _bounded(lo, hi):
     return lambda schedule: (schedule, min(lo, hi), max(lo, hi))
 
 
-cases = st.one_of(
-    st.builds(lambda v: (S.constant(v), v, v), values),
-    st.builds(lambda a, b, n: (S.linear(a, b, n), min(a, b), max(a, b)), values, values, lengths),
-    st.builds(
-        lambda v, n, f, m: (S.step_decay(v, n, f, m), min(m, v), max(m, v)),
-        values,
-        lengths,
-        decays,
-        st.floats(0, 1e-3),
-    ),
-    st.builds(
-        lambda v, ms, f: (S.multistep_decay(v, sorted(set(ms)), f), 0.0, v),
-        values,
-        st.lists(st.integers(0, 10**6), min_size=1, max_size=5),
-        decays,
-    ),
-    st.builds(
-        lambda v, r, n, s: (S.exponential_decay(v, r, n, s), 0.0, v),
-        values,
-        st.floats(0.5, 1.0),
-        lengths,
-        st.booleans(),
-    ),
-    st.builds(
-        lambda a, b, p, n: (S.polynomial_decay(a, b, p, n), min(a, b), max(a, b)),
-        values,
-        values,
-        st.floats(0.5, 3.0),
-        lengths,
-    ),
-    st.builds(
-        lambda a, n, b: (S.cosine_decay(a, n, b), min(a, b), max(a, b)), values, lengths, values
-    ),
-    st.builds(
-        lambda a, b, n, f: (S.triangular(a, b, n, f), min(a, b), max(a, b)),
-        values,
-        values,
-        lengths,
-        fractions,
-    ),
-    st.builds(lambda v, w: (S.inverse_sqrt(v, w), 0.0, v), values, lengths),
-    st.builds(
-        lambda a, b, n, ld, md, f: (
-            S.cyclic(S.shapes.triangular(f), n, a, b, ld, md),
-            0.0,
-            max(a, b),
+def schedule_cases(lengths, offsets, cooldowns):
+    """(schedule, lower bound, upper bound) of every kind, lengths and start counts (milestones,
+    a cool-down's start) drawn from these, and a one-cycle's cool-down from ``cooldowns``."""
+    return st.one_of(
+        st.builds(lambda v: (S.constant(v), v, v), values),
+        st.builds(
+            lambda a, b, n: (S.linear(a, b, n), min(a, b), max(a, b)), values, values, lengths
         ),
-        values,
-        values,
-        lengths,
-        st.sampled_from([0.5, 1, 1.5, 2, 3]),
-        decays,
-        fractions,
-    ),
-    st.builds(
-        lambda a, b, n, m, md: (S.cosine_restarts(a, n, m, b, md), 0.0, max(a, b)),
-        values,
-        values,
-        lengths,
-        st.integers(1, 3),
-        decays,
-    ),
-    st.builds(
-        lambda a, b, u, d, mode, g: (S.cyclic_lr(a, b, u, d, mode, g), min(a, b), max(a, b)),
-        values,
-        values,
-        lengths,
-        lengths,
-        st.sampled_from(["triangular", "triangular2", "exp_range"]),
-        decays,
-    ),
-    st.builds(
-        lambda a, b, n, c, e: (
-            S.one_cycle(a, b, n, c, e if c else None),
-            min(a, b, e),
-            max(a, b, e),
+        st.builds(
+            lambda v, n, f, m: (S.step_decay(v, n, f, m), min(m, v), max(m, v)),
+            values,
+            lengths,
+            decays,
+            st.floats(0, 1e-3),
         ),
-        values,
-        values,
-        lengths,
-        st.integers(0, 1000),
-        values,
-    ),
-    st.builds(
-        lambda a, w, s0: (S.warmup(S.cosine_decay(a, 1000), w, s0), 0.0, max(a, s0)),
-        values,
-        lengths,
-        values,
-    ),
-    st.builds(
-        lambda a, s, n, e: (S.cooldown(S.constant(a), s, n, e), min(a, e), max(a, e)),
-        values,
-        st.integers(0, 10**6),
-        lengths,
-        values,
-    ),
-    st.builds(
-        lambda a, b, n: (S.join([S.constant(a), S.linear(a, b, n)], [n]), min(a, b), max(a, b)),
-        values,
-        values,
-        lengths,
-    ),
-)
+        st.builds(
+            lambda v, ms, f: (S.multistep_decay(v, sorted(set(ms)), f), 0.0, v),
+            values,
+            st.lists(offsets, min_size=1, max_size=5),
+            decays,
+        ),
+        st.builds(
+            lambda v, r, n, s: (S.exponential_decay(v, r, n, s), 0.0, v),
+            values,
+            st.floats(0.5, 1.0),
+            lengths,
+            st.booleans(),
+        ),
+        st.builds(
+            lambda a, b, p, n: (S.polynomial_decay(a, b, p, n), min(a, b), max(a, b)),
+            values,
+            values,
+            st.floats(0.5, 3.0),
+            lengths,
+        ),
+        st.builds(
+            lambda a, n, b: (S.cosine_decay(a, n, b), min(a, b), max(a, b)), values, lengths, values
+        ),
+        st.builds(
+            lambda a, b, n, f: (S.triangular(a, b, n, f), min(a, b), max(a, b)),
+            values,
+            values,
+            lengths,
+            fractions,
+        ),
+        st.builds(lambda v, w: (S.inverse_sqrt(v, w), 0.0, v), values, lengths),
+        st.builds(
+            lambda a, b, n, ld, md, f: (
+                S.cyclic(S.shapes.triangular(f), n, a, b, ld, md),
+                0.0,
+                max(a, b),
+            ),
+            values,
+            values,
+            lengths,
+            st.sampled_from([0.5, 1, 1.5, 2, 3]),
+            decays,
+            fractions,
+        ),
+        st.builds(
+            lambda a, b, n, m, md: (S.cosine_restarts(a, n, m, b, md), 0.0, max(a, b)),
+            values,
+            values,
+            lengths,
+            st.integers(1, 3),
+            decays,
+        ),
+        st.builds(
+            lambda a, b, u, d, mode, g: (S.cyclic_lr(a, b, u, d, mode, g), min(a, b), max(a, b)),
+            values,
+            values,
+            lengths,
+            lengths,
+            st.sampled_from(["triangular", "triangular2", "exp_range"]),
+            decays,
+        ),
+        st.builds(
+            lambda a, b, n, c, e: (
+                S.one_cycle(a, b, n, c, e if c else None),
+                min(a, b, e),
+                max(a, b, e),
+            ),
+            values,
+            values,
+            lengths,
+            cooldowns,
+            values,
+        ),
+        st.builds(
+            lambda a, w, s0: (S.warmup(S.cosine_decay(a, 1000), w, s0), 0.0, max(a, s0)),
+            values,
+            lengths,
+            values,
+        ),
+        st.builds(
+            lambda a, s, n, e: (S.cooldown(S.constant(a), s, n, e), min(a, e), max(a, e)),
+            values,
+            offsets,
+            lengths,
+            values,
+        ),
+        st.builds(
+            lambda a, b, n: (S.join([S.constant(a), S.linear(a, b, n)], [n]), min(a, b), max(a, b)),
+            values,
+            values,
+            lengths,
+        ),
+    )
+
+
+cases = schedule_cases(lengths, st.integers(0, 10**6), st.integers(0, 1000))
 
 
 @settings(max_examples=150, deadline=None)
@@ -142,6 +150,28 @@ def test_finite_bounded_and_array_equals_scalar(case, ts):
         np.testing.assert_allclose(
             schedule(t), v, rtol=1e-5, atol=1e-7
         )  # XLA pow/cos differ by ulps
+
+
+# Lengths and start counts beyond int32 as well: an int32 count never reaches them.
+long_lengths = st.one_of(lengths, st.integers(INT32_MAX - 2, 10**13))
+long_cases = schedule_cases(long_lengths, st.integers(0, 10**13), long_lengths)
+
+
+@settings(max_examples=150, deadline=None)
+@given(case=long_cases, ts=counts)
+def test_lengths_beyond_int32_are_finite_bounded_and_array_equals_scalar(case, ts):
+    test_finite_bounded_and_array_equals_scalar.hypothesis.inner_test(case, ts)
+
+
+@settings(max_examples=100, deadline=None)
+@given(case=st.one_of(cases, long_cases), ts=st.lists(st.integers(0, 2**24), min_size=1))
+def test_float_counts_below_2_24_equal_int32_counts(case, ts):
+    """A float count takes the float32 path; below 2**24 every count is a float32, and its
+    integer steps (floor division, boundaries) must be exactly those of the int32 count."""
+    schedule, _, _ = case
+    np.testing.assert_array_equal(
+        schedule(jnp.asarray(ts, jnp.float32)), schedule(jnp.asarray(ts, jnp.int32))
+    )
 
 
 @settings(max_examples=60, deadline=None)

@@ -33,6 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gradtx import checks
+from gradtx.schedules._util import as_count, floor_divide
 
 
 class UnitType(enum.StrEnum):
@@ -73,7 +74,9 @@ def _pick(values: tuple[Any, ...], epoch_size: int, progress: jax.Array) -> jax.
         return jnp.asarray(values[0](progress), jnp.float32)
     if len(values) == 1:
         return jnp.asarray(values[0], jnp.float32)
-    index = jnp.minimum(progress // epoch_size, len(values) - 1)
+    # floor_divide takes an epoch_size beyond int32 (never completed by an int32 progress).
+    epochs = floor_divide(as_count(progress), epoch_size)
+    index = jnp.minimum(epochs, len(values) - 1).astype(jnp.int32)
     return jnp.stack([jnp.asarray(v, jnp.float32) for v in values])[index]
 
 

@@ -3,7 +3,10 @@
 Every schedule accepts a scalar or an array of counts, costs O(1) (at most
 O(log n)) per count, and stays finite up to the int32 maximum. Float
 arguments may be tracers (``vmap``/``grad`` over them works); lengths and
-boundaries are concrete integers.
+boundaries are concrete integers of any size: one beyond the int32 range
+enters float arithmetic, as in optax. Integer counts are evaluated exactly;
+float counts, and integers beyond int32, in float32 (see
+:mod:`gradtx.schedules._util`).
 """
 
 from __future__ import annotations
@@ -17,10 +20,16 @@ from gradtx import checks
 from gradtx.core import Schedule
 from gradtx.schedules import shapes
 from gradtx.schedules._util import (
+    INT32_MAX,
     as_count,
     as_float,
+    boundaries_passed,
     check_boundaries,
     check_length,
+    clamped_progress,
+    floor_divide,
+    length_float,
+    on_whole_counts,
     power,
 )
 
@@ -35,7 +44,7 @@ def constant(value: Scalar) -> Schedule:
     """
 
     def schedule(count):
-        return jnp.full(jnp.shape(count), value, jnp.float32)
+        return jnp.full(as_count(count).shape, value, jnp.float32)
 
     return schedule
 
@@ -50,7 +59,7 @@ def linear(init_value: Scalar, end_value: Scalar, transition_steps: int) -> Sche
       end_value: :math:`v_1`, from count :math:`T` on.
       transition_steps: :math:`T > 0`.
     """
-    steps = check_length("linear", "transition_steps", transition_steps)
+    steps = length_float(check_length("linear", "transition_steps", transition_steps))
 
     def schedule(count):
         progress = jnp.clip(as_float(count) / steps, 0.0, 1.0)
@@ -74,10 +83,10 @@ def piecewise_constant(boundaries: Sequence[int], values: Sequence[Scalar]) -> S
             f"piecewise_constant: values must have len(boundaries) + 1 = {len(bounds) + 1} "
             f"entries, got {len(values)}"
         )
-    table = jnp.asarray(bounds, jnp.int32)
+    passed = boundaries_passed(bounds)
 
     def schedule(count):
-        index = jnp.searchsorted(table, as_count(count), side="right")
+        index = passed(as_count(count))
         return jnp.asarray(jnp.stack([jnp.asarray(v, jnp.float32) for v in values]))[index]
 
     return schedule
@@ -101,7 +110,7 @@ def step_decay(init_value: Scalar, step_size: int, factor: Scalar, min_value: Sc
     checks.check_interval("step_decay", "factor", factor, "[0, 1]")
 
     def schedule(count):
-        decays = (as_count(count) // size).astype(jnp.float32)
+        decays = floor_divide(as_count(count), size).astype(jnp.float32)
         return jnp.maximum(init_value * power(factor, decays), min_value)
 
     return schedule
@@ -117,12 +126,11 @@ def multistep_decay(init_value: Scalar, milestones: Sequence[int], factor: Scala
       milestones: strictly increasing counts at which the value drops.
       factor: :math:`\\gamma` in [0, 1].
     """
-    marks = jnp.asarray(check_boundaries("multistep_decay", "milestones", milestones), jnp.int32)
+    passed = boundaries_passed(check_boundaries("multistep_decay", "milestones", milestones))
     checks.check_interval("multistep_decay", "factor", factor, "[0, 1]")
 
     def schedule(count):
-        passed = jnp.searchsorted(marks, as_count(count), side="right").astype(jnp.float32)
-        return init_value * power(factor, passed)
+        return init_value * power(factor, passed(as_count(count)).astype(jnp.float32))
 
     return schedule
 
@@ -158,7 +166,10 @@ def exponential_decay(
             )
 
     def schedule(count):
-        exponent = as_count(count) // steps if staircase else as_float(count) / steps
+        if staircase:
+            exponent = floor_divide(as_count(count), steps)
+        else:
+            exponent = as_float(count) / length_float(steps)
         value = init_value * power(decay_rate, exponent)
         if end_value is None:
             return value
@@ -190,11 +201,18 @@ def polynomial_decay(
     steps = check_length("polynomial_decay", "transition_steps", transition_steps)
     checks.check_interval("polynomial_decay", "power", power, checks.POSITIVE)
 
+    total = length_float(steps)
+
+    def exact_left(count):
+        if steps > INT32_MAX:  # an int32 count never reaches the end
+            return total - count.astype(jnp.float32)
+        return (steps - jnp.minimum(count, steps)).astype(jnp.float32)
+
     def schedule(count):
         # Steps left, then divided: exact 0 at the end even where XLA divides by
         # multiplying with 1/steps (1 - t/steps left ~4e-9 there, and its root 6e-5).
-        left = (steps - jnp.minimum(as_count(count), steps)).astype(jnp.float32)
-        remaining = left / steps
+        left = on_whole_counts(as_count(count), exact_left, lambda t: total - jnp.minimum(t, total))
+        remaining = left / total
         return end_value + (init_value - end_value) * remaining**power
 
     return schedule
@@ -216,7 +234,7 @@ def cosine_decay(init_value: Scalar, decay_steps: int, end_value: Scalar = 0.0) 
     steps = check_length("cosine_decay", "decay_steps", decay_steps)
 
     def schedule(count):
-        progress = jnp.minimum(as_count(count), steps).astype(jnp.float32) / steps
+        progress = clamped_progress(as_count(count), steps)
         return end_value + (init_value - end_value) * shapes.cosine(progress)
 
     return schedule
@@ -243,7 +261,7 @@ def triangular(
     shape = shapes.triangular(inc_fraction)
 
     def schedule(count):
-        progress = jnp.minimum(as_count(count), length).astype(jnp.float32) / length
+        progress = clamped_progress(as_count(count), length)
         return min_value + (max_value - min_value) * shape(progress)
 
     return schedule
@@ -261,7 +279,7 @@ def inverse_sqrt(init_value: Scalar, warmup_steps: int) -> Schedule:
       init_value: :math:`v_0`, the peak.
       warmup_steps: :math:`W > 0`.
     """
-    warmup = check_length("inverse_sqrt", "warmup_steps", warmup_steps)
+    warmup = length_float(check_length("inverse_sqrt", "warmup_steps", warmup_steps))
 
     def schedule(count):
         step = as_count(count).astype(jnp.float32) + 1.0

@@ -2,6 +2,9 @@
 
 Warm-up, cool-down, cyclic repetition with length and magnitude decay, one
 cycle, SGDR, torch's CyclicLR, and joining. All closed form or O(log t).
+Lengths and boundaries may lie beyond the int32 range; counts follow
+:mod:`gradtx.schedules._util` (an inner schedule gets a float count when the
+wrapper got one).
 """
 
 from __future__ import annotations
@@ -16,10 +19,23 @@ import numpy as np
 from gradtx import checks
 from gradtx.core import Schedule
 from gradtx.schedules import shapes
-from gradtx.schedules._util import as_count, check_boundaries, check_length, power
+from gradtx.schedules._util import (
+    INT32_MAX,
+    as_count,
+    check_boundaries,
+    check_length,
+    count_like,
+    floor_divide,
+    is_float,
+    length_float,
+    on_whole_counts,
+    power,
+    reached,
+    remainder,
+    since,
+)
 
 Scalar = float | jax.Array
-INT32_MAX = int(np.iinfo(np.int32).max)
 
 
 def warmup(schedule: Schedule, length: int, start_value: Scalar = 0.0) -> Schedule:
@@ -40,9 +56,11 @@ def warmup(schedule: Schedule, length: int, start_value: Scalar = 0.0) -> Schedu
     def wrapped(count):
         count = as_count(count)
         ramp = start_value + (schedule(jnp.zeros_like(count)) - start_value) * (
-            count.astype(jnp.float32) / length
+            count.astype(jnp.float32) / length_float(length)
         )
-        return jnp.where(count < length, ramp, schedule(jnp.maximum(count - length, 0)))
+        if length > INT32_MAX and not is_float(count):  # no int32 count ends the warm-up
+            return ramp
+        return jnp.where(reached(count, length), schedule(since(count, length)), ramp)
 
     return wrapped
 
@@ -64,46 +82,97 @@ def cooldown(schedule: Schedule, start: int, length: int, end_value: Scalar) -> 
     start = check_length("cooldown", "start", start, allow_zero=True)
     length = check_length("cooldown", "length", length)
 
+    def exact_elapsed(count):
+        if start > INT32_MAX:  # such a count is before the start, where this value is unused
+            return count.astype(jnp.float32) - length_float(start)
+        return (count - start).astype(jnp.float32)
+
     def wrapped(count):
         count = as_count(count)
-        top = schedule(jnp.full_like(count, start))
-        progress = jnp.clip((count - start).astype(jnp.float32) / length, 0.0, 1.0)
-        return jnp.where(count <= start, schedule(count), top + (end_value - top) * progress)
+        if start > INT32_MAX and not is_float(count):  # no int32 count passes the start
+            return schedule(count)
+        top = schedule(count_like(count, start))
+        elapsed = on_whole_counts(count, exact_elapsed, lambda t: t - length_float(start))
+        progress = jnp.clip(elapsed / length_float(length), 0.0, 1.0)
+        after = reached(count, start + 1)
+        return jnp.where(after, top + (end_value - top) * progress, schedule(count))
 
     return wrapped
 
 
-def _cycle_table(first: int, length_decay: float) -> tuple[np.ndarray, np.ndarray]:
+def _cycle_table(first: int, length_decay: float) -> tuple[np.ndarray, np.ndarray, bool]:
     """Starts and lengths of cycles, grown with ``ceil``, until they pass the int32 range.
 
     Lengths either grow (by at least one per cycle once ``ceil`` moves them), or
     reach a fixed point (``ceil(L * decay) == L``): the table stops there and
-    the cycles after it are closed form.
+    the cycles after it are closed form. The flag says which: True for the
+    fixed point (the last length repeats forever), False when the last cycle
+    straddles the int32 maximum.
     """
     starts, lengths = [0], [first]
+    settled = False
     while starts[-1] + lengths[-1] <= INT32_MAX:
         nxt = math.ceil(lengths[-1] * length_decay)
         if nxt == lengths[-1]:
+            settled = True
             break
         starts.append(starts[-1] + lengths[-1])
         lengths.append(nxt)
-    return np.asarray(starts, np.int64), np.asarray(lengths, np.int64)
+    return np.asarray(starts, np.int64), np.asarray(lengths, np.int64), settled
 
 
-def _cycle_position(count: jax.Array, first: int, length_decay: float):
-    """(cycle index, offset within it, its length) for each count: O(log cycles)."""
+def _cycle_locator(first: int, length_decay: float):
+    """A function of the count: (cycle index, offset within it, its length as float32).
+
+    O(log cycles), exact for int32 counts. Float counts beyond int32 continue in
+    float32: forever where the lengths are constant from some cycle on
+    (``length_decay`` 1, or a fixed point of ``ceil``); where they keep growing,
+    to the end of the cycle that crosses the int32 maximum (the table stops
+    there), and later counts hold that cycle's last value.
+    """
     if length_decay == 1:
-        return count // first, count % first, jnp.full_like(count, first)
-    starts, lengths = _cycle_table(first, length_decay)
+
+        def constant_lengths(count):
+            length = jnp.full(count.shape, length_float(first), jnp.float32)
+            return floor_divide(count, first), remainder(count, first), length
+
+        return constant_lengths
+
+    starts, lengths, settled = _cycle_table(first, length_decay)
     starts_j = jnp.asarray(np.minimum(starts, INT32_MAX), jnp.int32)
     lengths_j = jnp.asarray(np.minimum(lengths, INT32_MAX), jnp.int32)
-    index = jnp.searchsorted(starts_j, count, side="right") - 1
-    offset = count - starts_j[index]
-    length = lengths_j[index]
-    # Past the fixed point every cycle has the same length: closed form from there.
-    beyond = offset // length
-    index = index + beyond
-    return index, offset - beyond * length, length
+    # The divisor of the progress: the true length, also for a last cycle beyond int32.
+    lengths_f = jnp.asarray(lengths.astype(np.float32))
+
+    def exact(count):
+        if first > INT32_MAX:  # every int32 count is in the first cycle
+            index = floor_divide(count, first)
+            return index, remainder(count, first), jnp.full(count.shape, lengths_f[0])
+        index = jnp.searchsorted(starts_j, count, side="right") - 1
+        offset = count - starts_j[index]
+        length = lengths_j[index]
+        progress_length = lengths_f[index]
+        # Past the fixed point every cycle has the same length: closed form from there.
+        beyond = offset // length
+        return index + beyond, offset - beyond * length, progress_length
+
+    def approximate(count):
+        offset = count - float(starts[-1])
+        length = length_float(int(lengths[-1]))
+        last = jnp.full(count.shape, lengths_f[-1])
+        if settled:  # every later cycle has the last length
+            index = len(starts) - 1 + jnp.floor_divide(offset, length)
+            return index, jnp.remainder(offset, length), last
+        # Growing lengths: the table ends with the cycle that crosses the int32
+        # maximum; later counts hold its last value.
+        index = jnp.full(count.shape, len(starts) - 1, jnp.float32)
+        return index, jnp.clip(offset, 0.0, length - 1.0), last
+
+    def locate(count):
+        index, offset, length = on_whole_counts(count, exact, approximate)
+        return index, offset.astype(jnp.float32), length
+
+    return locate
 
 
 def cyclic(
@@ -140,11 +209,11 @@ def cyclic(
         raise ValueError(f"cyclic: length_decay must be a concrete number, got {length_decay!r}")
     checks.check_interval("cyclic", "magnitude_decay", magnitude_decay, "(0, 1]")
 
+    locate = _cycle_locator(first, float(length_decay))
+
     def schedule(count):
-        index, offset, length = _cycle_position(as_count(count), first, float(length_decay))
-        value = min_value + (max_value - min_value) * shape(
-            offset.astype(jnp.float32) / length.astype(jnp.float32)
-        )
+        index, offset, length = locate(as_count(count))
+        value = min_value + (max_value - min_value) * shape(offset / length)
         return value * power(magnitude_decay, index)
 
     return schedule
@@ -249,11 +318,35 @@ def cyclic_lr(
     total = up + down
     ratio = up / total
 
+    def torch_height(count):
+        x = remainder(count, total) / length_float(total)
+        return jnp.where(x <= ratio, x / ratio, (x - 1.0) / (ratio - 1.0))
+
+    def long_cycle_height(count):
+        # A cycle beyond int32: torch's x - 1 near the end of it, in float32, would be
+        # all rounding; the steps left, (u - t) + d, are exact for an int32 count
+        # (all in the first cycle).
+        def exact(c):
+            rising = c.astype(jnp.float32) / length_float(up)
+            if up > INT32_MAX:  # no int32 count gets past the peak
+                return rising
+            falling = ((up - c).astype(jnp.float32) + length_float(down)) / length_float(down)
+            return jnp.where(c <= up, rising, falling)
+
+        def approximate(c):
+            offset = remainder(c, total)
+            falling = (length_float(total) - offset) / length_float(down)
+            height = jnp.where(offset <= length_float(up), offset / length_float(up), falling)
+            return jnp.clip(height, 0.0, 1.0)  # float32 rounding of t and T, not past the peak
+
+        return on_whole_counts(count, exact, approximate)
+
+    height_of = torch_height if total <= INT32_MAX else long_cycle_height
+
     def schedule(count):
         count = as_count(count)
-        cycle = count // total + 1
-        x = (count % total).astype(jnp.float32) / total
-        height = jnp.where(x <= ratio, x / ratio, (x - 1.0) / (ratio - 1.0))
+        cycle = floor_divide(count, total) + 1
+        height = height_of(count)
         if mode == "triangular":
             scale = 1.0
         elif mode == "triangular2":
@@ -285,7 +378,9 @@ def join(schedules: Sequence[Schedule], boundaries: Sequence[int]) -> Schedule:
         count = as_count(count)
         value = schedules[0](count)
         for f, start in zip(schedules[1:], bounds, strict=True):
-            value = jnp.where(count >= start, f(jnp.maximum(count - start, 0)), value)
+            if start > INT32_MAX and not is_float(count):
+                break  # no int32 count reaches this boundary (nor the later ones)
+            value = jnp.where(reached(count, start), f(since(count, start)), value)
         return value
 
     return schedule
