@@ -102,11 +102,14 @@ BUILDERS_CNTK = {"sgd", "momentum_sgd", "nesterov", "adagrad", "rmsprop", "fsada
 @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(params=pytrees(max_leaves=4), data=st.data())
 def test_transform_passes_the_checks(name, params, data):
+    check_transform(build(name, data), params, extra=EXTRA, name=name)
+
+
+def build(name, data):
+    """The factory's transform: by hand, or with drawn hyperparameters."""
     if name in BUILDERS:
-        tx = BUILDERS[name]()
-    else:
-        tx = getattr(gradtx, name)(**data.draw(hyperparameters(getattr(gradtx, name))))
-    check_transform(tx, params, extra=EXTRA, name=name)
+        return BUILDERS[name]()
+    return getattr(gradtx, name)(**data.draw(hyperparameters(getattr(gradtx, name))))
 
 
 # Transforms with no rule for complex numbers (sign rules, CNTK's learners, clipping
@@ -121,10 +124,7 @@ COMPLEX_LEAF = jnp.asarray([[0.5 - 1.0j, 2.0 + 0.25j], [-1.5j, 0.75]], jnp.compl
 @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(params=pytrees(max_leaves=3), data=st.data())
 def test_transform_passes_the_checks_on_a_tree_with_a_complex_leaf(name, params, data):
-    if name in BUILDERS:
-        tx = BUILDERS[name]()
-    else:
-        tx = getattr(gradtx, name)(**data.draw(hyperparameters(getattr(gradtx, name))))
+    tx = build(name, data)
     tree = {"model": params, "z": COMPLEX_LEAF}
     if name in NO_COMPLEX_RULE:
         with pytest.raises(ValueError, match=r"the leaf at \['z'\] is complex64"):
