@@ -50,6 +50,8 @@ def _check_labels(who: str, labels: Any, transforms: Mapping) -> None:
 
 
 class PartitionState(NamedTuple):
+    """State of :func:`partition` and :func:`masked`: each label's transform state."""
+
     inner: dict  # label -> that transform's state
 
 
@@ -67,6 +69,19 @@ def partition(transforms: Mapping[Hashable, GradientTransformation], labels: Lab
       labels: a tree of labels shaped like the params, or a prefix of it (a label on
         a subtree labels all its leaves: ``["body", "head"]`` for a two-layer list), or
         a function of the params returning one (see :func:`groups_by_path`).
+
+    Examples:
+      >>> import jax.numpy as jnp, gradtx
+      >>> opt = gradtx.partition({"body": gradtx.sgd(0.1), "head": gradtx.sgd(1.0)},
+      ...                        {"w": "body", "b": "head"})
+      >>> grads = {"w": jnp.ones(2), "b": jnp.ones(2)}
+      >>> updates, state = opt.update(grads, opt.init(grads))
+      >>> print(updates["w"], updates["b"])
+      [-0.1 -0.1] [-1. -1.]
+
+    References:
+      optax: ``optax.partition`` (formerly ``optax.multi_transform``); torch: the
+        ``param_groups`` of ``torch.optim.Optimizer``.
     """
     if not transforms:
         raise ValueError("partition: transforms must map at least one label to a transform")
@@ -100,7 +115,20 @@ def partition(transforms: Mapping[Hashable, GradientTransformation], labels: Lab
 
 
 def freeze() -> GradientTransformation:
-    """Zero updates, no state (:math:`u = 0`): map a label to it to keep its params as they are."""
+    """Zero updates, no state (:math:`u = 0`): map a label to it to keep its params as they are.
+
+    Examples:
+      >>> import jax.numpy as jnp, gradtx
+      >>> opt = gradtx.partition({"train": gradtx.sgd(0.1), "frozen": gradtx.freeze()},
+      ...                        {"w": "train", "b": "frozen"})
+      >>> grads = {"w": jnp.ones(2), "b": jnp.ones(2)}
+      >>> updates, state = opt.update(grads, opt.init(grads))
+      >>> print(updates["w"], updates["b"])
+      [-0.1 -0.1] [0. 0.]
+
+    References:
+      optax: ``optax.set_to_zero`` (``optax.transforms.freeze`` takes the mask itself).
+    """
 
     def update(updates, state, params=None, **extra):
         return jax.tree.map(jnp.zeros_like, updates), state
@@ -115,6 +143,17 @@ def masked(transform: GradientTransformation, mask: Labels) -> GradientTransform
       transform: run on the masked leaves only (it sees the rest as ``None``).
       mask: a tree of bools shaped like the params (or a prefix of it), or a function
         of the params.
+
+    Examples:
+      >>> import jax.numpy as jnp, gradtx
+      >>> opt = gradtx.masked(gradtx.scale(10.0), {"w": True, "b": False})
+      >>> grads = {"w": jnp.ones(2), "b": jnp.ones(2)}
+      >>> updates, state = opt.update(grads, opt.init(grads))
+      >>> print(updates["w"], updates["b"])
+      [10. 10.] [1. 1.]
+
+    References:
+      optax: ``optax.masked``.
     """
 
     keep = extras_filter(transform.update)

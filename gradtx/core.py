@@ -30,6 +30,18 @@ class GradientTransformation(NamedTuple):
     Attributes:
       init: ``init(params) -> state``.
       update: ``update(updates, state, params=None, **extra) -> (updates, state)``.
+
+    Examples:
+      >>> import jax, jax.numpy as jnp, gradtx
+      >>> double = gradtx.GradientTransformation(
+      ...     lambda params: gradtx.EmptyState(),
+      ...     lambda updates, state, params=None: (jax.tree.map(lambda g: 2 * g, updates), state))
+      >>> updates, state = double.update({"w": jnp.ones(2)}, double.init(None))
+      >>> print(updates["w"])
+      [2. 2.]
+
+    References:
+      optax: ``optax.GradientTransformation``.
     """
 
     init: Callable[[Params], State]
@@ -51,7 +63,18 @@ def init_empty_state(params: Params) -> EmptyState:
 
 
 def identity() -> GradientTransformation:
-    """Pass updates through unchanged: :math:`u \\leftarrow g`."""
+    """Pass updates through unchanged: :math:`u \\leftarrow g`.
+
+    Examples:
+      >>> import jax.numpy as jnp, gradtx
+      >>> opt = gradtx.identity()
+      >>> updates, state = opt.update({"w": jnp.array([1.0, -2.0])}, opt.init(None))
+      >>> print(updates["w"])
+      [ 1. -2.]
+
+    References:
+      optax: ``optax.identity``.
+    """
 
     def update(updates, state, params=None, **extra):
         return updates, state
@@ -91,6 +114,16 @@ def stateless(fn: Callable[..., Updates]) -> GradientTransformation:
 
     Args:
       fn: a pure function of the updates and the params (which may be ``None``).
+
+    Examples:
+      >>> import jax, jax.numpy as jnp, gradtx
+      >>> sign = gradtx.stateless(lambda updates, params: jax.tree.map(jnp.sign, updates))
+      >>> updates, state = sign.update({"w": jnp.array([0.5, -3.0])}, sign.init(None))
+      >>> print(updates["w"])
+      [ 1. -1.]
+
+    References:
+      optax: ``optax.stateless``.
     """
     keep = extras_filter(fn, slots=2)
 
@@ -110,6 +143,17 @@ def chain(*transforms: GradientTransformation) -> GradientTransformation:
 
     Args:
       *transforms: gradtx or optax gradient transformations, applied in order.
+
+    Examples:
+      >>> import jax.numpy as jnp, numpy as np, gradtx
+      >>> opt = gradtx.chain(gradtx.clip_by_global_norm(1.0), gradtx.scale(-0.1))
+      >>> grads = {"w": jnp.array([3.0, 4.0])}
+      >>> updates, state = opt.update(grads, opt.init(grads))
+      >>> print(np.asarray(updates["w"]).round(4))  # clipped to norm 1, then scaled
+      [-0.06 -0.08]
+
+    References:
+      optax: ``optax.chain``.
     """
     for i, t in enumerate(transforms):
         if not (callable(getattr(t, "init", None)) and callable(getattr(t, "update", None))):
@@ -151,6 +195,16 @@ def apply_updates(params: Params, updates: Updates) -> Params:
     Args:
       params: the parameter tree.
       updates: a tree of the same structure and shapes, e.g. from ``update``.
+
+    Examples:
+      >>> import jax.numpy as jnp, gradtx
+      >>> params = {"w": jnp.ones(2, jnp.bfloat16)}
+      >>> new = gradtx.apply_updates(params, {"w": jnp.array([0.5, -0.5])})
+      >>> print(new["w"], new["w"].dtype)
+      [1.5 0.5] bfloat16
+
+    References:
+      optax: ``optax.apply_updates``.
     """
     check_trees_match("apply_updates", "params", params, updates=updates)
 
@@ -169,7 +223,7 @@ def float_leaves(transform: GradientTransformation) -> GradientTransformation:
     indices kept in the params, and their gradients) get their incoming
     update back untouched, so :func:`apply_updates` leaves them as they are.
     Complex leaves are updated like real ones (the blocks take their second
-    moments from :math:`g\bar g`, as optax does; a block with no complex rule
+    moments from :math:`g\\bar g`, as optax does; a block with no complex rule
     raises naming the leaf). float16 leaves are promoted to float32 for the
     arithmetic and the state (float16's range loses ``eps = 1e-8`` and small
     squared gradients, which turns zero gradients into 0/0), and their updates
@@ -179,6 +233,14 @@ def float_leaves(transform: GradientTransformation) -> GradientTransformation:
 
     Args:
       transform: the transform to protect.
+
+    Examples:
+      >>> import jax.numpy as jnp, gradtx
+      >>> opt = gradtx.float_leaves(gradtx.scale(-0.5))
+      >>> grads = {"w": jnp.array([1.0, -2.0]), "step": jnp.array(3)}
+      >>> updates, state = opt.update(grads, opt.init(grads))
+      >>> print(updates["w"], updates["step"])  # the integer leaf comes back as it was
+      [-0.5  1. ] 3
     """
     keep = extras_filter(transform.update)
 

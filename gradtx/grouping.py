@@ -28,6 +28,8 @@ CHUNK = 32
 
 
 class GroupedState(NamedTuple):
+    """The wrapped transform's state over the packed tree, and where each chunk starts."""
+
     inner: Any  # the wrapped transform's state, over the packed tree
     # Start offset of each chunk in its buffer. Runtime values on purpose: constant
     # offsets would give every leaf its own compiled kernel.

@@ -89,6 +89,28 @@ def sgd(
       weight_decay: coupled L2 coefficient :math:`\\lambda \\ge 0` (torch's).
       state_dtype: dtype of the stored moments, e.g. ``jnp.bfloat16`` to halve
         their memory; arithmetic stays in the gradients' dtype.
+
+    Examples:
+      >>> import jax.numpy as jnp, numpy as np, gradtx
+      >>> opt = gradtx.sgd(0.1, momentum=0.9)
+      >>> grads = {"w": jnp.array([1.0, -2.0])}
+      >>> updates, state = opt.update(grads, opt.init(grads))
+      >>> updates, state = opt.update(grads, state)  # the momentum adds 0.9 of the last step
+      >>> print(np.asarray(updates["w"]).round(4))
+      [-0.19  0.38]
+
+    References:
+      Robbins and Monro, "A Stochastic Approximation Method", 1951.
+
+      Polyak, "Some methods of speeding up the convergence of iteration methods", 1964.
+
+      Nesterov, "A method of solving a convex programming problem with convergence rate
+        O(1/k^2)", 1983.
+
+      Sutskever, Martens, Dahl and Hinton, "On the importance of initialization and momentum
+        in deep learning", 2013.
+
+      optax: ``optax.sgd``; torch: ``torch.optim.SGD``.
     """
     _check(
         "sgd",
@@ -144,6 +166,20 @@ def adagrad(
       weight_decay: coupled L2 coefficient (torch's).
       state_dtype: dtype of the stored moments, e.g. ``jnp.bfloat16`` to halve
         their memory; arithmetic stays in the gradients' dtype.
+
+    Examples:
+      >>> import jax.numpy as jnp, numpy as np, gradtx
+      >>> opt = gradtx.adagrad(0.1)
+      >>> grads = {"w": jnp.array([1.0, -2.0])}
+      >>> updates, state = opt.update(grads, opt.init(grads))
+      >>> print(np.asarray(updates["w"]).round(4))  # -0.1 * g / sqrt(0.1 + g**2)
+      [-0.0953  0.0988]
+
+    References:
+      Duchi, Hazan and Singer, "Adaptive Subgradient Methods for Online Learning and
+        Stochastic Optimization", JMLR, 2011.
+
+      optax: ``optax.adagrad``; torch: ``torch.optim.Adagrad``.
     """
     _check(
         "adagrad",
@@ -207,6 +243,22 @@ def rmsprop(
       weight_decay: coupled L2 coefficient (torch's).
       state_dtype: dtype of the stored moments, e.g. ``jnp.bfloat16`` to halve
         their memory; arithmetic stays in the gradients' dtype.
+
+    Examples:
+      >>> import jax.numpy as jnp, numpy as np, gradtx
+      >>> opt = gradtx.rmsprop(0.1)
+      >>> grads = {"w": jnp.array([1.0, -2.0])}
+      >>> updates, state = opt.update(grads, opt.init(grads))
+      >>> print(np.asarray(updates["w"]).round(4))  # -0.1 * g / sqrt(0.1 * g**2)
+      [-0.3162  0.3162]
+
+    References:
+      Tieleman and Hinton, "Lecture 6.5 - rmsprop: Divide the gradient by a running average
+        of its recent magnitude", COURSERA: Neural Networks for Machine Learning, 2012.
+
+      Graves, "Generating Sequences With Recurrent Neural Networks", 2013 (``centered``).
+
+      optax: ``optax.rmsprop``; torch: ``torch.optim.RMSprop``.
     """
     _check(
         "rmsprop",
@@ -269,6 +321,19 @@ def adam(
       weight_decay: coupled L2 coefficient (torch's Adam); see :func:`adamw`.
       state_dtype: dtype of the stored moments, e.g. ``jnp.bfloat16`` to halve
         their memory; arithmetic stays in the gradients' dtype.
+
+    Examples:
+      >>> import jax.numpy as jnp, numpy as np, gradtx
+      >>> opt = gradtx.adam(0.1)
+      >>> grads = {"w": jnp.array([1.0, -2.0])}
+      >>> updates, state = opt.update(grads, opt.init(grads))
+      >>> print(np.asarray(updates["w"]).round(4))  # the first step is -lr * sign(g)
+      [-0.1  0.1]
+
+    References:
+      Kingma and Ba, "Adam: A Method for Stochastic Optimization", 2014.
+
+      optax: ``optax.adam``; torch: ``torch.optim.Adam``.
     """
     _check(
         "adam",
@@ -322,6 +387,19 @@ def nadam(
       weight_decay: coupled L2 coefficient.
       state_dtype: dtype of the stored moments, e.g. ``jnp.bfloat16`` to halve
         their memory; arithmetic stays in the gradients' dtype.
+
+    Examples:
+      >>> import jax.numpy as jnp, numpy as np, gradtx
+      >>> opt = gradtx.nadam(0.1)
+      >>> grads = {"w": jnp.array([1.0, -2.0])}
+      >>> updates, state = opt.update(grads, opt.init(grads))
+      >>> print(np.asarray(updates["w"]).round(4))  # -0.1 * (0.9 * 0.1 / 0.19 + 1) * sign(g)
+      [-0.1474  0.1474]
+
+    References:
+      Dozat, "Incorporating Nesterov Momentum into Adam", 2016.
+
+      optax: ``optax.nadam``.
     """
     _check(
         "nadam",
@@ -379,6 +457,19 @@ def adamw(
       nesterov: NAdam's look-ahead first moment (NAdamW).
       state_dtype: dtype of the stored moments, e.g. ``jnp.bfloat16`` to halve
         their memory; arithmetic stays in the gradients' dtype.
+
+    Examples:
+      >>> import jax.numpy as jnp, numpy as np, gradtx
+      >>> params = {"w": jnp.array([1.0, -2.0])}
+      >>> opt = gradtx.adamw(0.1, weight_decay=0.5)
+      >>> updates, state = opt.update(params, opt.init(params), params)  # grads = params
+      >>> print(np.asarray(updates["w"]).round(4))  # -0.1 * (sign(g) + 0.5 * params)
+      [-0.15  0.2 ]
+
+    References:
+      Loshchilov and Hutter, "Decoupled Weight Decay Regularization", 2019.
+
+      optax: ``optax.adamw``; torch: ``torch.optim.AdamW``.
     """
     _check(
         "adamw",
@@ -429,6 +520,20 @@ def amsgrad(
       eps_root: :math:`\\epsilon_{root} \\ge 0`, inside the root.
       state_dtype: dtype of the stored moments, e.g. ``jnp.bfloat16`` to halve
         their memory; arithmetic stays in the gradients' dtype.
+
+    Examples:
+      >>> import jax.numpy as jnp, numpy as np, gradtx
+      >>> opt = gradtx.amsgrad(0.1)
+      >>> grads = {"w": jnp.array([1.0, -2.0])}
+      >>> updates, state = opt.update(grads, opt.init(grads))
+      >>> updates, state = opt.update({"w": jnp.array([0.1, -0.2])}, state)
+      >>> print(np.asarray(updates["w"]).round(4))  # divided by the larger, first v_hat
+      [-0.0526  0.0526]
+
+    References:
+      Reddi, Kale and Kumar, "On the Convergence of Adam and Beyond", 2018.
+
+      optax: ``optax.amsgrad``.
     """
     _check(
         "amsgrad",
@@ -473,6 +578,19 @@ def adamax(
       weight_decay: coupled L2 coefficient (torch's).
       state_dtype: dtype of the stored moments, e.g. ``jnp.bfloat16`` to halve
         their memory; arithmetic stays in the gradients' dtype.
+
+    Examples:
+      >>> import jax.numpy as jnp, numpy as np, gradtx
+      >>> opt = gradtx.adamax(0.1)
+      >>> grads = {"w": jnp.array([1.0, -2.0])}
+      >>> updates, state = opt.update(grads, opt.init(grads))
+      >>> print(np.asarray(updates["w"]).round(4))  # the first step is -lr * sign(g)
+      [-0.1  0.1]
+
+    References:
+      Kingma and Ba, "Adam: A Method for Stochastic Optimization", 2014, section 7.1 (AdaMax).
+
+      optax: ``optax.adamax``; torch: ``torch.optim.Adamax``.
     """
     _check(
         "adamax",
@@ -517,6 +635,19 @@ def adadelta(
       weight_decay: coupled L2 coefficient (torch's).
       state_dtype: dtype of the stored moments, e.g. ``jnp.bfloat16`` to halve
         their memory; arithmetic stays in the gradients' dtype.
+
+    Examples:
+      >>> import jax.numpy as jnp, numpy as np, gradtx
+      >>> opt = gradtx.adadelta()
+      >>> grads = {"w": jnp.array([1.0, -2.0])}
+      >>> updates, state = opt.update(grads, opt.init(grads))
+      >>> print(np.asarray(updates["w"]).round(4))  # about -sqrt(1e-6 / (0.1 * g**2)) * g
+      [-0.0032  0.0032]
+
+    References:
+      Zeiler, "ADADELTA: An Adaptive Learning Rate Method", 2012.
+
+      optax: ``optax.adadelta``; torch: ``torch.optim.Adadelta``.
     """
     _check(
         "adadelta",
@@ -561,6 +692,19 @@ def lion(
       mask: tree of bools (or function of params) saying which leaves decay.
       state_dtype: dtype of the stored moments, e.g. ``jnp.bfloat16`` to halve
         their memory; arithmetic stays in the gradients' dtype.
+
+    Examples:
+      >>> import jax.numpy as jnp, numpy as np, gradtx
+      >>> params = {"w": jnp.array([1.0, -2.0])}
+      >>> opt = gradtx.lion(0.1, weight_decay=0.5)
+      >>> updates, state = opt.update(params, opt.init(params), params)  # grads = params
+      >>> print(np.asarray(updates["w"]).round(4))  # -0.1 * (sign(g) + 0.5 * params)
+      [-0.15  0.2 ]
+
+    References:
+      Chen et al., "Symbolic Discovery of Optimization Algorithms", 2023.
+
+      optax: ``optax.lion``.
     """
     _check(
         "lion", state_dtype, learning_rate=learning_rate, b1=b1, b2=b2, weight_decay=weight_decay

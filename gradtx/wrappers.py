@@ -21,6 +21,8 @@ from gradtx.core import GradientTransformation, extras_filter
 
 
 class InjectHyperparamsState(NamedTuple):
+    """State of :func:`inject_hyperparams`: the count, the hyperparameters and the inner state."""
+
     count: jax.Array  # int32: updates applied so far (evaluates the schedules)
     hyperparams: dict  # name -> value (float32 for floating ones), settable with set_hyperparams
     scheduled: dict  # name -> float32 value its schedule gave for the latest update
@@ -65,6 +67,18 @@ def inject_hyperparams(learner_factory: Callable[..., GradientTransformation]):
 
     Args:
       learner_factory: a function returning a transform, e.g. ``gradtx.sgd``.
+
+    Examples:
+      >>> import jax.numpy as jnp, gradtx
+      >>> opt = gradtx.inject_hyperparams(gradtx.sgd)(learning_rate=0.1)
+      >>> grads = {"w": jnp.ones(2)}
+      >>> state = gradtx.set_hyperparams(opt.init(grads), learning_rate=0.5)
+      >>> updates, state = opt.update(grads, state)
+      >>> print(updates["w"])
+      [-0.5 -0.5]
+
+    References:
+      optax: ``optax.inject_hyperparams``.
     """
     int_defaults = _int_defaults(learner_factory)
 
@@ -219,6 +233,8 @@ def _select(keep_new: jax.Array, new: Any, old: Any) -> Any:
 
 
 class ApplyIfFiniteState(NamedTuple):
+    """State of :func:`apply_if_finite`: error counters, the last verdict, the inner state."""
+
     consecutive_errors: jax.Array  # int32: non-finite steps in a row, 0 after a finite one
     total_errors: jax.Array  # int32: non-finite steps skipped or given up on, in all
     last_finite: jax.Array  # bool: whether the latest updates were finite
@@ -248,6 +264,17 @@ def apply_if_finite(
       max_consecutive_errors: non-finite steps skipped in a row before giving up,
         :math:`\\ge 0`.
       axis_name: the mapped axis (or axes) to agree across, or None.
+
+    Examples:
+      >>> import jax.numpy as jnp, gradtx
+      >>> opt = gradtx.apply_if_finite(gradtx.sgd(0.1), max_consecutive_errors=3)
+      >>> grads = {"w": jnp.array([1.0, jnp.nan])}
+      >>> updates, state = opt.update(grads, opt.init(grads))
+      >>> print(updates["w"], int(state.total_errors))
+      [0. 0.] 1
+
+    References:
+      optax: ``optax.apply_if_finite``.
     """
     if (
         isinstance(max_consecutive_errors, bool)
@@ -284,6 +311,8 @@ def apply_if_finite(
 
 
 class AccumulateState(NamedTuple):
+    """State of :func:`accumulate`: the micro-step, the gradient sum and the inner state."""
+
     micro_step: jax.Array  # int32: micro-steps since the last real update, in [0, every_k)
     gradients: Any  # the sum of this cycle's gradients
     inner: Any
@@ -303,6 +332,18 @@ def accumulate(transform: GradientTransformation, every_k: int) -> GradientTrans
     Args:
       transform: the transform to run on the accumulated mean.
       every_k: micro-steps per update, :math:`\\ge 1`.
+
+    Examples:
+      >>> import jax.numpy as jnp, gradtx
+      >>> opt = gradtx.accumulate(gradtx.sgd(1.0), every_k=2)
+      >>> state = opt.init({"w": jnp.zeros(1)})
+      >>> first, state = opt.update({"w": jnp.array([1.0])}, state)
+      >>> second, state = opt.update({"w": jnp.array([3.0])}, state)
+      >>> print(first["w"], second["w"])  # nothing, then -1.0 * the mean
+      [0.] [-2.]
+
+    References:
+      optax: ``optax.MultiSteps`` (``every_k_schedule=every_k``).
     """
     if isinstance(every_k, bool) or not isinstance(every_k, int) or every_k < 1:
         raise ValueError(f"accumulate: every_k must be an integer >= 1, got {every_k!r}")
@@ -337,6 +378,8 @@ def _needs_params(who: str, params: Any) -> None:
 
 
 class LookaheadState(NamedTuple):
+    """State of :func:`lookahead`: the fast-step count, the slow weights, the fast state."""
+
     count: jax.Array  # int32: fast steps taken
     slow: Any  # the slow weights
     fast: Any  # the fast transform's state
@@ -360,6 +403,22 @@ def lookahead(
       fast: the inner learner.
       sync_period: fast steps per slow step, :math:`k \\ge 1`.
       slow_step_size: :math:`\\alpha` in [0, 1].
+
+    Examples:
+      >>> import jax.numpy as jnp, gradtx
+      >>> opt = gradtx.lookahead(gradtx.sgd(1.0), sync_period=2, slow_step_size=0.5)
+      >>> params = {"w": jnp.zeros(1)}
+      >>> state = opt.init(params)
+      >>> for _ in range(2):
+      ...     updates, state = opt.update({"w": -jnp.ones(1)}, state, params)
+      ...     params = gradtx.apply_updates(params, updates)
+      >>> print(params["w"])  # the fast steps reach 2; the slow step goes half way
+      [1.]
+
+    References:
+      Zhang, Lucas, Hinton and Ba, "Lookahead Optimizer: k steps forward, 1 step back", 2019.
+
+      optax: ``optax.lookahead`` (which keeps the slow weights in the params instead).
     """
     if isinstance(sync_period, bool) or not isinstance(sync_period, int) or sync_period < 1:
         raise ValueError(f"lookahead: sync_period must be an integer >= 1, got {sync_period!r}")
@@ -387,6 +446,8 @@ def lookahead(
 
 
 class EmaParamsState(NamedTuple):
+    """State of :func:`ema_params`: the update count and the averaged params."""
+
     count: jax.Array  # int32: updates seen (the first one starts the average with "first_update")
     ema: Any  # the shadow params, for evaluation
 
@@ -422,6 +483,18 @@ def ema_params(decay: float | jax.Array, *, start_from: str = "params") -> Gradi
     Args:
       decay: :math:`\\beta` in [0, 1).
       start_from: ``"params"`` or ``"first_update"``, as above.
+
+    Examples:
+      >>> import jax.numpy as jnp, numpy as np, gradtx
+      >>> opt = gradtx.ema_params(0.9)
+      >>> params = {"w": jnp.zeros(1)}
+      >>> updates, state = opt.update({"w": jnp.ones(1)}, opt.init(params), params)
+      >>> print(np.asarray(state.ema["w"]).round(4))  # 0.9 * 0 + 0.1 * 1
+      [0.1]
+
+    References:
+      torch: ``torch.optim.swa_utils.AveragedModel`` with
+        ``multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(decay)``.
     """
     checks.check_interval("ema_params", "decay", decay, checks.DECAY)
     if start_from not in ("params", "first_update"):

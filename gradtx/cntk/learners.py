@@ -63,6 +63,17 @@ def sgd(lr: Any) -> GradientTransformation:
 
     Args:
       lr: learning rate (schedule, or a bare number per minibatch).
+
+    Examples:
+      >>> import jax.numpy as jnp, numpy as np, gradtx.cntk as C
+      >>> opt = C.sgd(0.1)  # a bare number: 0.1 per minibatch, 0.025 per sample
+      >>> grads = {"w": jnp.array([1.0, -2.0])}
+      >>> updates, state = opt.update(grads, opt.init(grads), batch_size=4)
+      >>> print(np.asarray(updates["w"]).round(4))
+      [-0.025  0.05 ]
+
+    References:
+      CNTK, ``cntk.learners.sgd`` (Learner.cpp, ``LearnerSGD``).
     """
     return _learner("sgd", scale_by_rate(as_learning_rate("sgd", lr)))
 
@@ -80,6 +91,18 @@ def momentum_sgd(lr: Any, momentum: Any, unit_gain: bool = True) -> GradientTran
       lr: learning rate (schedule, or a bare number per minibatch).
       momentum: momentum schedule, or a bare number per minibatch.
       unit_gain: :math:`k = 1 - m_t` (True, CNTK's default) or 1.
+
+    Examples:
+      >>> import jax.numpy as jnp, numpy as np, gradtx.cntk as C
+      >>> opt = C.momentum_sgd(0.4, 0.9)  # 0.1 per sample for batches of 4
+      >>> grads = {"w": jnp.array([1.0, -2.0])}
+      >>> updates, state = opt.update(grads, opt.init(grads), batch_size=4)
+      >>> updates, state = opt.update(grads, state, batch_size=4)
+      >>> print(np.asarray(updates["w"]).round(4))  # v = 0.9 * 0.01 * g + 0.1 * 0.1 * g
+      [-0.019  0.038]
+
+    References:
+      CNTK, ``cntk.learners.momentum_sgd`` (Learner.cpp, ``LearnerMomentumSGD``).
     """
     return _learner(
         "momentum_sgd",
@@ -98,6 +121,20 @@ def nesterov(lr: Any, momentum: Any, unit_gain: bool = True) -> GradientTransfor
       lr: learning rate (schedule, or a bare number per minibatch).
       momentum: momentum schedule, or a bare number per minibatch.
       unit_gain: :math:`k = 1 - m_t` (True, CNTK's default) or 1.
+
+    Examples:
+      >>> import jax.numpy as jnp, numpy as np, gradtx.cntk as C
+      >>> opt = C.nesterov(0.4, 0.9)
+      >>> grads = {"w": jnp.array([1.0, -2.0])}
+      >>> updates, state = opt.update(grads, opt.init(grads), batch_size=4)
+      >>> print(np.asarray(updates["w"]).round(4))  # -(0.9 * 0.01 * g + 0.1 * 0.1 * g)
+      [-0.019  0.038]
+
+    References:
+      CNTK, ``cntk.learners.nesterov`` (Learner.cpp, ``LearnerNesterov``).
+
+      Sutskever, Martens, Dahl and Hinton, "On the importance of initialization and momentum
+        in deep learning", 2013.
     """
     return _learner(
         "nesterov",
@@ -119,6 +156,20 @@ def adagrad(lr: Any, need_ave_multiplier: bool = True) -> GradientTransformation
     Args:
       lr: learning rate (schedule, or a bare number per minibatch).
       need_ave_multiplier: normalise the factors by their mean.
+
+    Examples:
+      >>> import jax.numpy as jnp, numpy as np, gradtx.cntk as C
+      >>> opt = C.adagrad(0.4)
+      >>> grads = {"w": jnp.array([1.0, -2.0])}
+      >>> updates, state = opt.update(grads, opt.init(grads), batch_size=4)
+      >>> print(np.asarray(updates["w"]).round(4))  # factors 1/|g|, divided by their mean
+      [-0.1333  0.1333]
+
+    References:
+      CNTK, ``cntk.learners.adagrad`` (Learner.cpp, ``LearnerAdaGrad``).
+
+      Duchi, Hazan and Singer, "Adaptive Subgradient Methods for Online Learning and
+        Stochastic Optimization", JMLR, 2011.
     """
     return _learner(
         "adagrad",
@@ -152,6 +203,17 @@ def rmsprop(
       max: largest step; ``np.inf`` for no upper clamp (as in CNTK).
       min: smallest step, at most ``max``.
       need_ave_multiplier: normalise the factors by their mean.
+
+    Examples:
+      >>> import jax.numpy as jnp, numpy as np, gradtx.cntk as C
+      >>> opt = C.rmsprop(0.4, gamma=0.9, inc=1.2, dec=0.5, max=1.0, min=0.001)
+      >>> grads = {"w": jnp.array([1.0, -2.0])}
+      >>> updates, state = opt.update(grads, opt.init(grads), batch_size=4)
+      >>> print(np.asarray(updates["w"]).round(4))
+      [-0.1333  0.1333]
+
+    References:
+      CNTK, ``cntk.learners.rmsprop`` (Learner.cpp, ``LearnerRMSProp``).
     """
     who = "rmsprop"
     checks.check_interval(who, "gamma", gamma, "(0, 1)")
@@ -185,6 +247,17 @@ def fsadagrad(
       unit_gain: :math:`k = 1 - m_t` (True) or 1.
       variance_momentum: the mean-square decay; CNTK's default is a time
         constant of 720000 samples.
+
+    Examples:
+      >>> import jax.numpy as jnp, numpy as np, gradtx.cntk as C
+      >>> opt = C.fsadagrad(0.4, 0.9)
+      >>> grads = {"w": jnp.array([1.0, -2.0])}
+      >>> updates, state = opt.update(grads, opt.init(grads), batch_size=4)
+      >>> print(np.asarray(updates["w"]).round(4))  # -0.1 * 0.1 * g * min(2 / |g|, 10)
+      [-0.02  0.02]
+
+    References:
+      CNTK, ``cntk.learners.fsadagrad`` (Learner.cpp, ``LearnerFSAdaGrad``).
     """
     who = "fsadagrad"
     return _learner(
@@ -219,6 +292,19 @@ def adam(
       variance_momentum: :math:`\\beta_2`; CNTK's default is a time constant of 720000 samples.
       epsilon: added outside the root.
       adamax: :math:`v_t = \\max(\\beta_2 v_{t-1}, |g_t|)`, first moment corrected only.
+
+    Examples:
+      >>> import jax.numpy as jnp, numpy as np, gradtx.cntk as C
+      >>> opt = C.adam(0.4, 0.9)
+      >>> grads = {"w": jnp.array([1.0, -2.0])}
+      >>> updates, state = opt.update(grads, opt.init(grads), batch_size=4)
+      >>> print(np.asarray(updates["w"]).round(4))  # the first step is -0.1 * sign(g)
+      [-0.1  0.1]
+
+    References:
+      CNTK, ``cntk.learners.adam`` (Learner.cpp, ``LearnerAdam``).
+
+      Kingma and Ba, "Adam: A Method for Stochastic Optimization", 2014.
     """
     who = "adam"
     checks.check_interval(who, "epsilon", epsilon, checks.NONNEGATIVE)
@@ -252,6 +338,19 @@ def adadelta(
       lr: learning rate; the default is 1.0 per sample (a bare number is per minibatch).
       rho: decay in [0, 1).
       epsilon: :math:`\\epsilon \\ge 0`.
+
+    Examples:
+      >>> import jax.numpy as jnp, numpy as np, gradtx.cntk as C
+      >>> opt = C.adadelta()
+      >>> grads = {"w": jnp.array([1.0, -2.0])}
+      >>> updates, state = opt.update(grads, opt.init(grads), batch_size=4)
+      >>> print(np.asarray(updates["w"]).round(6))  # about -sqrt(1e-8 / (0.05 * g**2)) * g
+      [-0.000447  0.000447]
+
+    References:
+      CNTK, ``cntk.learners.adadelta`` (Learner.cpp, ``LearnerAdaDelta``).
+
+      Zeiler, "ADADELTA: An Adaptive Learning Rate Method", 2012.
     """
     return _learner(
         "adadelta", scale_by_adadelta(rho, epsilon), scale_by_rate(as_learning_rate("adadelta", lr))

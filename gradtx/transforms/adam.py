@@ -12,6 +12,8 @@ from gradtx.core import GradientTransformation
 
 
 class ScaleByAdamState(NamedTuple):
+    """State of :func:`scale_by_adam` and :func:`scale_by_adamax`: step count and two moments."""
+
     count: jax.Array  # int32 scalar: updates applied so far
     mu: Any
     nu: Any
@@ -73,9 +75,22 @@ def scale_by_adam(
       state_dtype: dtype of the stored moments (e.g. ``jnp.bfloat16``); arithmetic
         runs in the gradients' dtype. Defaults to the params' dtype.
 
+    Examples:
+      >>> import jax.numpy as jnp, numpy as np, gradtx
+      >>> tx = gradtx.scale_by_adam()
+      >>> grads = {"w": jnp.array([1.0, -2.0])}
+      >>> updates, state = tx.update(grads, tx.init(grads))
+      >>> print(np.asarray(updates["w"]).round(4))  # the first step is sign(g)
+      [ 1. -1.]
+      >>> int(state.count)
+      1
+
     References:
       Kingma and Ba, "Adam: A Method for Stochastic Optimization", 2014.
+
       Dozat, "Incorporating Nesterov Momentum into Adam", 2016.
+
+      optax: ``optax.scale_by_adam``.
     """
     state_dtype = _check("scale_by_adam", b1, b2, eps, eps_root, state_dtype)
 
@@ -103,6 +118,8 @@ def scale_by_adam(
 
 
 class ScaleByAmsgradState(NamedTuple):
+    """State of :func:`scale_by_amsgrad`: the step count, two moments and the running maximum."""
+
     count: jax.Array
     mu: Any
     nu: Any
@@ -138,8 +155,19 @@ def scale_by_amsgrad(
       state_dtype: dtype of the stored moments (e.g. ``jnp.bfloat16``); arithmetic
         runs in the gradients' dtype. Defaults to the params' dtype.
 
+    Examples:
+      >>> import jax.numpy as jnp, numpy as np, gradtx
+      >>> tx = gradtx.scale_by_amsgrad()
+      >>> grads = {"w": jnp.array([1.0, -2.0])}
+      >>> updates, state = tx.update(grads, tx.init(grads))
+      >>> updates, state = tx.update({"w": jnp.array([0.1, -0.2])}, state)
+      >>> print(np.asarray(state.nu_max["w"]).round(3))  # still the first step's g**2
+      [1. 4.]
+
     References:
       Reddi, Kale and Kumar, "On the Convergence of Adam and Beyond", 2018.
+
+      optax: ``optax.scale_by_amsgrad``.
     """
     state_dtype = _check("scale_by_amsgrad", b1, b2, eps, eps_root, state_dtype)
 
@@ -191,8 +219,18 @@ def scale_by_adamax(
       state_dtype: dtype of the stored moments (e.g. ``jnp.bfloat16``); arithmetic
         runs in the gradients' dtype. Defaults to the params' dtype.
 
+    Examples:
+      >>> import jax.numpy as jnp, numpy as np, gradtx
+      >>> tx = gradtx.scale_by_adamax()
+      >>> grads = {"w": jnp.array([1.0, -2.0])}
+      >>> updates, state = tx.update(grads, tx.init(grads))
+      >>> print(np.asarray(updates["w"]).round(4))  # the first step is sign(g)
+      [ 1. -1.]
+
     References:
       Kingma and Ba, "Adam: A Method for Stochastic Optimization", 2014, section 7.
+
+      optax: ``optax.scale_by_adamax``.
     """
     state_dtype = _check("scale_by_adamax", b1, b2, eps, 0.0, state_dtype)
 

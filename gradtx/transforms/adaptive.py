@@ -21,6 +21,8 @@ def _inverse_root(v: jax.Array, eps: Any, eps_in_sqrt: bool) -> jax.Array:
 
 
 class ScaleByRmsState(NamedTuple):
+    """State of :func:`scale_by_rms`: the running mean of the squared gradients."""
+
     nu: Any
 
 
@@ -48,6 +50,20 @@ def scale_by_rms(
       eps_in_sqrt: True puts eps inside the root (optax); False outside (torch).
       state_dtype: dtype of the stored moments (e.g. ``jnp.bfloat16``); arithmetic
         runs in the gradients' dtype. Defaults to the params' dtype.
+
+    Examples:
+      >>> import jax.numpy as jnp, numpy as np, gradtx
+      >>> tx = gradtx.scale_by_rms()
+      >>> grads = {"w": jnp.array([1.0, -2.0])}
+      >>> updates, state = tx.update(grads, tx.init(grads))
+      >>> print(np.asarray(updates["w"]).round(4))  # g / sqrt(0.1 * g**2)
+      [ 3.1623 -3.1623]
+
+    References:
+      Tieleman and Hinton, "Lecture 6.5 - rmsprop: Divide the gradient by a running average
+        of its recent magnitude", COURSERA: Neural Networks for Machine Learning, 2012.
+
+      optax: ``optax.scale_by_rms``.
     """
     state_dtype = checks.check_state_dtype("scale_by_rms", state_dtype)
     checks.check_hyperparams(
@@ -71,6 +87,8 @@ def scale_by_rms(
 
 
 class ScaleByStddevState(NamedTuple):
+    """State of :func:`scale_by_stddev`: running means of the gradients and their squares."""
+
     mu: Any
     nu: Any
 
@@ -104,6 +122,19 @@ def scale_by_stddev(
       eps_in_sqrt: True puts eps inside the root (optax); False outside (torch).
       state_dtype: dtype of the stored moments (e.g. ``jnp.bfloat16``); arithmetic
         runs in the gradients' dtype. Defaults to the params' dtype.
+
+    Examples:
+      >>> import jax.numpy as jnp, numpy as np, gradtx
+      >>> tx = gradtx.scale_by_stddev()
+      >>> grads = {"w": jnp.array([1.0, -2.0])}
+      >>> updates, state = tx.update(grads, tx.init(grads))
+      >>> print(np.asarray(updates["w"]).round(4))  # g / sqrt(0.1 * g**2 - (0.1 * g)**2)
+      [ 3.3333 -3.3333]
+
+    References:
+      Graves, "Generating Sequences With Recurrent Neural Networks", 2013.
+
+      optax: ``optax.scale_by_stddev``.
     """
     state_dtype = checks.check_state_dtype("scale_by_stddev", state_dtype)
     checks.check_hyperparams(
@@ -138,6 +169,8 @@ def scale_by_stddev(
 
 
 class ScaleByRssState(NamedTuple):
+    """State of :func:`scale_by_rss`: the sum of all squared gradients so far."""
+
     sum_of_squares: Any
 
 
@@ -170,6 +203,20 @@ def scale_by_rss(
         follows the learning rate (CNTK's ``need_ave_multiplier``).
       state_dtype: dtype of the stored moments (e.g. ``jnp.bfloat16``); arithmetic
         runs in the gradients' dtype. Defaults to the params' dtype.
+
+    Examples:
+      >>> import jax.numpy as jnp, numpy as np, gradtx
+      >>> tx = gradtx.scale_by_rss()
+      >>> grads = {"w": jnp.array([1.0, -2.0])}
+      >>> updates, state = tx.update(grads, tx.init(grads))
+      >>> print(np.asarray(updates["w"]).round(4))  # g / sqrt(0.1 + g**2)
+      [ 0.9535 -0.9877]
+
+    References:
+      Duchi, Hazan and Singer, "Adaptive Subgradient Methods for Online Learning and
+        Stochastic Optimization", JMLR, 2011.
+
+      optax: ``optax.scale_by_rss``.
     """
     state_dtype = checks.check_state_dtype("scale_by_rss", state_dtype)
     checks.check_hyperparams(
@@ -199,6 +246,8 @@ def scale_by_rss(
 
 
 class ScaleByAdadeltaState(NamedTuple):
+    """State of :func:`scale_by_adadelta`: running means of the squared gradients and steps."""
+
     e_g: Any  # running mean of squared gradients
     e_x: Any  # running mean of squared steps
 
@@ -220,6 +269,19 @@ def scale_by_adadelta(
       eps: :math:`\\epsilon \\ge 0`.
       state_dtype: dtype of the stored moments (e.g. ``jnp.bfloat16``); arithmetic
         runs in the gradients' dtype. Defaults to the params' dtype.
+
+    Examples:
+      >>> import jax.numpy as jnp, numpy as np, gradtx
+      >>> tx = gradtx.scale_by_adadelta()
+      >>> grads = {"w": jnp.array([1.0, -2.0])}
+      >>> updates, state = tx.update(grads, tx.init(grads))
+      >>> print(np.asarray(updates["w"]).round(4))  # about sqrt(1e-6 / (0.1 * g**2)) * g
+      [ 0.0032 -0.0032]
+
+    References:
+      Zeiler, "ADADELTA: An Adaptive Learning Rate Method", 2012.
+
+      optax: ``optax.scale_by_adadelta``.
     """
     state_dtype = checks.check_state_dtype("scale_by_adadelta", state_dtype)
     checks.check_hyperparams(
@@ -250,6 +312,8 @@ def scale_by_adadelta(
 
 
 class ScaleByRmsSignStepsState(NamedTuple):
+    """State of :func:`scale_by_rms_sign_steps`: count, mean square, last signs, step sizes."""
+
     count: jax.Array  # int32: the first update seeds the mean square with g**2
     mean_square: Any
     signs: Any  # sign of the previous gradient
@@ -288,6 +352,22 @@ def scale_by_rms_sign_steps(
       min_step: :math:`s_{min}`, at most ``max_step``.
       normalize: divide by the mean factor (CNTK's ``need_ave_multiplier``).
       floor: the constant inside the root.
+
+    Examples:
+      >>> import jax.numpy as jnp, numpy as np, gradtx
+      >>> tx = gradtx.scale_by_rms_sign_steps(0.9, 1.2, 0.5, 1.0, 0.001, normalize=False)
+      >>> grads = {"w": jnp.array([1.0, -2.0])}
+      >>> updates, state = tx.update(grads, tx.init(grads))  # no sign yet: 0.02 * dec
+      >>> updates, state = tx.update(grads, state)  # the signs agree: 0.01 * inc
+      >>> print(np.asarray(state.steps["w"]).round(4))
+      [0.012 0.012]
+
+    References:
+      CNTK, ``cntk.learners.rmsprop`` (Learner.cpp, ``LearnerRMSProp``, which calls
+        ``Matrix::RmsProp``).
+
+      Riedmiller and Braun, "A direct adaptive method for faster backpropagation learning:
+        the RPROP algorithm", 1993 (step sizes that grow while the sign holds).
     """
     checks.check_hyperparams(
         "scale_by_rms_sign_steps",

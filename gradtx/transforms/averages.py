@@ -11,6 +11,8 @@ from gradtx.core import GradientTransformation, ScalarOrSchedule
 
 
 class TraceState(NamedTuple):
+    """State of :func:`trace`: the step count (for a momentum schedule) and the trace."""
+
     count: jax.Array  # int32 scalar: evaluates a momentum schedule
     trace: Any
 
@@ -39,6 +41,23 @@ def trace(
       unit_gain: scale the incoming update by :math:`1 - \\mu`.
       state_dtype: dtype of the stored moments (e.g. ``jnp.bfloat16``); arithmetic
         runs in the gradients' dtype. Defaults to the params' dtype.
+
+    Examples:
+      >>> import jax.numpy as jnp, numpy as np, gradtx
+      >>> tx = gradtx.trace(0.9)
+      >>> grads = {"w": jnp.array([1.0, -2.0])}
+      >>> updates, state = tx.update(grads, tx.init(grads))
+      >>> updates, state = tx.update(grads, state)  # g + 0.9 * g
+      >>> print(np.asarray(updates["w"]).round(4))
+      [ 1.9 -3.8]
+
+    References:
+      Polyak, "Some methods of speeding up the convergence of iteration methods", 1964.
+
+      Sutskever, Martens, Dahl and Hinton, "On the importance of initialization and momentum
+        in deep learning", 2013.
+
+      optax: ``optax.trace``; torch: the momentum buffer of ``torch.optim.SGD``.
     """
     checks.check_interval("trace", "decay", decay, checks.DECAY)
     state_dtype = checks.check_state_dtype("trace", state_dtype)
@@ -62,6 +81,8 @@ def trace(
 
 
 class EmaState(NamedTuple):
+    """State of :func:`ema`: the step count (for the debiasing) and the moving average."""
+
     count: jax.Array
     ema: Any
 
@@ -80,6 +101,17 @@ def ema(
       debias: divide by :math:`1 - \\beta^{t+1}` to undo the zero start.
       state_dtype: dtype of the stored moments (e.g. ``jnp.bfloat16``); arithmetic
         runs in the gradients' dtype. Defaults to the params' dtype.
+
+    Examples:
+      >>> import jax.numpy as jnp, numpy as np, gradtx
+      >>> tx = gradtx.ema(0.9)
+      >>> grads = {"w": jnp.array([1.0, -2.0])}
+      >>> updates, state = tx.update(grads, tx.init(grads))
+      >>> print(np.asarray(updates["w"]).round(4))  # debiased: at first the update itself
+      [ 1. -2.]
+
+    References:
+      optax: ``optax.ema``.
     """
     checks.check_interval("ema", "decay", decay, checks.DECAY)
     state_dtype = checks.check_state_dtype("ema", state_dtype)

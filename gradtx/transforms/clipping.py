@@ -16,6 +16,16 @@ def clip(max_delta: float | jax.Array) -> GradientTransformation:
 
     Args:
       max_delta: :math:`c > 0`.
+
+    Examples:
+      >>> import jax.numpy as jnp, gradtx
+      >>> tx = gradtx.clip(1.0)
+      >>> updates, state = tx.update({"w": jnp.array([0.5, -3.0])}, tx.init(None))
+      >>> print(updates["w"])
+      [ 0.5 -1. ]
+
+    References:
+      optax: ``optax.clip``; torch: ``torch.nn.utils.clip_grad_value_``.
     """
     checks.check_interval("clip", "max_delta", max_delta, checks.POSITIVE)
 
@@ -45,6 +55,20 @@ def clip_by_global_norm(
     Args:
       max_norm: :math:`c > 0`.
       axis_name: the mapped axis (or tuple of axes) to reduce the norm over.
+
+    Examples:
+      >>> import jax.numpy as jnp, numpy as np, gradtx
+      >>> tx = gradtx.clip_by_global_norm(1.0)
+      >>> grads = {"a": jnp.array([3.0]), "b": jnp.array([4.0])}  # norm 5
+      >>> updates, state = tx.update(grads, tx.init(grads))
+      >>> print(np.asarray(updates["a"]).round(4), np.asarray(updates["b"]).round(4))
+      [0.6] [0.8]
+
+    References:
+      Pascanu, Mikolov and Bengio, "On the difficulty of training recurrent neural
+        networks", 2013.
+
+      optax: ``optax.clip_by_global_norm``; torch: ``torch.nn.utils.clip_grad_norm_``.
     """
     checks.check_interval("clip_by_global_norm", "max_norm", max_norm, checks.POSITIVE)
 

@@ -14,6 +14,8 @@ _NO_COMPLEX = " (a sign rule; optax's lion has none either)"
 
 
 class ScaleByLionState(NamedTuple):
+    """State of :func:`scale_by_lion`: the step count and the momentum."""
+
     count: jax.Array
     mu: Any
 
@@ -36,8 +38,18 @@ def scale_by_lion(
       state_dtype: dtype of the stored moments (e.g. ``jnp.bfloat16``); arithmetic
         runs in the gradients' dtype. Defaults to the params' dtype.
 
+    Examples:
+      >>> import jax.numpy as jnp, gradtx
+      >>> tx = gradtx.scale_by_lion()
+      >>> grads = {"w": jnp.array([1.0, -2.0])}
+      >>> updates, state = tx.update(grads, tx.init(grads))
+      >>> print(updates["w"])  # sign(0.1 * g)
+      [ 1. -1.]
+
     References:
       Chen et al., "Symbolic Discovery of Optimization Algorithms", 2023.
+
+      optax: ``optax.scale_by_lion``.
     """
     checks.check_hyperparams("scale_by_lion", b1=(b1, checks.DECAY), b2=(b2, checks.DECAY))
     state_dtype = checks.check_state_dtype("scale_by_lion", state_dtype)

@@ -25,6 +25,8 @@ PerUpdate = float | jax.Array | Callable[[jax.Array, jax.Array, jax.Array], jax.
 
 
 class Progress(NamedTuple):
+    """Training progress before this update: minibatches and samples seen so far."""
+
     minibatches: jax.Array  # int32: updates applied so far
     samples: jax.Array  # int32: samples seen so far (the sum of batch_size)
 
@@ -73,6 +75,8 @@ def advance(progress: Progress, batch_size: jax.Array) -> Progress:
 
 
 class ScaleByRateState(NamedTuple):
+    """State of :func:`scale_by_rate`: the progress its rate is evaluated at."""
+
     progress: Progress
 
 
@@ -82,6 +86,18 @@ def scale_by_rate(rate: PerUpdate, *, flip_sign: bool = True) -> GradientTransfo
     Args:
       rate: :math:`\\eta_t`, a number or ``(minibatches, samples, batch_size) -> rate``.
       flip_sign: scale by :math:`-\\eta_t` (descent); False for :math:`+\\eta_t`.
+
+    Examples:
+      >>> import jax.numpy as jnp, numpy as np, gradtx
+      >>> tx = gradtx.scale_by_rate(lambda minibatches, samples, batch_size: 0.1 / batch_size)
+      >>> grads = {"w": jnp.array([32.0, -64.0])}  # summed over 32 samples
+      >>> updates, state = tx.update(grads, tx.init(grads), batch_size=32)
+      >>> print(np.asarray(updates["w"]).round(4), int(state.progress.samples))
+      [-0.1  0.2] 32
+
+    References:
+      CNTK, ``cntk.learners.sgd`` (Learner.cpp, ``LearnerSGD``) and
+        ``cntk.learners.learning_rate_schedule``.
     """
     checks.check_interval("scale_by_rate", "rate", rate, checks.NONNEGATIVE)
     sign = -1.0 if flip_sign else 1.0
@@ -99,6 +115,8 @@ def scale_by_rate(rate: PerUpdate, *, flip_sign: bool = True) -> GradientTransfo
 
 
 class MomentumState(NamedTuple):
+    """State of :func:`momentum`: the progress and the velocity."""
+
     progress: Progress
     velocity: Any
 
@@ -119,6 +137,21 @@ def momentum(
         batch_size) -> m`` (e.g. a CNTK momentum schedule).
       unit_gain: scale the incoming update by :math:`1 - m_t`.
       nesterov: return the look-ahead :math:`m_t v_t + k u_t`.
+
+    Examples:
+      >>> import jax.numpy as jnp, numpy as np, gradtx
+      >>> tx = gradtx.momentum(0.9)
+      >>> grads = {"w": jnp.array([1.0, -2.0])}
+      >>> updates, state = tx.update(grads, tx.init(grads), batch_size=4)
+      >>> updates, state = tx.update(grads, state, batch_size=4)  # 0.9 * 0.1 * g + 0.1 * g
+      >>> print(np.asarray(updates["w"]).round(4))
+      [ 0.19 -0.38]
+
+    References:
+      CNTK, ``cntk.learners.momentum_sgd`` and ``cntk.learners.nesterov`` (Learner.cpp,
+        ``LearnerMomentumSGD``, ``LearnerNesterov``).
+
+      Polyak, "Some methods of speeding up the convergence of iteration methods", 1964.
     """
     checks.check_interval("momentum", "momentum", momentum, checks.DECAY)
 
@@ -141,6 +174,8 @@ def momentum(
 
 
 class ScaleByFsadagradState(NamedTuple):
+    """State of :func:`scale_by_fsadagrad`: progress, smoothed sample count, mean square."""
+
     progress: Progress
     smoothed_count: jax.Array  # float32: samples in the running mean square, smoothed
     mean_square: Any
@@ -164,6 +199,17 @@ def scale_by_fsadagrad(
       variance_momentum: :math:`\\rho_t`: a number or a per-update function (CNTK's
         default is ``momentum_as_time_constant_schedule(720000)``).
       max_multiplier: :math:`w_{max}` (10 in CNTK).
+
+    Examples:
+      >>> import jax.numpy as jnp, numpy as np, gradtx
+      >>> tx = gradtx.scale_by_fsadagrad(0.9)
+      >>> grads = {"w": jnp.array([1.0, -2.0])}
+      >>> updates, state = tx.update(grads, tx.init(grads), batch_size=4)
+      >>> print(np.asarray(updates["w"]).round(4))  # g * min(sqrt(0.4 / (0.1 * g**2)), 10)
+      [ 2. -2.]
+
+    References:
+      CNTK, ``cntk.learners.fsadagrad`` (Learner.cpp, ``LearnerFSAdaGrad``).
     """
     checks.check_interval(
         "scale_by_fsadagrad", "variance_momentum", variance_momentum, checks.DECAY
@@ -196,6 +242,8 @@ def scale_by_fsadagrad(
 
 
 class ScaleByMinibatchAdamState(NamedTuple):
+    """State of :func:`scale_by_minibatch_adam`: progress and the two moments."""
+
     progress: Progress
     momentum: Any
     mean_square: Any
@@ -229,6 +277,19 @@ def scale_by_minibatch_adam(
       unit_gain: scale the gradient by :math:`1 - \\beta_1` in the first moment.
       epsilon: :math:`\\epsilon \\ge 0`, outside the root.
       adamax: use the infinity norm and correct only the first moment.
+
+    Examples:
+      >>> import jax.numpy as jnp, numpy as np, gradtx
+      >>> tx = gradtx.scale_by_minibatch_adam(0.9, 0.999)
+      >>> grads = {"w": jnp.array([1.0, -2.0])}
+      >>> updates, state = tx.update(grads, tx.init(grads), batch_size=4)
+      >>> print(np.asarray(updates["w"]).round(4))  # the first step is sign(g)
+      [ 1. -1.]
+
+    References:
+      CNTK, ``cntk.learners.adam`` (Learner.cpp, ``LearnerAdam``).
+
+      Kingma and Ba, "Adam: A Method for Stochastic Optimization", 2014.
     """
     checks.check_hyperparams(
         "scale_by_minibatch_adam",

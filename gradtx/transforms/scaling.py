@@ -12,6 +12,8 @@ from gradtx.core import GradientTransformation, ScalarOrSchedule, Schedule, init
 
 
 class ScaleByScheduleState(NamedTuple):
+    """State of :func:`scale_by_schedule`: the step count the schedule is evaluated at."""
+
     count: jax.Array  # int32 scalar: updates applied so far
 
 
@@ -20,6 +22,17 @@ def scale(step_size: float | jax.Array) -> GradientTransformation:
 
     Args:
       step_size: the factor :math:`s` (a number, array or tracer).
+
+    Examples:
+      >>> import jax.numpy as jnp, gradtx
+      >>> tx = gradtx.scale(0.5)
+      >>> grads = {"w": jnp.array([1.0, -2.0])}
+      >>> updates, state = tx.update(grads, tx.init(grads))
+      >>> print(updates["w"])
+      [ 0.5 -1. ]
+
+    References:
+      optax: ``optax.scale``.
     """
 
     def update(updates, state, params=None, **extra):
@@ -36,6 +49,18 @@ def scale_by_schedule(step_size_fn: Schedule) -> GradientTransformation:
 
     Args:
       step_size_fn: a schedule, ``count -> factor``.
+
+    Examples:
+      >>> import jax.numpy as jnp, gradtx
+      >>> tx = gradtx.scale_by_schedule(lambda count: 1.0 / (1 + count))
+      >>> grads = {"w": jnp.array([1.0, -2.0])}
+      >>> updates, state = tx.update(grads, tx.init(grads))
+      >>> updates, state = tx.update(grads, state)  # the second update sees s(1) = 0.5
+      >>> print(updates["w"])
+      [ 0.5 -1. ]
+
+    References:
+      optax: ``optax.scale_by_schedule``.
     """
     if not callable(step_size_fn):
         raise TypeError(
@@ -62,6 +87,17 @@ def scale_by_learning_rate(
     Args:
       learning_rate: :math:`\\eta`, a non-negative number, array, tracer or schedule.
       flip_sign: if False, scale by :math:`+\\eta` (gradient ascent).
+
+    Examples:
+      >>> import jax.numpy as jnp, numpy as np, gradtx
+      >>> tx = gradtx.scale_by_learning_rate(0.1)
+      >>> grads = {"w": jnp.array([1.0, -2.0])}
+      >>> updates, state = tx.update(grads, tx.init(grads))
+      >>> print(np.asarray(updates["w"]).round(4))
+      [-0.1  0.2]
+
+    References:
+      optax: ``optax.scale_by_learning_rate``.
     """
     checks.check_interval(
         "scale_by_learning_rate", "learning_rate", learning_rate, checks.NONNEGATIVE

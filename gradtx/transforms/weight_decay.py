@@ -13,6 +13,8 @@ from gradtx.core import EmptyState, GradientTransformation, ScalarOrSchedule
 
 
 class AddDecayedWeightsState(NamedTuple):
+    """State of :func:`add_decayed_weights` with a scheduled decay: the step count."""
+
     count: jax.Array  # int32 scalar: evaluates a weight-decay schedule (only kept for one)
 
 
@@ -30,6 +32,21 @@ def add_decayed_weights(
       weight_decay: :math:`\\lambda \\ge 0`, or a schedule of the step count.
       mask: a tree of Python bools shaped like the params (or a function of the
         params returning one); decay applies only where it is True.
+
+    Examples:
+      >>> import jax.numpy as jnp, numpy as np, gradtx
+      >>> tx = gradtx.add_decayed_weights(0.1)
+      >>> params = {"w": jnp.array([1.0, -2.0])}
+      >>> updates, state = tx.update({"w": jnp.zeros(2)}, tx.init(params), params)
+      >>> print(np.asarray(updates["w"]).round(4))  # 0 + 0.1 * params
+      [ 0.1 -0.2]
+
+    References:
+      Loshchilov and Hutter, "Decoupled Weight Decay Regularization", 2019 (placed after
+        the adaptive scaling).
+
+      optax: ``optax.add_decayed_weights``; torch: the ``weight_decay`` of
+        ``torch.optim.SGD`` and ``torch.optim.Adam`` (placed first).
     """
     checks.check_interval("add_decayed_weights", "weight_decay", weight_decay, checks.NONNEGATIVE)
 
