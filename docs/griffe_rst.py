@@ -28,8 +28,11 @@ def rst_to_markdown(text: str) -> str:
             i += 1
             continue
         indent, body, i = match["indent"], [match["body"]] if match["body"] else [], i + 1
-        while i < len(lines) and (not lines[i].strip() and not body
-                                  or len(lines[i]) - len(lines[i].lstrip()) > len(indent)):
+        while i < len(lines) and (
+            not lines[i].strip()
+            and not body
+            or len(lines[i]) - len(lines[i].lstrip()) > len(indent)
+        ):
             body.append(lines[i].strip())
             i += 1
         out += ["", f"{indent}$$", *(f"{indent}{b}" for b in body if b), f"{indent}$$", ""]

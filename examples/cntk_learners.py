@@ -50,6 +50,8 @@ def hand_written_rmsprop(lr: float, gamma: float = 0.9) -> gradtx.GradientTransf
         return updates, RmsState(acc)
 
     return gradtx.GradientTransformation(init, update)
+
+
 # --8<-- [end:own_learners]
 
 

@@ -61,6 +61,8 @@ def impure_warmup(steps: int = 10) -> gradtx.GradientTransformation:
         return jax.tree.map(lambda g: (g * scale).astype(jnp.float16), updates), state
 
     return gradtx.GradientTransformation(lambda params: (), update)
+
+
 # --8<-- [end:impure]
 
 

@@ -57,6 +57,8 @@ def make_train_fn(steps: int, batch_size: int = 64):
         return {"loss": loss_fn(params, (x_test, y_test)), "accuracy": accuracy}
 
     return train_fn
+
+
 # --8<-- [end:train_fn]
 
 

@@ -13,6 +13,7 @@ import math
 from typing import Any
 
 import jax
+import jax.core  # for jax.core.Tracer: pyright does not see jax.core after `import jax` alone
 import numpy as np
 
 # Intervals used across the library, written as they appear in error messages.

@@ -257,7 +257,7 @@ def spread_labels(
     below = next((p for p in like_paths if extra is not None and covers(p, extra)), None)
     plural = target.endswith("s")
     subject = target if plural else f"the {target}"
-    if below is not None:
+    if below is not None and extra is not None:  # a leaf is only found below an extra label
         problem = (
             f"{has(what)} a label at {_keystr(extra)}, inside the leaf at {_keystr(below)}; "
             f"label the leaf itself"

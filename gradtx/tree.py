@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import typing  # typing.cast: `cast` here is this module's dtype cast
 from typing import Any
 
 import jax
@@ -214,7 +215,8 @@ def global_norm(tree: Any, axis_name: Any = None) -> jax.Array:
     leaves = jax.tree.leaves(tree)
     if not leaves:
         return jnp.zeros((), jnp.float32)
-    squares = sum(jnp.sum(abs_sq(x)) for x in leaves)
+    # An array, never sum's start value 0: there is at least one leaf.
+    squares = typing.cast(jax.Array, sum(jnp.sum(abs_sq(x)) for x in leaves))
     if axis_name is not None:
         squares = jax.lax.psum(squares, axis_name)
 

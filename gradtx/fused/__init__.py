@@ -175,7 +175,7 @@ def fused_update(
       ``(new_params, new_state)``.
     """
     extra = extras_filter(learner.update)(extra)  # an optax learner takes none
-    spec = getattr(learner.update, _ATTRIBUTE, None)
+    spec: _Spec | None = getattr(learner.update, _ATTRIBUTE, None)
     moments = [] if spec is None else spec.moments(state)
     plain = (
         spec is None
@@ -186,7 +186,7 @@ def fused_update(
         # A custom call cannot be split over a mesh: XLA would gather the arrays.
         or any(tree.is_split(x) for x in jax.tree.leaves((updates, state, params)))
     )
-    if plain or not _kernels_registered():
+    if spec is None or plain or not _kernels_registered():  # spec is None: narrows its type
         new_updates, new_state = learner.update(updates, state, params, **extra)
         return apply_updates(params, new_updates), new_state
     # The learner's own update gives every count and scalar of the new state;

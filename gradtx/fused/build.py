@@ -23,7 +23,7 @@ import tempfile
 from pathlib import Path
 
 import jax
-import jaxlib
+import jaxlib.version  # the same string as jaxlib.__version__, which pyright deems private
 
 SOURCE = Path(__file__).with_name("kernels.cc")
 TARGETS = ("gradtx_adam", "gradtx_sgd", "gradtx_rmsprop")
@@ -120,7 +120,7 @@ def _sysctl(*names: str) -> str:
 
 def cache_key() -> str:
     """The library's cache key: a hash of the source, jaxlib's version, the flags and the CPU."""
-    described = [SOURCE.read_bytes(), jaxlib.__version__.encode(), " ".join(FLAGS).encode(),
+    described = [SOURCE.read_bytes(), jaxlib.version.__version__.encode(), " ".join(FLAGS).encode(),
                  cpu_description().encode()]  # fmt: skip
     return hashlib.sha256(b"\0".join(described)).hexdigest()[:16]
 

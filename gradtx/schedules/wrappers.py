@@ -249,6 +249,7 @@ def one_cycle(
     cycle = triangular(start_value, max_value, cycle_length)
     if cooldown_length == 0:
         return cycle
+    assert end_value is not None  # a cool-down without end_value was rejected above
     return cooldown(cycle, cycle_length, cooldown_length, end_value)
 
 

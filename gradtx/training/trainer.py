@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
-from collections.abc import Callable, Iterable, Iterator
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator, Sized
+from typing import Any, cast
 
 import jax
 import jax.numpy as jnp
@@ -194,7 +194,7 @@ class Trainer:
             raise ImportError(
                 "Trainer(progress=True) needs tqdm: pip install tqdm (or gradtx[examples])"
             ) from error
-        total = len(source) if hasattr(source, "__len__") else None
+        total = len(cast(Sized, source)) if hasattr(source, "__len__") else None
         return tqdm(source, total=total, desc=f"epoch {epoch + 1}/{epochs}", unit="step")
 
     # -- metrics and hyperparameters -----------------------------------------------------------
@@ -264,7 +264,8 @@ class Trainer:
         fd, tmp = tempfile.mkstemp(dir=directory, suffix=".npz.tmp")
         try:
             with os.fdopen(fd, "wb") as f:
-                np.savez(f, **arrays)
+                # The keys start with params/ or state/, so none is savez's allow_pickle.
+                np.savez(f, **cast(dict[str, Any], arrays))
             os.replace(tmp, path)
         except BaseException:
             os.unlink(tmp)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol, TypeGuard
 
 import jax
 import jax.numpy as jnp
@@ -22,6 +22,18 @@ from gradtx import checks, tree
 from gradtx.core import GradientTransformation
 
 PerUpdate = float | jax.Array | Callable[[jax.Array, jax.Array, jax.Array], jax.Array]
+
+
+class _LogValued(Protocol):
+    """A decay schedule that also gives its logarithm exactly (CNTK's momentum schedules)."""
+
+    def log_value(
+        self, minibatches: jax.Array, samples: jax.Array, batch_size: jax.Array
+    ) -> jax.Array: ...
+
+
+def _has_log_value(hyperparam: object) -> TypeGuard[_LogValued]:
+    return hasattr(hyperparam, "log_value")
 
 
 class Progress(NamedTuple):
@@ -59,7 +71,7 @@ def log_decay_at(hyperparam: PerUpdate, progress: Progress, batch_size: jax.Arra
     (``log_value``, as CNTK's momentum schedules do) give it exactly, and a
     Python number has its log taken in float64.
     """
-    if hasattr(hyperparam, "log_value"):
+    if _has_log_value(hyperparam):
         return hyperparam.log_value(progress.minibatches, progress.samples, batch_size)
     if isinstance(hyperparam, int | float):
         return jnp.float32(math.log(hyperparam) if hyperparam > 0 else -np.inf)

@@ -68,7 +68,7 @@ def add_decayed_weights(
                 "update(updates, state, params)"
             )
         checks.check_trees_match("add_decayed_weights", "updates", updates, params=params)
-        decay = weight_decay(state.count) if scheduled else weight_decay
+        decay = weight_decay(state.count) if callable(weight_decay) else weight_decay
         decayed = lambda g, p: g + decay * p  # noqa: E731
         if mask is None:
             updates = jax.tree.map(decayed, updates, params)
