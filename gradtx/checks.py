@@ -4,13 +4,21 @@ Validation runs once, when a transform is built, and only on concrete values:
 a hyperparameter that is a tracer (inside ``jax.vmap`` or ``jax.jit``) or a
 schedule passes through unchecked, so sweeps over hyperparameters need no
 special wrappers.
+
+Each hyperparameter is checked in one place: the block that uses it. A learner
+builds its chain inside :func:`named`, so the blocks' errors name the learner
+and the learner's argument (``"adam: b1 must be in [0, 1), got 1.5"``) without
+the learner checking the value a second time.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
 import math
-from typing import Any
+from collections.abc import Iterator, Mapping
+from typing import Any, Literal
 
 import jax
 import jax.core  # for jax.core.Tracer: pyright does not see jax.core after `import jax` alone
@@ -24,6 +32,42 @@ DECAY = "[0, 1)"
 
 class TreeMismatchError(ValueError):
     """Two trees that must have the same structure and shapes do not."""
+
+
+# The names being built, outermost first: (who, {block: {block's argument: who's argument}}).
+_NAMED: contextvars.ContextVar[tuple[tuple[str, Mapping[str, Mapping[str, str]]], ...]] = (
+    contextvars.ContextVar("gradtx_checks_named", default=())
+)
+
+
+@contextlib.contextmanager
+def named(who: str, /, **renames: Mapping[str, str]) -> Iterator[None]:
+    """Report the checks made while building ``who`` under ``who``'s name.
+
+    A learner builds its chain of blocks inside ``with checks.named("adam"):``;
+    each block checks its own arguments as usual, and an error reads
+    ``"adam: b1 ..."`` instead of ``"scale_by_adam: b1 ..."``. ``renames`` maps
+    a block's argument names to the learner's where they differ:
+    ``named("sgd", trace={"decay": "momentum"})``. Nested names compose, so the
+    outermost one is reported (``nadam`` builds ``adam`` builds ``scale_by_adam``).
+    """
+    token = _NAMED.set((*_NAMED.get(), (who, renames)))
+    try:
+        yield
+    finally:
+        _NAMED.reset(token)
+
+
+def reported_name(who: str, name: str) -> tuple[str, str]:
+    """The function and argument an error about ``who``'s argument ``name`` names.
+
+    ``(who, name)`` itself outside :func:`named`; inside, the outermost name
+    being built and its argument.
+    """
+    for outer, renames in reversed(_NAMED.get()):
+        name = renames.get(who, {}).get(name, name)
+        who = outer
+    return who, name
 
 
 @functools.cache
@@ -46,6 +90,7 @@ def check_interval(who: str, name: str, value: Any, interval: str) -> None:
     """
     if value is None or callable(value) or not is_concrete(value):
         return
+    who, name = reported_name(who, name)
     try:
         array = np.asarray(value, dtype=np.float64)
     except (TypeError, ValueError):
@@ -69,8 +114,9 @@ def check_state_dtype(who: str, dtype: Any) -> Any:
     except TypeError:
         canonical = None
     if canonical is None or not jax.numpy.issubdtype(canonical, jax.numpy.floating):
+        who, name = reported_name(who, "state_dtype")
         raise ValueError(
-            f"{who}: state_dtype must be a floating dtype such as jnp.bfloat16, got {dtype!r}"
+            f"{who}: {name} must be a floating dtype such as jnp.bfloat16, got {dtype!r}"
         )
     return canonical
 
@@ -79,6 +125,72 @@ def check_hyperparams(who: str, **specs: tuple[Any, str]) -> None:
     """Validate several hyperparameters: ``check_hyperparams("adam", b1=(0.9, "[0, 1)"))``."""
     for name, (value, interval) in specs.items():
         check_interval(who, name, value, interval)
+
+
+def check_at_most(who: str, name: str, value: Any, bound_name: str, bound: Any) -> None:
+    """Raise ``ValueError`` if the concrete argument ``value`` exceeds the argument ``bound``."""
+    if callable(value) or callable(bound) or not is_concrete((value, bound)):
+        return
+    if float(value) <= float(bound):
+        return
+    reported, name = reported_name(who, name)
+    _, bound_name = reported_name(who, bound_name)
+    raise ValueError(
+        f"{reported}: {name} must be at most {bound_name}, "
+        f"got {name}={value} > {bound_name}={bound}"
+    )
+
+
+def check_length(
+    who: str,
+    name: str,
+    value: Any,
+    allow_zero: bool = False,
+    at_most: int | None = None,
+    *,
+    at_least: int | None = None,
+    wording: Literal["steps", "integer", "positive"] = "steps",
+    or_none: bool = False,
+) -> int:
+    """Return ``value`` as a Python ``int`` if it is a whole number in range, else raise.
+
+    The one check for integer arguments: lengths in steps, periods, counts,
+    sizes. Python and NumPy integers and whole floats (``10.0``) pass; bools,
+    other floats, arrays and strings do not. The smallest valid value is 1,
+    0 with ``allow_zero``, or ``at_least``; ``at_most`` bounds a value that is
+    kept in an int32 counter (a state field).
+
+    ``wording`` only chooses how the error reads: ``"steps"`` (``"linear:
+    transition_steps must be an integer number of steps, got 2.5"`` or ``"... must
+    be > 0, got 0"``), ``"integer"`` (``"accumulate: every_k must be an integer
+    >= 1, got 0"``) or ``"positive"`` (``"... must be a positive integer, got 0"``).
+    ``or_none`` adds " or None" for a caller that also takes ``None`` (and
+    handles it before calling).
+    """
+    low = at_least if at_least is not None else 0 if allow_zero else 1
+    who, name = reported_name(who, name)
+    if wording == "steps":
+        expected = "an integer number of steps"
+    elif wording == "integer":
+        expected = f"an integer >= {low}"
+    else:
+        expected = "a positive integer" if low == 1 else f"an integer >= {low}"
+    expected += " or None" if or_none else ""
+
+    if isinstance(value, bool) or not isinstance(value, int | np.integer):
+        if not (isinstance(value, float) and value.is_integer()):
+            raise ValueError(f"{who}: {name} must be {expected}, got {value!r}")
+    number = int(value)
+    if number < low:
+        if wording == "steps":
+            bound = "> 0" if low == 1 else f">= {low}"
+            raise ValueError(f"{who}: {name} must be {bound}, got {number}")
+        raise ValueError(f"{who}: {name} must be {expected}, got {number}")
+    if at_most is not None and number > at_most:
+        raise ValueError(
+            f"{who}: {name} must be <= {at_most} (it is kept in an int32 counter), got {number}"
+        )
+    return number
 
 
 def _fmt(x: Any) -> str:

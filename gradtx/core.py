@@ -21,6 +21,7 @@ Params = Any
 Updates = Any
 State = Any
 Schedule = Callable[[jax.Array], jax.Array]
+Scalar = float | jax.Array  # a number, an array or a tracer
 ScalarOrSchedule = float | jax.Array | Schedule
 
 

@@ -129,12 +129,14 @@ def grouped(transform: GradientTransformation, max_leaf_size: int = MAX_LEAF_SIZ
       max_leaf_size: leaves with more elements stay unpacked: their own kernels
         cost little next to their memory traffic, and packing would copy them.
     """
-    checks.check_interval("grouped", "max_leaf_size", max_leaf_size, checks.NONNEGATIVE)
+    max_leaf_size = checks.check_length(
+        "grouped", "max_leaf_size", max_leaf_size, allow_zero=True, wording="integer"
+    )
     keep = extras_filter(transform.update)
 
     def layout_of(tree: Any) -> tuple[_Layout, list[Any], Any]:
         leaves, treedef = jax.tree.flatten(tree)
-        return _layout(_signature(leaves), int(max_leaf_size)), leaves, treedef
+        return _layout(_signature(leaves), max_leaf_size), leaves, treedef
 
     def init(params):
         layout, leaves, _ = layout_of(params)

@@ -16,10 +16,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import jax
-
 from gradtx import checks, fused
-from gradtx.core import GradientTransformation, ScalarOrSchedule, chain, float_leaves, identity
+from gradtx.core import (
+    GradientTransformation,
+    Scalar,
+    ScalarOrSchedule,
+    chain,
+    float_leaves,
+    identity,
+)
 from gradtx.transforms import (
     add_decayed_weights,
     scale_by_adadelta,
@@ -34,27 +39,10 @@ from gradtx.transforms import (
     trace,
 )
 
-Scalar = float | jax.Array
-
-_RANGES = {
-    "learning_rate": checks.NONNEGATIVE,
-    "momentum": checks.DECAY,
-    "decay": checks.DECAY,
-    "rho": checks.DECAY,
-    "b1": checks.DECAY,
-    "b2": checks.DECAY,
-    "eps": checks.NONNEGATIVE,
-    "eps_root": checks.NONNEGATIVE,
-    "initial_scale": checks.NONNEGATIVE,
-    "initial_accumulator_value": checks.NONNEGATIVE,
-    "weight_decay": checks.NONNEGATIVE,
-}
-
-
-def _check(who: str, state_dtype: Any, **values: Any) -> None:
-    # Learners check under their own name so errors read "adam: b1 must be ...".
-    checks.check_hyperparams(who, **{k: (v, _RANGES[k]) for k, v in values.items()})
-    checks.check_state_dtype(who, state_dtype)
+# Each block checks the arguments it uses; building it inside checks.named(learner) makes its
+# errors name the learner and the learner's argument: "adam: b1 must be in [0, 1), got 1.5".
+# A learner argument that a block calls differently is renamed: trace's decay is momentum.
+_MOMENTUM = {"decay": "momentum"}
 
 
 def sgd(
@@ -112,24 +100,20 @@ def sgd(
 
       optax: ``optax.sgd``; torch: ``torch.optim.SGD``.
     """
-    _check(
-        "sgd",
-        state_dtype,
-        learning_rate=learning_rate,
-        momentum=momentum,
-        weight_decay=weight_decay,
-    )
-    learner = float_leaves(
-        chain(
-            add_decayed_weights(weight_decay),
-            (
-                trace(momentum, nesterov, unit_gain, state_dtype=state_dtype)
-                if momentum is not None
-                else identity()
-            ),
-            scale_by_learning_rate(learning_rate),
+    with checks.named("sgd", trace=_MOMENTUM):
+        if momentum is None:  # no block keeps moments, so none checks state_dtype
+            checks.check_state_dtype("sgd", state_dtype)
+        learner = float_leaves(
+            chain(
+                add_decayed_weights(weight_decay),
+                (
+                    trace(momentum, nesterov, unit_gain, state_dtype=state_dtype)
+                    if momentum is not None
+                    else identity()
+                ),
+                scale_by_learning_rate(learning_rate),
+            )
         )
-    )
     if state_dtype is not None:
         return learner
     spec = fused.sgd_spec(learning_rate, momentum, nesterov, unit_gain, weight_decay)
@@ -181,21 +165,14 @@ def adagrad(
 
       optax: ``optax.adagrad``; torch: ``torch.optim.Adagrad``.
     """
-    _check(
-        "adagrad",
-        state_dtype,
-        learning_rate=learning_rate,
-        initial_accumulator_value=initial_accumulator_value,
-        eps=eps,
-        weight_decay=weight_decay,
-    )
-    return float_leaves(
-        chain(
-            add_decayed_weights(weight_decay),
-            scale_by_rss(initial_accumulator_value, eps, eps_in_sqrt, state_dtype=state_dtype),
-            scale_by_learning_rate(learning_rate),
+    with checks.named("adagrad"):
+        return float_leaves(
+            chain(
+                add_decayed_weights(weight_decay),
+                scale_by_rss(initial_accumulator_value, eps, eps_in_sqrt, state_dtype=state_dtype),
+                scale_by_learning_rate(learning_rate),
+            )
         )
-    )
 
 
 def rmsprop(
@@ -260,29 +237,22 @@ def rmsprop(
 
       optax: ``optax.rmsprop``; torch: ``torch.optim.RMSprop``.
     """
-    _check(
-        "rmsprop",
-        state_dtype,
-        learning_rate=learning_rate,
-        decay=decay,
-        eps=eps,
-        initial_scale=initial_scale,
-        momentum=momentum,
-        weight_decay=weight_decay,
-    )
     scale_by_second_moment = scale_by_stddev if centered else scale_by_rms
-    learner = float_leaves(
-        chain(
-            add_decayed_weights(weight_decay),
-            scale_by_second_moment(decay, eps, initial_scale, eps_in_sqrt, state_dtype=state_dtype),
-            scale_by_learning_rate(learning_rate),
-            (
-                trace(momentum, nesterov, state_dtype=state_dtype)
-                if momentum is not None
-                else identity()
-            ),
+    with checks.named("rmsprop", trace=_MOMENTUM):
+        learner = float_leaves(
+            chain(
+                add_decayed_weights(weight_decay),
+                scale_by_second_moment(
+                    decay, eps, initial_scale, eps_in_sqrt, state_dtype=state_dtype
+                ),
+                scale_by_learning_rate(learning_rate),
+                (
+                    trace(momentum, nesterov, state_dtype=state_dtype)
+                    if momentum is not None
+                    else identity()
+                ),
+            )
         )
-    )
     if centered or momentum is not None or state_dtype is not None:
         return learner
     spec = fused.rmsprop_spec(learning_rate, decay, eps, eps_in_sqrt, weight_decay)
@@ -335,23 +305,14 @@ def adam(
 
       optax: ``optax.adam``; torch: ``torch.optim.Adam``.
     """
-    _check(
-        "adam",
-        state_dtype,
-        learning_rate=learning_rate,
-        b1=b1,
-        b2=b2,
-        eps=eps,
-        eps_root=eps_root,
-        weight_decay=weight_decay,
-    )
-    learner = float_leaves(
-        chain(
-            add_decayed_weights(weight_decay),
-            scale_by_adam(b1, b2, eps, eps_root, nesterov=nesterov, state_dtype=state_dtype),
-            scale_by_learning_rate(learning_rate),
+    with checks.named("adam"):
+        learner = float_leaves(
+            chain(
+                add_decayed_weights(weight_decay),
+                scale_by_adam(b1, b2, eps, eps_root, nesterov=nesterov, state_dtype=state_dtype),
+                scale_by_learning_rate(learning_rate),
+            )
         )
-    )
     if nesterov or state_dtype is not None:
         return learner
     spec = fused.adam_spec(learning_rate, b1, b2, eps, eps_root, weight_decay, decoupled=False)
@@ -401,26 +362,17 @@ def nadam(
 
       optax: ``optax.nadam``.
     """
-    _check(
-        "nadam",
-        state_dtype,
-        learning_rate=learning_rate,
-        b1=b1,
-        b2=b2,
-        eps=eps,
-        eps_root=eps_root,
-        weight_decay=weight_decay,
-    )
-    return adam(
-        learning_rate,
-        b1,
-        b2,
-        eps,
-        eps_root,
-        nesterov=True,
-        weight_decay=weight_decay,
-        state_dtype=state_dtype,
-    )
+    with checks.named("nadam"):  # adam's blocks check the arguments, under this name
+        return adam(
+            learning_rate,
+            b1,
+            b2,
+            eps,
+            eps_root,
+            nesterov=True,
+            weight_decay=weight_decay,
+            state_dtype=state_dtype,
+        )
 
 
 def adamw(
@@ -471,23 +423,14 @@ def adamw(
 
       optax: ``optax.adamw``; torch: ``torch.optim.AdamW``.
     """
-    _check(
-        "adamw",
-        state_dtype,
-        learning_rate=learning_rate,
-        b1=b1,
-        b2=b2,
-        eps=eps,
-        eps_root=eps_root,
-        weight_decay=weight_decay,
-    )
-    learner = float_leaves(
-        chain(
-            scale_by_adam(b1, b2, eps, eps_root, nesterov=nesterov, state_dtype=state_dtype),
-            add_decayed_weights(weight_decay, mask),
-            scale_by_learning_rate(learning_rate),
+    with checks.named("adamw"):
+        learner = float_leaves(
+            chain(
+                scale_by_adam(b1, b2, eps, eps_root, nesterov=nesterov, state_dtype=state_dtype),
+                add_decayed_weights(weight_decay, mask),
+                scale_by_learning_rate(learning_rate),
+            )
         )
-    )
     if nesterov or mask is not None or state_dtype is not None:
         return learner
     spec = fused.adam_spec(learning_rate, b1, b2, eps, eps_root, weight_decay, decoupled=True)
@@ -535,21 +478,13 @@ def amsgrad(
 
       optax: ``optax.amsgrad``.
     """
-    _check(
-        "amsgrad",
-        state_dtype,
-        learning_rate=learning_rate,
-        b1=b1,
-        b2=b2,
-        eps=eps,
-        eps_root=eps_root,
-    )
-    return float_leaves(
-        chain(
-            scale_by_amsgrad(b1, b2, eps, eps_root, state_dtype=state_dtype),
-            scale_by_learning_rate(learning_rate),
+    with checks.named("amsgrad"):
+        return float_leaves(
+            chain(
+                scale_by_amsgrad(b1, b2, eps, eps_root, state_dtype=state_dtype),
+                scale_by_learning_rate(learning_rate),
+            )
         )
-    )
 
 
 def adamax(
@@ -592,22 +527,14 @@ def adamax(
 
       optax: ``optax.adamax``; torch: ``torch.optim.Adamax``.
     """
-    _check(
-        "adamax",
-        state_dtype,
-        learning_rate=learning_rate,
-        b1=b1,
-        b2=b2,
-        eps=eps,
-        weight_decay=weight_decay,
-    )
-    return float_leaves(
-        chain(
-            add_decayed_weights(weight_decay),
-            scale_by_adamax(b1, b2, eps, state_dtype=state_dtype),
-            scale_by_learning_rate(learning_rate),
+    with checks.named("adamax"):
+        return float_leaves(
+            chain(
+                add_decayed_weights(weight_decay),
+                scale_by_adamax(b1, b2, eps, state_dtype=state_dtype),
+                scale_by_learning_rate(learning_rate),
+            )
         )
-    )
 
 
 def adadelta(
@@ -649,21 +576,14 @@ def adadelta(
 
       optax: ``optax.adadelta``; torch: ``torch.optim.Adadelta``.
     """
-    _check(
-        "adadelta",
-        state_dtype,
-        learning_rate=learning_rate,
-        rho=rho,
-        eps=eps,
-        weight_decay=weight_decay,
-    )
-    return float_leaves(
-        chain(
-            add_decayed_weights(weight_decay),
-            scale_by_adadelta(rho, eps, state_dtype=state_dtype),
-            scale_by_learning_rate(learning_rate),
+    with checks.named("adadelta"):
+        return float_leaves(
+            chain(
+                add_decayed_weights(weight_decay),
+                scale_by_adadelta(rho, eps, state_dtype=state_dtype),
+                scale_by_learning_rate(learning_rate),
+            )
         )
-    )
 
 
 def lion(
@@ -706,13 +626,11 @@ def lion(
 
       optax: ``optax.lion``.
     """
-    _check(
-        "lion", state_dtype, learning_rate=learning_rate, b1=b1, b2=b2, weight_decay=weight_decay
-    )
-    return float_leaves(
-        chain(
-            scale_by_lion(b1, b2, state_dtype=state_dtype),
-            add_decayed_weights(weight_decay, mask),
-            scale_by_learning_rate(learning_rate),
+    with checks.named("lion"):
+        return float_leaves(
+            chain(
+                scale_by_lion(b1, b2, state_dtype=state_dtype),
+                add_decayed_weights(weight_decay, mask),
+                scale_by_learning_rate(learning_rate),
+            )
         )
-    )

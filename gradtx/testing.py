@@ -20,8 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gradtx.core import GradientTransformation, chain, identity
-
-INT32_MAX = int(np.iinfo(np.int32).max)
+from gradtx.tree import INT32_MAX
 
 
 class CheckFailed(AssertionError):

@@ -10,6 +10,8 @@ import jax
 import jax.numpy as jnp
 
 COUNT_DTYPE = jnp.int32
+# The largest int32: where step counters saturate, and the last count a schedule must handle.
+INT32_MAX = int(jnp.iinfo(COUNT_DTYPE).max)
 
 
 def zeros_count() -> jax.Array:
@@ -19,8 +21,7 @@ def zeros_count() -> jax.Array:
 
 def safe_increment(count: jax.Array) -> jax.Array:
     """``count + 1``, saturating at the int32 maximum instead of wrapping negative."""
-    limit = jnp.iinfo(COUNT_DTYPE).max
-    return jnp.where(count < limit, count + 1, limit).astype(COUNT_DTYPE)
+    return jnp.where(count < INT32_MAX, count + 1, INT32_MAX).astype(COUNT_DTYPE)
 
 
 def resolve(hyperparam: Any, count: jax.Array) -> Any:

@@ -276,15 +276,14 @@ def apply_if_finite(
     References:
       optax: ``optax.apply_if_finite``.
     """
-    if (
-        isinstance(max_consecutive_errors, bool)
-        or not isinstance(max_consecutive_errors, int)
-        or (max_consecutive_errors < 0)
-    ):
-        raise ValueError(
-            f"apply_if_finite: max_consecutive_errors must be an integer >= 0, got "
-            f"{max_consecutive_errors!r}"
-        )
+    max_consecutive_errors = checks.check_length(
+        "apply_if_finite",
+        "max_consecutive_errors",
+        max_consecutive_errors,
+        allow_zero=True,
+        at_most=tree.INT32_MAX,
+        wording="integer",
+    )
 
     keep = extras_filter(transform.update)
 
@@ -345,8 +344,9 @@ def accumulate(transform: GradientTransformation, every_k: int) -> GradientTrans
     References:
       optax: ``optax.MultiSteps`` (``every_k_schedule=every_k``).
     """
-    if isinstance(every_k, bool) or not isinstance(every_k, int) or every_k < 1:
-        raise ValueError(f"accumulate: every_k must be an integer >= 1, got {every_k!r}")
+    every_k = checks.check_length(
+        "accumulate", "every_k", every_k, at_most=tree.INT32_MAX, wording="integer"
+    )
 
     keep = extras_filter(transform.update)
 
@@ -420,8 +420,9 @@ def lookahead(
 
       optax: ``optax.lookahead`` (which keeps the slow weights in the params instead).
     """
-    if isinstance(sync_period, bool) or not isinstance(sync_period, int) or sync_period < 1:
-        raise ValueError(f"lookahead: sync_period must be an integer >= 1, got {sync_period!r}")
+    sync_period = checks.check_length(
+        "lookahead", "sync_period", sync_period, at_most=tree.INT32_MAX, wording="integer"
+    )
     checks.check_interval("lookahead", "slow_step_size", slow_step_size, "[0, 1]")
 
     keep = extras_filter(fast.update)

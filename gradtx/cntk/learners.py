@@ -75,7 +75,8 @@ def sgd(lr: Any) -> GradientTransformation:
     References:
       CNTK, ``cntk.learners.sgd`` (Learner.cpp, ``LearnerSGD``).
     """
-    return _learner("sgd", scale_by_rate(as_learning_rate("sgd", lr)))
+    with checks.named("sgd"):
+        return _learner("sgd", scale_by_rate(as_learning_rate("sgd", lr)))
 
 
 def momentum_sgd(lr: Any, momentum: Any, unit_gain: bool = True) -> GradientTransformation:
@@ -104,11 +105,12 @@ def momentum_sgd(lr: Any, momentum: Any, unit_gain: bool = True) -> GradientTran
     References:
       CNTK, ``cntk.learners.momentum_sgd`` (Learner.cpp, ``LearnerMomentumSGD``).
     """
-    return _learner(
-        "momentum_sgd",
-        scale_by_rate(as_learning_rate("momentum_sgd", lr)),
-        momentum_block(as_momentum("momentum_sgd", "momentum", momentum), unit_gain),
-    )
+    with checks.named("momentum_sgd"):
+        return _learner(
+            "momentum_sgd",
+            scale_by_rate(as_learning_rate("momentum_sgd", lr)),
+            momentum_block(as_momentum("momentum_sgd", "momentum", momentum), unit_gain),
+        )
 
 
 def nesterov(lr: Any, momentum: Any, unit_gain: bool = True) -> GradientTransformation:
@@ -136,11 +138,12 @@ def nesterov(lr: Any, momentum: Any, unit_gain: bool = True) -> GradientTransfor
       Sutskever, Martens, Dahl and Hinton, "On the importance of initialization and momentum
         in deep learning", 2013.
     """
-    return _learner(
-        "nesterov",
-        scale_by_rate(as_learning_rate("nesterov", lr)),
-        momentum_block(as_momentum("nesterov", "momentum", momentum), unit_gain, nesterov=True),
-    )
+    with checks.named("nesterov"):
+        return _learner(
+            "nesterov",
+            scale_by_rate(as_learning_rate("nesterov", lr)),
+            momentum_block(as_momentum("nesterov", "momentum", momentum), unit_gain, nesterov=True),
+        )
 
 
 def adagrad(lr: Any, need_ave_multiplier: bool = True) -> GradientTransformation:
@@ -171,11 +174,12 @@ def adagrad(lr: Any, need_ave_multiplier: bool = True) -> GradientTransformation
       Duchi, Hazan and Singer, "Adaptive Subgradient Methods for Online Learning and
         Stochastic Optimization", JMLR, 2011.
     """
-    return _learner(
-        "adagrad",
-        scale_by_rss(0.0, 1e-16, eps_in_sqrt=True, normalize=need_ave_multiplier),
-        scale_by_rate(as_learning_rate("adagrad", lr)),
-    )
+    with checks.named("adagrad"):
+        return _learner(
+            "adagrad",
+            scale_by_rss(0.0, 1e-16, eps_in_sqrt=True, normalize=need_ave_multiplier),
+            scale_by_rate(as_learning_rate("adagrad", lr)),
+        )
 
 
 def rmsprop(
@@ -215,15 +219,13 @@ def rmsprop(
     References:
       CNTK, ``cntk.learners.rmsprop`` (Learner.cpp, ``LearnerRMSProp``).
     """
-    who = "rmsprop"
-    checks.check_interval(who, "gamma", gamma, "(0, 1)")
-    if checks.is_concrete((min, max)) and float(min) > float(max):
-        raise ValueError(f"{who}: min must be at most max, got min={min} > max={max}")
-    return _learner(
-        "rmsprop",
-        scale_by_rms_sign_steps(gamma, inc, dec, max, min, need_ave_multiplier),
-        scale_by_rate(as_learning_rate(who, lr)),
-    )
+    # The block checks gamma, inc, dec, max and min (its max_step and min_step).
+    with checks.named("rmsprop", scale_by_rms_sign_steps={"max_step": "max", "min_step": "min"}):
+        return _learner(
+            "rmsprop",
+            scale_by_rms_sign_steps(gamma, inc, dec, max, min, need_ave_multiplier),
+            scale_by_rate(as_learning_rate("rmsprop", lr)),
+        )
 
 
 def fsadagrad(
@@ -260,12 +262,13 @@ def fsadagrad(
       CNTK, ``cntk.learners.fsadagrad`` (Learner.cpp, ``LearnerFSAdaGrad``).
     """
     who = "fsadagrad"
-    return _learner(
-        "fsadagrad",
-        scale_by_fsadagrad(as_momentum(who, "variance_momentum", variance_momentum)),
-        momentum_block(as_momentum(who, "momentum", momentum), unit_gain),
-        scale_by_rate(as_learning_rate(who, lr)),
-    )
+    with checks.named(who):
+        return _learner(
+            who,
+            scale_by_fsadagrad(as_momentum(who, "variance_momentum", variance_momentum)),
+            momentum_block(as_momentum(who, "momentum", momentum), unit_gain),
+            scale_by_rate(as_learning_rate(who, lr)),
+        )
 
 
 def adam(
@@ -307,18 +310,18 @@ def adam(
       Kingma and Ba, "Adam: A Method for Stochastic Optimization", 2014.
     """
     who = "adam"
-    checks.check_interval(who, "epsilon", epsilon, checks.NONNEGATIVE)
-    return _learner(
-        "adam",
-        scale_by_minibatch_adam(
-            as_momentum(who, "momentum", momentum),
-            as_momentum(who, "variance_momentum", variance_momentum),
-            unit_gain,
-            epsilon,
-            adamax,
-        ),
-        scale_by_rate(as_learning_rate(who, lr)),
-    )
+    with checks.named(who):  # the block checks epsilon
+        return _learner(
+            who,
+            scale_by_minibatch_adam(
+                as_momentum(who, "momentum", momentum),
+                as_momentum(who, "variance_momentum", variance_momentum),
+                unit_gain,
+                epsilon,
+                adamax,
+            ),
+            scale_by_rate(as_learning_rate(who, lr)),
+        )
 
 
 def adadelta(
@@ -352,6 +355,9 @@ def adadelta(
 
       Zeiler, "ADADELTA: An Adaptive Learning Rate Method", 2012.
     """
-    return _learner(
-        "adadelta", scale_by_adadelta(rho, epsilon), scale_by_rate(as_learning_rate("adadelta", lr))
-    )
+    with checks.named("adadelta", scale_by_adadelta={"eps": "epsilon"}):
+        return _learner(
+            "adadelta",
+            scale_by_adadelta(rho, epsilon),
+            scale_by_rate(as_learning_rate("adadelta", lr)),
+        )

@@ -63,10 +63,9 @@ def _values(who: str, name: str, values: Any, interval: str) -> tuple[Any, ...]:
 
 
 def _epoch_size(who: str, epoch_size: Any) -> int:
-    epoch_size = 1 if epoch_size is None else epoch_size
-    if isinstance(epoch_size, bool) or not isinstance(epoch_size, int) or epoch_size <= 0:
-        raise ValueError(f"{who}: epoch_size must be a positive integer, got {epoch_size!r}")
-    return epoch_size
+    if epoch_size is None:
+        return 1
+    return checks.check_length(who, "epoch_size", epoch_size, wording="positive")
 
 
 def _pick(values: tuple[Any, ...], epoch_size: int, progress: jax.Array) -> jax.Array:

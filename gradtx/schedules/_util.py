@@ -26,8 +26,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from gradtx import checks
+from gradtx.tree import INT32_MAX
+
 INT32_MIN = int(np.iinfo(np.int32).min)
-INT32_MAX = int(np.iinfo(np.int32).max)
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
 _TWO_31 = 2.0**31  # float32 counts below this in magnitude convert to int32 exactly
 
@@ -204,32 +206,9 @@ def power(base: Any, exponent: jax.Array) -> jax.Array:
     return jnp.asarray(base, jnp.float32) ** exponent
 
 
-def check_length(
-    who: str, name: str, value: Any, allow_zero: bool = False, at_most: int | None = None
-) -> int:
-    """A length in steps: a concrete positive (or non-negative) Python integer of any size.
-
-    ``at_most`` bounds it where it is stored in an int32 counter (a state field).
-    """
-    if isinstance(value, bool) or not isinstance(value, int | jnp.integer):
-        if isinstance(value, float) and value.is_integer():
-            value = int(value)
-        else:
-            raise ValueError(f"{who}: {name} must be an integer number of steps, got {value!r}")
-    value = int(value)
-    if value < 0 or (value == 0 and not allow_zero):
-        bound = ">= 0" if allow_zero else "> 0"
-        raise ValueError(f"{who}: {name} must be {bound}, got {value}")
-    if at_most is not None and value > at_most:
-        raise ValueError(
-            f"{who}: {name} must be <= {at_most} (it is kept in an int32 counter), got {value}"
-        )
-    return value
-
-
 def check_boundaries(who: str, name: str, values: Any) -> tuple[int, ...]:
     """Non-negative, strictly increasing integer step counts."""
-    values = tuple(check_length(who, name, v, allow_zero=True) for v in values)
+    values = tuple(checks.check_length(who, name, v, allow_zero=True) for v in values)
     if any(b <= a for a, b in zip(values, values[1:], strict=False)):
         raise ValueError(f"{who}: {name} must be strictly increasing, got {list(values)}")
     return values

@@ -13,27 +13,23 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import jax
 import jax.numpy as jnp
 
 from gradtx import checks
-from gradtx.core import Schedule
+from gradtx.core import Scalar, Schedule
 from gradtx.schedules import shapes
 from gradtx.schedules._util import (
-    INT32_MAX,
     as_count,
     as_float,
     boundaries_passed,
     check_boundaries,
-    check_length,
     clamped_progress,
     floor_divide,
     length_float,
     on_whole_counts,
     power,
 )
-
-Scalar = float | jax.Array
+from gradtx.tree import INT32_MAX
 
 
 def constant(value: Scalar) -> Schedule:
@@ -59,7 +55,7 @@ def linear(init_value: Scalar, end_value: Scalar, transition_steps: int) -> Sche
       end_value: :math:`v_1`, from count :math:`T` on.
       transition_steps: :math:`T > 0`.
     """
-    steps = length_float(check_length("linear", "transition_steps", transition_steps))
+    steps = length_float(checks.check_length("linear", "transition_steps", transition_steps))
 
     def schedule(count):
         progress = jnp.clip(as_float(count) / steps, 0.0, 1.0)
@@ -106,7 +102,7 @@ def step_decay(init_value: Scalar, step_size: int, factor: Scalar, min_value: Sc
       factor: :math:`\\gamma` in [0, 1].
       min_value: :math:`v_{min}` (MXNet's ``stop_factor_lr``).
     """
-    size = check_length("step_decay", "step_size", step_size)
+    size = checks.check_length("step_decay", "step_size", step_size)
     checks.check_interval("step_decay", "factor", factor, "[0, 1]")
 
     def schedule(count):
@@ -156,7 +152,7 @@ def exponential_decay(
       staircase: decay in whole steps of :math:`T`.
       end_value: the bound, or None.
     """
-    steps = check_length("exponential_decay", "transition_steps", transition_steps)
+    steps = checks.check_length("exponential_decay", "transition_steps", transition_steps)
     checks.check_interval("exponential_decay", "decay_rate", decay_rate, checks.POSITIVE)
     if end_value is None and not callable(decay_rate) and checks.is_concrete(decay_rate):
         if float(decay_rate) > 1:
@@ -198,7 +194,7 @@ def polynomial_decay(
       power: :math:`p > 0`.
       transition_steps: :math:`T > 0`.
     """
-    steps = check_length("polynomial_decay", "transition_steps", transition_steps)
+    steps = checks.check_length("polynomial_decay", "transition_steps", transition_steps)
     checks.check_interval("polynomial_decay", "power", power, checks.POSITIVE)
 
     total = length_float(steps)
@@ -231,7 +227,7 @@ def cosine_decay(init_value: Scalar, decay_steps: int, end_value: Scalar = 0.0) 
       decay_steps: :math:`T > 0`.
       end_value: :math:`v_1`.
     """
-    steps = check_length("cosine_decay", "decay_steps", decay_steps)
+    steps = checks.check_length("cosine_decay", "decay_steps", decay_steps)
 
     def schedule(count):
         progress = clamped_progress(as_count(count), steps)
@@ -257,7 +253,7 @@ def triangular(
       cycle_length: :math:`L > 0`.
       inc_fraction: the rising fraction of the cycle, in (0, 1).
     """
-    length = check_length("triangular", "cycle_length", cycle_length)
+    length = checks.check_length("triangular", "cycle_length", cycle_length)
     shape = shapes.triangular(inc_fraction)
 
     def schedule(count):
@@ -279,7 +275,7 @@ def inverse_sqrt(init_value: Scalar, warmup_steps: int) -> Schedule:
       init_value: :math:`v_0`, the peak.
       warmup_steps: :math:`W > 0`.
     """
-    warmup = length_float(check_length("inverse_sqrt", "warmup_steps", warmup_steps))
+    warmup = length_float(checks.check_length("inverse_sqrt", "warmup_steps", warmup_steps))
 
     def schedule(count):
         step = as_count(count).astype(jnp.float32) + 1.0

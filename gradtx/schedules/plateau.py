@@ -9,8 +9,7 @@ import jax.numpy as jnp
 
 from gradtx import checks
 from gradtx.core import GradientTransformation
-from gradtx.schedules._util import INT32_MAX, check_length
-from gradtx.tree import safe_increment
+from gradtx.tree import INT32_MAX, safe_increment
 
 RULES = ("torch", "optax")
 
@@ -89,9 +88,11 @@ def reduce_on_plateau(
     who = "reduce_on_plateau"
     checks.check_interval(who, "factor", factor, checks.DECAY)
     # Both are compared with int32 counters in the state.
-    patience = check_length(who, "patience", patience, allow_zero=True, at_most=INT32_MAX)
+    patience = checks.check_length(who, "patience", patience, allow_zero=True, at_most=INT32_MAX)
     checks.check_interval(who, "threshold", threshold, checks.NONNEGATIVE)
-    cooldown_steps = check_length(who, "cooldown", cooldown, allow_zero=True, at_most=INT32_MAX)
+    cooldown_steps = checks.check_length(
+        who, "cooldown", cooldown, allow_zero=True, at_most=INT32_MAX
+    )
     checks.check_interval(who, "min_scale", min_scale, checks.NONNEGATIVE)
     if threshold_mode not in ("rel", "abs"):
         raise ValueError(f"{who}: threshold_mode must be 'rel' or 'abs', got {threshold_mode!r}")

@@ -12,18 +12,15 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 
 from gradtx import checks
-from gradtx.core import Schedule
+from gradtx.core import Scalar, Schedule
 from gradtx.schedules import shapes
 from gradtx.schedules._util import (
-    INT32_MAX,
     as_count,
     check_boundaries,
-    check_length,
     count_like,
     floor_divide,
     is_float,
@@ -34,8 +31,7 @@ from gradtx.schedules._util import (
     remainder,
     since,
 )
-
-Scalar = float | jax.Array
+from gradtx.tree import INT32_MAX
 
 
 def warmup(schedule: Schedule, length: int, start_value: Scalar = 0.0) -> Schedule:
@@ -51,7 +47,7 @@ def warmup(schedule: Schedule, length: int, start_value: Scalar = 0.0) -> Schedu
       length: :math:`W > 0`.
       start_value: :math:`s_0`.
     """
-    length = check_length("warmup", "length", length)
+    length = checks.check_length("warmup", "length", length)
 
     def wrapped(count):
         count = as_count(count)
@@ -79,8 +75,8 @@ def cooldown(schedule: Schedule, start: int, length: int, end_value: Scalar) -> 
       length: :math:`C > 0`.
       end_value: :math:`e`.
     """
-    start = check_length("cooldown", "start", start, allow_zero=True)
-    length = check_length("cooldown", "length", length)
+    start = checks.check_length("cooldown", "start", start, allow_zero=True)
+    length = checks.check_length("cooldown", "length", length)
 
     def exact_elapsed(count):
         if start > INT32_MAX:  # such a count is before the start, where this value is unused
@@ -203,7 +199,7 @@ def cyclic(
       length_decay: :math:`\\rho > 0`, a concrete number (2 doubles each cycle).
       magnitude_decay: :math:`\\mu` in (0, 1] (min included in the scaling).
     """
-    first = check_length("cyclic", "cycle_length", cycle_length)
+    first = checks.check_length("cyclic", "cycle_length", cycle_length)
     checks.check_interval("cyclic", "length_decay", length_decay, checks.POSITIVE)
     if not isinstance(length_decay, int | float):
         raise ValueError(f"cyclic: length_decay must be a concrete number, got {length_decay!r}")
@@ -241,7 +237,7 @@ def one_cycle(
     """
     from gradtx.schedules.base import triangular
 
-    cooldown_length = check_length("one_cycle", "cooldown_length", cooldown_length, True)
+    cooldown_length = checks.check_length("one_cycle", "cooldown_length", cooldown_length, True)
     if cooldown_length > 0 and end_value is None:
         raise ValueError("one_cycle: cooldown_length > 0 needs end_value")
     if cooldown_length == 0 and end_value is not None:
@@ -274,7 +270,7 @@ def cosine_restarts(
       min_value: :math:`\\eta_{min}`.
       magnitude_decay: each cycle's values are scaled by this, in (0, 1].
     """
-    mult = check_length("cosine_restarts", "cycle_mult", cycle_mult)
+    mult = checks.check_length("cosine_restarts", "cycle_mult", cycle_mult)
     return cyclic(shapes.cosine, first_cycle, min_value, init_value, mult, magnitude_decay)
 
 
@@ -307,11 +303,11 @@ def cyclic_lr(
       mode: ``"triangular"``, ``"triangular2"`` or ``"exp_range"``.
       gamma: :math:`\\gamma` in (0, 1], for ``exp_range``.
     """
-    up = check_length("cyclic_lr", "step_size_up", step_size_up)
+    up = checks.check_length("cyclic_lr", "step_size_up", step_size_up)
     down = (
         up
         if step_size_down is None
-        else check_length("cyclic_lr", "step_size_down", step_size_down)
+        else checks.check_length("cyclic_lr", "step_size_down", step_size_down)
     )
     if mode not in _CLR_MODES:
         raise ValueError(f"cyclic_lr: mode must be one of {_CLR_MODES}, got {mode!r}")

@@ -233,16 +233,15 @@ def find_learning_rate(
         checks.check_interval(who, name, value, checks.POSITIVE)
     if not start_lr < end_lr:
         raise ValueError(f"{who}: start_lr must be below end_lr, got {start_lr} >= {end_lr}")
-    for name, value, low in (("num_steps", num_steps, 2), ("min_steps", min_steps, 0)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise ValueError(f"{who}: {name} must be an integer >= {low}, got {value!r}")
+    num_steps = checks.check_length(who, "num_steps", num_steps, at_least=2, wording="integer")
+    min_steps = checks.check_length(who, "min_steps", min_steps, allow_zero=True, wording="integer")
     checks.check_interval(who, "smoothing", smoothing, checks.DECAY)
     if not stop_factor > 1:
         raise ValueError(f"{who}: stop_factor must be in (1, inf), got {stop_factor}")
-    if num_seeds is not None and (
-        isinstance(num_seeds, bool) or not isinstance(num_seeds, int) or num_seeds < 1
-    ):
-        raise ValueError(f"{who}: num_seeds must be a positive integer or None, got {num_seeds!r}")
+    if num_seeds is not None:
+        num_seeds = checks.check_length(
+            who, "num_seeds", num_seeds, wording="positive", or_none=True
+        )
     if not callable(optimizer_factory) or hasattr(optimizer_factory, "update"):
         raise TypeError(
             f"{who}: optimizer_factory must be a function learning_rate -> transform, e.g. "

@@ -12,6 +12,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from gradtx import checks
+
 
 @dataclass(frozen=True)
 class SweepResult:
@@ -102,11 +104,9 @@ def sweep(
         raise TypeError(f"sweep: train_fn must be callable, got {type(train_fn).__name__}")
     if not grid:
         raise ValueError("sweep: give at least one hyperparameter axis, e.g. learning_rate=[...]")
-    if batch_size is not None and (
-        isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1
-    ):
-        raise ValueError(
-            f"sweep: batch_size must be a positive integer or None, got {batch_size!r}"
+    if batch_size is not None:
+        batch_size = checks.check_length(
+            "sweep", "batch_size", batch_size, wording="positive", or_none=True
         )
     axes = {name: _axis(name, values) for name, values in grid.items()}
     shape = tuple(len(v) for v in axes.values())

@@ -14,6 +14,7 @@ import numpy as np
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh
 
+from gradtx import checks
 from gradtx.core import GradientTransformation
 from gradtx.state_dict import load_state_dict, state_dict
 from gradtx.training import sharding
@@ -156,8 +157,7 @@ class Trainer:
           epochs: passes over the data, at least 1.
           eval_fn: called with the params after each epoch.
         """
-        if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
-            raise ValueError(f"Trainer.fit: epochs must be a positive integer, got {epochs!r}")
+        epochs = checks.check_length("Trainer.fit", "epochs", epochs, wording="positive")
         if isinstance(batches, Iterator) and epochs > 1:
             raise ValueError(
                 f"Trainer.fit: batches is a one-shot iterator, which would be empty after the "

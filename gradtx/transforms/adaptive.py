@@ -377,11 +377,7 @@ def scale_by_rms_sign_steps(
         max_step=(max_step, "(0, inf]"),  # inf: no upper clamp, as in CNTK
         min_step=(min_step, checks.NONNEGATIVE),
     )
-    if checks.is_concrete((min_step, max_step)) and float(min_step) > float(max_step):
-        raise ValueError(
-            f"scale_by_rms_sign_steps: min_step must be at most max_step, got min_step="
-            f"{min_step} > max_step={max_step}"
-        )
+    checks.check_at_most("scale_by_rms_sign_steps", "min_step", min_step, "max_step", max_step)
 
     def init(params):
         tree.reject_complex("scale_by_rms_sign_steps", params, " (a sign rule)")

@@ -79,9 +79,10 @@ def log_decay_at(hyperparam: PerUpdate, progress: Progress, batch_size: jax.Arra
 
 
 def advance(progress: Progress, batch_size: jax.Array) -> Progress:
-    limit = jnp.iinfo(jnp.int32).max
     samples = jnp.where(
-        progress.samples <= limit - batch_size, progress.samples + batch_size, limit
+        progress.samples <= tree.INT32_MAX - batch_size,
+        progress.samples + batch_size,
+        tree.INT32_MAX,
     )
     return Progress(tree.safe_increment(progress.minibatches), samples.astype(jnp.int32))
 
