@@ -35,6 +35,12 @@ from gradtx.fused import (
     is_fused,
 )
 from gradtx.grouping import GroupedState, grouped
+from gradtx.hyperparams import (
+    InjectHyperparamsState,
+    get_hyperparams,
+    inject_hyperparams,
+    set_hyperparams,
+)
 from gradtx.learners import (
     adadelta,
     adagrad,
@@ -63,15 +69,11 @@ from gradtx.wrappers import (
     AccumulateState,
     ApplyIfFiniteState,
     EmaParamsState,
-    InjectHyperparamsState,
     LookaheadState,
     accumulate,
     apply_if_finite,
     ema_params,
-    get_hyperparams,
-    inject_hyperparams,
     lookahead,
-    set_hyperparams,
 )
 
 __version__ = "0.1.0"

@@ -11,9 +11,9 @@ from jax.sharding import Mesh
 
 from gradtx.core import GradientTransformation, apply_updates, extras_filter
 from gradtx.fused import fused_update
+from gradtx.hyperparams import get_hyperparams
 from gradtx.training import sharding
 from gradtx.tree import global_norm
-from gradtx.wrappers import get_hyperparams
 
 TrainStep = Callable[[Any, Any, Any], tuple[Any, Any, dict]]
 

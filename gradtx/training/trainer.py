@@ -16,10 +16,10 @@ from jax.sharding import Mesh
 
 from gradtx import checks
 from gradtx.core import GradientTransformation
+from gradtx.hyperparams import get_hyperparams, set_hyperparams
 from gradtx.state_dict import load_state_dict, state_dict
 from gradtx.training import sharding
 from gradtx.training.step import make_train_step
-from gradtx.wrappers import get_hyperparams, set_hyperparams
 
 Batches = Iterable[Any] | Callable[[int], Iterable[Any]]
 
