@@ -198,6 +198,11 @@ def _fmt(x: Any) -> str:
     return repr(int(x)) if math.isfinite(x) and x == int(x) else repr(x)
 
 
+def path_name(path: tuple) -> str:
+    """A leaf's path as errors write it: ``['layer'][0]``, or ``<root>`` for the whole tree."""
+    return jax.tree_util.keystr(path) or "<root>"
+
+
 def check_trees_match(who: str, reference_name: str, reference: Any, **others: Any) -> None:
     """Check that each tree in ``others`` has ``reference``'s structure and leaf shapes.
 

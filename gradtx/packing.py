@@ -158,7 +158,7 @@ class Packed:
 
 def _leaf_paths(treedef: Any) -> list[str]:
     dummy = jax.tree.unflatten(treedef, [0] * treedef.num_leaves)
-    return [jax.tree_util.keystr(p) or "<root>" for p, _ in jax.tree.leaves_with_path(dummy)]
+    return [checks.path_name(p) for p, _ in jax.tree.leaves_with_path(dummy)]
 
 
 def pack(tree: Any, groups: Groups | None = None) -> Packed:
@@ -195,7 +195,7 @@ def pack(tree: Any, groups: Groups | None = None) -> Packed:
         if dtype is None or not jnp.issubdtype(dtype, jnp.floating):
             what = f"dtype {dtype}" if dtype is not None else type(x).__name__
             raise TypeError(
-                f"pack: the leaf at {jax.tree_util.keystr(path) or '<root>'} is {what}; "
+                f"pack: the leaf at {checks.path_name(path)} is {what}; "
                 "pack holds floating arrays only: keep other leaves out of the packed tree"
             )
     if groups is None:
@@ -259,13 +259,14 @@ def spread_labels(
     subject = target if plural else f"the {target}"
     if below is not None and extra is not None:  # a leaf is only found below an extra label
         problem = (
-            f"{has(what)} a label at {_keystr(extra)}, inside the leaf at {_keystr(below)}; "
-            f"label the leaf itself"
+            f"{has(what)} a label at {checks.path_name(extra)}, inside the leaf at "
+            f"{checks.path_name(below)}; label the leaf itself"
         )
     elif missing is not None:
-        problem = f"{has(subject)} a leaf at {_keystr(missing)} and {has(what)} none"
+        problem = f"{has(subject)} a leaf at {checks.path_name(missing)} and {has(what)} none"
     elif extra is not None:
-        problem = f"{has(what)} a label at {_keystr(extra)} and {has(subject)} no leaf there"
+        where = checks.path_name(extra)
+        problem = f"{has(what)} a label at {where} and {has(subject)} no leaf there"
     else:
         problem = (
             f"their containers differ: {jax.tree.structure(like)} vs {jax.tree.structure(labels)}"
@@ -275,10 +276,6 @@ def spread_labels(
         f"{who}: {what} must be shaped like the {target}, or label whole subtrees of "
         f"{whole}: {problem}"
     )
-
-
-def _keystr(path: tuple) -> str:
-    return jax.tree_util.keystr(path) or "<root>"
 
 
 def _broadcast_prefix(who: str, what: str, labels: Any, treedef: Any) -> Any:

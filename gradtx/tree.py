@@ -9,6 +9,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from gradtx.checks import path_name
+
 COUNT_DTYPE = jnp.int32
 # The largest int32: where step counters saturate, and the last count a schedule must handle.
 INT32_MAX = int(jnp.iinfo(COUNT_DTYPE).max)
@@ -44,10 +46,9 @@ def reject_complex(who: str, tree: Any, why: str = "") -> None:
     """Raise ``ValueError`` naming the first complex leaf: for blocks with no complex rule."""
     for path, x in jax.tree_util.tree_flatten_with_path(tree)[0]:
         if jnp.iscomplexobj(x):
-            where = jax.tree_util.keystr(path) or "<root>"
             raise ValueError(
-                f"{who}: the leaf at {where} is {jnp.result_type(x)}, and {who} has no rule for "
-                f"complex numbers{why}; give complex leaves another learner with "
+                f"{who}: the leaf at {path_name(path)} is {jnp.result_type(x)}, and {who} has no "
+                f"rule for complex numbers{why}; give complex leaves another learner with "
                 f"gradtx.partition, or optimize their real and imaginary parts as real leaves"
             )
 
@@ -67,7 +68,7 @@ def _state_dtype_for(path: Any, x: Any, dtype: Any) -> Any:
     if dtype is not None and jnp.iscomplexobj(x) and not jnp.issubdtype(dtype, jnp.complexfloating):
         raise ValueError(
             f"state_dtype={jnp.dtype(dtype).name} cannot hold the complex moments of the leaf at "
-            f"{jax.tree_util.keystr(path) or '<root>'} ({jnp.result_type(x)}); use "
+            f"{path_name(path)} ({jnp.result_type(x)}); use "
             f"state_dtype=None for complex leaves (e.g. give them their own learner with "
             f"gradtx.partition)"
         )

@@ -29,7 +29,7 @@ import jax.numpy as jnp
 
 from gradtx import tree
 from gradtx.core import GradientTransformation, apply_updates, extras_filter
-from gradtx.fused.build import FusedKernelsUnavailable, register
+from gradtx.fused.build import FusedKernelsUnavailable, registration_error
 
 __all__ = [
     "FusedFallbackWarning",
@@ -98,25 +98,17 @@ def fused_available() -> bool:
     seconds, once per machine) and loads. Never raises and never warns; where
     it is False, :func:`fused_update` and ``fused=True`` training take the
     plain path (with one :class:`FusedFallbackWarning` for a missing library).
-    ``gradtx.fused.build.register()`` raises the reason.
+    ``gradtx.fused.build.registration_error()`` gives the reason.
     """
-    if jax.default_backend() != "cpu":
-        return False
-    try:
-        register()
-    except FusedKernelsUnavailable:
-        return False
-    return True
+    return jax.default_backend() == "cpu" and registration_error() is None
 
 
 def _kernels_registered() -> bool:
     """Register the kernels; if they cannot be, warn (once per reason) and say False."""
-    try:
-        register()
-    except FusedKernelsUnavailable as error:
+    error = registration_error()
+    if error is not None:
         _warn_fallback(str(error))
-        return False
-    return True
+    return error is None
 
 
 @functools.cache

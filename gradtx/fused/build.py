@@ -174,9 +174,12 @@ def _build(compiler: str, scratch: Path, path: Path) -> Path:
 
 
 @functools.cache
-def _register_once() -> FusedKernelsUnavailable | None:
-    # The outcome is kept either way: a failed build would otherwise be retried (seconds)
-    # by every trace of every fused step in the process.
+def registration_error() -> FusedKernelsUnavailable | None:
+    """Load the library and register its kernels (once per process); why not, if they cannot be.
+
+    The outcome is kept either way: a failed build would otherwise be retried
+    (seconds) by every trace of every fused step in the process (see :func:`forget`).
+    """
     try:
         path = library_path()
         try:
@@ -201,7 +204,7 @@ def register() -> None:
       FusedKernelsUnavailable: the library could not be built or loaded; later
         calls raise the same error without trying again (see :func:`forget`).
     """
-    error = _register_once()
+    error = registration_error()
     if error is not None:
         raise error
 
@@ -213,4 +216,4 @@ def forget() -> None:
     and for tests. Kernels already registered with XLA stay registered.
     """
     library_path.cache_clear()
-    _register_once.cache_clear()
+    registration_error.cache_clear()
