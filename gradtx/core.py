@@ -15,6 +15,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from gradtx import recipe
 from gradtx.checks import check_trees_match
 
 Params = Any
@@ -49,6 +50,9 @@ class GradientTransformation(NamedTuple):
     update: Callable[..., tuple[Updates, State]]
 
 
+IDENTITY = recipe.rule("identity")
+
+
 class EmptyState(NamedTuple):
     """The state of a transform that keeps none."""
 
@@ -80,7 +84,7 @@ def identity() -> GradientTransformation:
     def update(updates, state, params=None, **extra):
         return updates, state
 
-    return GradientTransformation(init_empty_state, update)
+    return recipe.declare(GradientTransformation(init_empty_state, update), IDENTITY)
 
 
 def extras_filter(fn: Callable, slots: int = 3) -> Callable[[dict], dict]:
@@ -180,7 +184,7 @@ def chain(*transforms: GradientTransformation) -> GradientTransformation:
             new_state.append(s)
         return updates, tuple(new_state)
 
-    return GradientTransformation(init, update)
+    return recipe.with_recipe(GradientTransformation(init, update), recipe.chained(transforms))
 
 
 def apply_updates(params: Params, updates: Updates) -> Params:
@@ -284,4 +288,5 @@ def float_leaves(transform: GradientTransformation) -> GradientTransformation:
         ]
         return jax.tree.unflatten(treedef, merged), state
 
-    return GradientTransformation(init, update)
+    # The state is the member's; the recipe holds where every leaf goes straight to it.
+    return recipe.with_recipe(GradientTransformation(init, update), recipe.recipe_of(transform))

@@ -15,7 +15,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from gradtx import tree
+from gradtx import recipe, tree
 from gradtx.combine import PartitionState
 from gradtx.core import GradientTransformation, extras_filter
 
@@ -102,7 +102,8 @@ def inject_hyperparams(learner_factory: Callable[..., GradientTransformation]):
         static = {k: v for k, v in kwargs.items() if k not in numeric and k not in schedules}
         # Validates the concrete values once, under the factory's name; its update's
         # signature says which extras to forward.
-        keep = extras_filter(learner_factory(**kwargs).update)
+        built = learner_factory(**kwargs)
+        keep = extras_filter(built.update)
 
         def learner(hyperparams: Mapping, scheduled: Mapping) -> GradientTransformation:
             return learner_factory(**static, **hyperparams, **scheduled)
@@ -127,9 +128,25 @@ def inject_hyperparams(learner_factory: Callable[..., GradientTransformation]):
             )
             return new_updates, new_state
 
-        return GradientTransformation(init, update)
+        def inner_stages(state):
+            # The learner this state's hyperparameters build, as update builds it.
+            found = recipe.recipe_of(learner(state.hyperparams, evaluate(state.count)))
+            inside = recipe.nested(found, _inner, _with_inner) if found is not None else None
+            return None if inside is None else inside(state)
+
+        transform = GradientTransformation(init, update)
+        has_recipe = recipe.recipe_of(built) is not None
+        return recipe.with_recipe(transform, inner_stages if has_recipe else None)
 
     return build
+
+
+def _inner(state: InjectHyperparamsState) -> Any:
+    return state.inner
+
+
+def _with_inner(state: InjectHyperparamsState, inner: Any) -> InjectHyperparamsState:
+    return state._replace(inner=inner)
 
 
 def _walk(state: Any, prefix: str, visit: Callable[[str, InjectHyperparamsState], Any]) -> Any:

@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from gradtx import checks, fused
+from gradtx import checks
 from gradtx.core import (
     GradientTransformation,
     Scalar,
@@ -103,7 +103,7 @@ def sgd(
     with checks.named("sgd", trace=_MOMENTUM):
         if momentum is None:  # no block keeps moments, so none checks state_dtype
             checks.check_state_dtype("sgd", state_dtype)
-        learner = float_leaves(
+        return float_leaves(
             chain(
                 add_decayed_weights(weight_decay),
                 (
@@ -114,10 +114,6 @@ def sgd(
                 scale_by_learning_rate(learning_rate),
             )
         )
-    if state_dtype is not None:
-        return learner
-    spec = fused.sgd_spec(learning_rate, momentum, nesterov, unit_gain, weight_decay)
-    return fused.attach(learner, spec)
 
 
 def adagrad(
@@ -239,7 +235,7 @@ def rmsprop(
     """
     scale_by_second_moment = scale_by_stddev if centered else scale_by_rms
     with checks.named("rmsprop", trace=_MOMENTUM):
-        learner = float_leaves(
+        return float_leaves(
             chain(
                 add_decayed_weights(weight_decay),
                 scale_by_second_moment(
@@ -253,10 +249,6 @@ def rmsprop(
                 ),
             )
         )
-    if centered or momentum is not None or state_dtype is not None:
-        return learner
-    spec = fused.rmsprop_spec(learning_rate, decay, eps, eps_in_sqrt, weight_decay)
-    return fused.attach(learner, spec)
 
 
 def adam(
@@ -306,17 +298,13 @@ def adam(
       optax: ``optax.adam``; torch: ``torch.optim.Adam``.
     """
     with checks.named("adam"):
-        learner = float_leaves(
+        return float_leaves(
             chain(
                 add_decayed_weights(weight_decay),
                 scale_by_adam(b1, b2, eps, eps_root, nesterov=nesterov, state_dtype=state_dtype),
                 scale_by_learning_rate(learning_rate),
             )
         )
-    if nesterov or state_dtype is not None:
-        return learner
-    spec = fused.adam_spec(learning_rate, b1, b2, eps, eps_root, weight_decay, decoupled=False)
-    return fused.attach(learner, spec)
 
 
 def nadam(
@@ -424,17 +412,13 @@ def adamw(
       optax: ``optax.adamw``; torch: ``torch.optim.AdamW``.
     """
     with checks.named("adamw"):
-        learner = float_leaves(
+        return float_leaves(
             chain(
                 scale_by_adam(b1, b2, eps, eps_root, nesterov=nesterov, state_dtype=state_dtype),
                 add_decayed_weights(weight_decay, mask),
                 scale_by_learning_rate(learning_rate),
             )
         )
-    if nesterov or mask is not None or state_dtype is not None:
-        return learner
-    spec = fused.adam_spec(learning_rate, b1, b2, eps, eps_root, weight_decay, decoupled=True)
-    return fused.attach(learner, spec)
 
 
 def amsgrad(

@@ -13,6 +13,7 @@ import os
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -110,6 +111,25 @@ def build(name, data):
     if name in BUILDERS:
         return BUILDERS[name]()
     return getattr(gradtx, name)(**data.draw(hyperparameters(getattr(gradtx, name))))
+
+
+@pytest.mark.parametrize("name", FACTORIES)
+@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_fused_update_is_update_then_apply(name, data):
+    """A block declaring another block's rule, or a recipe misreading a state, shows here."""
+    tx = build(name, data)
+    params = {"w": jnp.linspace(-1.0, 1.0, 12).reshape(3, 4), "b": jnp.full(3, 0.5)}
+    for opt in (tx, gradtx.chain(tx, gradtx.scale(-1e-2))):  # a block, then as a learner
+        fused = plain = (params, opt.init(params))
+        for t in range(3):
+            grads = jax.tree.map(lambda p, t=t: jnp.sin(p * (t + 2)) + 0.1 * t, params)
+            fused = gradtx.fused_update(opt, grads, fused[1], fused[0], **EXTRA)
+            updates, state = opt.update(grads, plain[1], plain[0], **EXTRA)
+            plain = (gradtx.apply_updates(plain[0], updates), state)
+        jax.tree.map(
+            lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), fused, plain
+        )
 
 
 # Transforms with no rule for complex numbers (sign rules, CNTK's learners, clipping

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
+import re
 import subprocess
 import sys
 import warnings
@@ -77,6 +78,37 @@ FUSED = {
     "rmsprop": lambda: gradtx.rmsprop(1e-2),
     "rmsprop, torch's eps, decay": lambda: gradtx.rmsprop(
         1e-2, decay=0.99, eps_in_sqrt=False, initial_scale=0.1, weight_decay=1e-2
+    ),
+    # The common prefix and the wrapper that keeps hyperparameters in the state.
+    "clip then adam": lambda: gradtx.chain(gradtx.clip_by_global_norm(1.0), gradtx.adam(1e-2)),
+    "clip then adamw": lambda: gradtx.chain(
+        gradtx.clip_by_global_norm(1.0), gradtx.adamw(1e-2, weight_decay=1e-2)
+    ),
+    "clip then sgd nesterov, decay": lambda: gradtx.chain(
+        gradtx.clip_by_global_norm(2.0), gradtx.sgd(0.05, 0.9, nesterov=True, weight_decay=1e-3)
+    ),
+    "injected adam": lambda: gradtx.inject_hyperparams(gradtx.adam)(learning_rate=1e-2),
+    "injected adamw, scheduled rate": lambda: gradtx.inject_hyperparams(gradtx.adamw)(
+        learning_rate=S.cosine_decay(1e-2, 30), b1=0.8, weight_decay=1e-2
+    ),
+    "injected sgd momentum": lambda: gradtx.inject_hyperparams(gradtx.sgd)(
+        learning_rate=0.05, momentum=0.9
+    ),
+    "injected rmsprop after clip": lambda: gradtx.chain(
+        gradtx.clip_by_global_norm(1.0),
+        gradtx.inject_hyperparams(gradtx.rmsprop)(learning_rate=1e-2),
+    ),
+    # Blocks chained by hand, in the orders the kernels take.
+    "momentum, decoupled decay": lambda: gradtx.chain(
+        gradtx.trace(0.9), gradtx.add_decayed_weights(1e-2), gradtx.scale(-0.05)
+    ),
+    "rms, decoupled decay": lambda: gradtx.chain(
+        gradtx.scale_by_rms(), gradtx.add_decayed_weights(1e-2), gradtx.scale_by_learning_rate(1e-2)
+    ),
+    "adam in nested chains": lambda: gradtx.chain(
+        gradtx.chain(gradtx.identity(), gradtx.add_decayed_weights(1e-2)),
+        gradtx.chain(gradtx.scale_by_adam(b2=0.99), gradtx.identity()),
+        gradtx.float_leaves(gradtx.scale_by_schedule(S.linear(-1e-2, 0.0, 20))),
     ),
 }  # fmt: skip
 
@@ -158,6 +190,114 @@ def test_a_large_tree_is_one_call_per_32_leaves_with_the_same_numbers():
     assert_trees_close(fused(grads, state, params), _plain(opt, grads, state, params))
 
 
+def _kernel_calls(opt, params):
+    """The fused step's custom calls in the compiled HLO, by target."""
+    step = jax.jit(lambda g, s, p: gradtx.fused_update(opt, g, s, p))
+    hlo = step.lower(grads_at(params, 0), opt.init(params), params).compile().as_text()
+    targets = re.findall(r'custom_call_target="(gradtx_\w+)"', hlo)
+    return {t: targets.count(t) for t in targets}
+
+
+@pytest.mark.parametrize("name", ["clip then adamw", "injected adamw, scheduled rate"])
+def test_clip_then_adamw_and_injected_adamw_are_one_kernel_call(name):
+    params = make_params()
+    assert len(jax.tree.leaves(params)) <= gradtx.fused.LEAVES_PER_CALL
+    assert gradtx.tree.global_norm(grads_at(params, 0)) > 1.0  # the clip scales the gradients
+    assert _kernel_calls(FUSED[name](), params) == {"gradtx_adam": 1}  # numbers: the test above
+
+
+def _adam_blocks(lr=1e-2, wd=1e-2):
+    return gradtx.scale_by_adam(), gradtx.add_decayed_weights(wd), gradtx.scale(-lr)
+
+
+# Adam's blocks in other orders and wrappers: (learner, whether a kernel may run it).
+REORDERED = {
+    "decay after adam (adamw)": (lambda: gradtx.chain(*_adam_blocks()), True),
+    "decay before adam": (lambda: gradtx.chain(*_adam_blocks()[1::-1], gradtx.scale(-1e-2)), True),
+    "decay after the rate": (lambda: gradtx.chain(*_adam_blocks()[::2], _adam_blocks()[1]), False),
+    "rate first": (lambda: gradtx.chain(gradtx.scale(-1e-2), gradtx.scale_by_adam()), False),
+    "two decays after adam": (
+        lambda: gradtx.chain(*_adam_blocks()[:2], *_adam_blocks()[1:]), False),
+    "two rates": (lambda: gradtx.chain(*_adam_blocks(), gradtx.scale(0.5)), False),
+    "adam twice": (
+        lambda: gradtx.chain(gradtx.scale_by_adam(b1=0.5), *_adam_blocks()), False),
+    "rms then adam": (lambda: gradtx.chain(gradtx.scale_by_rms(), *_adam_blocks()), False),
+    "clip after the decay": (
+        lambda: gradtx.chain(gradtx.add_decayed_weights(1e-2), gradtx.clip_by_global_norm(1.0),
+                             gradtx.scale_by_adam(), gradtx.scale(-1e-2)), False),
+    "clip between adam and the rate": (
+        lambda: gradtx.chain(gradtx.scale_by_adam(), gradtx.clip_by_global_norm(1.0),
+                             gradtx.scale(-1e-2)), False),
+    "masked": (lambda: gradtx.masked(gradtx.adam(1e-2), {"dense": True, "conv": False, "head": True}), False),
+    "apply_if_finite": (lambda: gradtx.apply_if_finite(gradtx.adam(1e-2), 3), False),
+    "lookahead": (lambda: gradtx.lookahead(gradtx.adam(1e-2), 2, 0.5), False),
+    "optax.chain of gradtx blocks": (lambda: optax.chain(*_adam_blocks()), False),
+    "injected, in another order": (
+        lambda: gradtx.inject_hyperparams(
+            lambda learning_rate: gradtx.chain(gradtx.scale(-learning_rate), gradtx.scale_by_adam())
+        )(learning_rate=1e-2), False),
+    "injected inside a chain, wrongly ordered": (
+        lambda: gradtx.chain(gradtx.inject_hyperparams(gradtx.scale)(step_size=-1e-2),
+                             gradtx.scale_by_adam()), False),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", REORDERED)
+def test_a_reordered_or_wrapped_adam_fuses_right_or_not_at_all(name):
+    make, fuses = REORDERED[name]
+    opt = make()
+    params = make_params()
+    assert gradtx.is_fused(opt) == fuses
+    assert bool(_kernel_calls(opt, params)) == fuses
+    plain = jax.jit(_plain, static_argnums=0)
+    fused = jax.jit(gradtx.fused_update, static_argnums=0)
+    ours, theirs = _trajectory(opt, fused), _trajectory(opt, plain)
+    chex.assert_trees_all_equal_structs(ours, theirs)  # every moment where the learner keeps it
+    assert_trees_close(ours, theirs, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("rule", gradtx.fused.layout.kernels(), ids=lambda rule: rule.name)
+def test_each_kernel_reads_every_scalar_and_option_of_its_layout(rule):
+    """The layout both sides share (gradtx_layout.h is generated from it) has nothing unread."""
+    build.register()
+    scalars, options = gradtx.fused.layout.scalars(rule), gradtx.fused.layout.options(rule)
+    rng = np.random.default_rng(0)
+    p, g, *moments = (
+        jnp.asarray(rng.uniform(0.1, 1.0, 8), jnp.float32) for _ in range(2 + len(rule.moments))
+    )
+    hyper = np.full(len(scalars), 0.3, np.float32)  # in (0, 1): a valid value of each
+    every = 2 ** len(options) - 1
+
+    def run(hyper, flags):
+        new_p, new_moments = gradtx.fused._call(
+            rule.kernel, flags, jnp.asarray(hyper), p, g, moments
+        )
+        return np.concatenate([new_p, *new_moments])
+
+    base = run(hyper, every)
+    for i, name in enumerate(scalars):
+        assert not np.array_equal(
+            run(np.where(np.arange(len(hyper)) == i, 0.7, hyper), every), base
+        ), name
+    for bit, name in enumerate(options):
+        assert not np.array_equal(run(hyper, every ^ (1 << bit)), base), name
+    with pytest.raises(Exception, match="wrong number of scalars"):
+        run(hyper[:-1], every)
+    with pytest.raises(Exception, match="unknown option bits"):
+        run(hyper, every + 1)
+
+
+def test_the_layout_is_generated_from_the_rules_and_keys_the_library(monkeypatch):
+    header = gradtx.fused.layout.header()
+    for rule in gradtx.fused.layout.kernels():
+        assert f"struct {rule.name} {{  // {rule.kernel}" in header
+    # scale_by_adam's b1 sits after the shared scalars, in the order the rule declares.
+    assert "kRate, kB1, kOneMinusB1, kB2" in header
+    key = build.cache_key()
+    monkeypatch.setattr(gradtx.fused.layout, "header", lambda: header.replace("kB1, ", ""))
+    assert build.cache_key() != key  # another layout is another library, never a stale one
+
+
 CONCURRENT_CALLS = """
 import jax, jax.numpy as jnp, numpy as np, gradtx, gradtx.fused
 # 300 leaves of three sizes in 19 calls that XLA may run at once, each big enough to
@@ -209,8 +349,6 @@ def test_vmap_over_learning_rates_equals_a_loop():
         lambda: gradtx.rmsprop(1e-2, centered=True),
         lambda: gradtx.rmsprop(1e-2, momentum=0.9),
         lambda: gradtx.nadam(1e-2),
-        lambda: gradtx.chain(gradtx.clip_by_global_norm(1.0), gradtx.adam(1e-2)),
-        lambda: gradtx.inject_hyperparams(gradtx.adam)(learning_rate=1e-2),
     ],
 )
 def test_other_learners_run_update_then_apply(make):

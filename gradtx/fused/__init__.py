@@ -6,6 +6,18 @@ one loop needs 28. :func:`fused_update` runs the whole step, update and
 ``apply_updates``, in one hand-written loop per learner (``kernels.cc``), in
 place on donated buffers, one kernel call per 32 leaves of a tree.
 
+Which kernel runs is read from the learner's recipe (:mod:`gradtx.recipe`):
+the blocks it chains and their hyperparameters, as data. A recipe of the shape
+
+    [clip_by_global_norm] [add_decayed_weights] [rule] [add_decayed_weights] scale
+
+(brackets: optional; ``identity`` blocks anywhere; the second decay only after
+a rule) runs the kernel of its rule, or the plain SGD kernel where it has none.
+The rules with kernels are ``scale_by_adam``, ``trace`` and ``scale_by_rms``.
+Each block's moments are found through the recipe, so a chain in another order,
+or inside a wrapper that keeps no recipe, takes the plain path; it never feeds
+a kernel the wrong state.
+
 The state it returns is the learner's own state, computed by the learner's own
 ``update`` for everything but the moments (under ``jit`` XLA drops the unused
 moment arithmetic), so the fused and the plain path can be mixed freely, and
@@ -27,9 +39,13 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from gradtx import tree
-from gradtx.core import GradientTransformation, apply_updates, extras_filter
+from gradtx import recipe, tree
+from gradtx.core import IDENTITY, GradientTransformation, apply_updates, extras_filter
+from gradtx.fused import layout
 from gradtx.fused.build import FusedKernelsUnavailable, registration_error
+from gradtx.transforms.clipping import CLIP_BY_GLOBAL_NORM
+from gradtx.transforms.scaling import SCALE
+from gradtx.transforms.weight_decay import ADD_DECAYED_WEIGHTS
 
 __all__ = [
     "FusedFallbackWarning",
@@ -51,15 +67,46 @@ class FusedFallbackWarning(RuntimeWarning):
     """
 
 
-class _Spec(NamedTuple):
-    target: str  # the FFI kernel
-    flags: int
-    hyper: Callable[[Any], list[Any]]  # old state -> the kernel's scalars
-    moments: Callable[[Any], list[Any]]  # old state -> moment trees, in kernel order
-    replace: Callable[[Any, list[Any]], Any]  # (new state, new moments) -> new state
+class _Plan(NamedTuple):
+    """A recipe matched to a kernel: its rule's stage and the shared stages around it."""
+
+    rule: recipe.Rule
+    core: recipe.Stage | None  # the stage of the rule; None for plain SGD
+    clip: recipe.Stage | None
+    coupled: recipe.Stage | None
+    decoupled: recipe.Stage | None
+    rate: recipe.Stage
 
 
-_ATTRIBUTE = "_gradtx_fused"
+def _plan(stages: tuple[recipe.Stage, ...] | None) -> _Plan | None:
+    """Match ``[clip] [decay] [rule] [decay] scale`` (identities dropped), or None."""
+    if stages is None:
+        return None
+    rest = [s for s in stages if s.rule is not IDENTITY]
+
+    def take(wanted: Callable[[recipe.Rule], bool]) -> recipe.Stage | None:
+        return rest.pop(0) if rest and wanted(rest[0].rule) else None
+
+    clip = take(lambda r: r is CLIP_BY_GLOBAL_NORM)
+    coupled = take(lambda r: r is ADD_DECAYED_WEIGHTS)
+    core = take(lambda r: r.kernel is not None)
+    decoupled = take(lambda r: r is ADD_DECAYED_WEIGHTS) if core is not None else None
+    rate = take(lambda r: r is SCALE)
+    if rate is None or rest:
+        return None
+    rule = layout.SGD if core is None else core.rule
+    return _Plan(rule, core, clip, coupled, decoupled, rate)
+
+
+def _fusable(learner: GradientTransformation, state: Any) -> _Plan | None:
+    """The plan for ``learner`` at ``state``, if its recipe has one with float32 moments."""
+    found = recipe.recipe_of(learner)
+    plan = None if found is None else _plan(found(state))
+    moments = [] if plan is None or plan.core is None else plan.core.moments
+    if any(jnp.result_type(m) != jnp.float32 for m in jax.tree.leaves(moments)):
+        return None
+    return plan
+
 
 # Leaves per kernel call. In a training step each call starts as soon as its
 # leaves' gradients exist, so the update overlaps the rest of the backward
@@ -68,26 +115,27 @@ _ATTRIBUTE = "_gradtx_fused"
 LEAVES_PER_CALL = 32
 
 
-def attach(learner: GradientTransformation, spec: _Spec) -> GradientTransformation:
-    """Mark ``learner`` (built by a factory in gradtx/learners.py) as having a kernel."""
-    setattr(learner.update, _ATTRIBUTE, spec)
-    return learner
-
-
 def is_fused(learner: GradientTransformation) -> bool:
     """Whether :func:`fused_update` has a single-pass kernel for ``learner``.
 
-    True for ``gradtx.adam`` and ``gradtx.adamw`` (without ``nesterov``, ``mask``
-    or ``state_dtype``), ``gradtx.sgd`` (with or without momentum; without
-    ``state_dtype``) and ``gradtx.rmsprop`` (not centered, without momentum or
-    ``state_dtype``), built directly by their factories. A property of the
-    learner only: whether a kernel can run on this machine (CPU, a compiler or
-    a cached library) is :func:`fused_available`'s question.
+    True where the learner's recipe (see :mod:`gradtx.fused`) matches a kernel
+    and its moments are float32: ``gradtx.adam``, ``gradtx.adamw`` (without
+    ``nesterov`` or ``mask``), ``gradtx.sgd`` and ``gradtx.rmsprop`` (not
+    centered, without momentum), with float32 moments (``state_dtype`` None or
+    float32), and the same blocks chained by hand, after
+    ``clip_by_global_norm``, or built by ``inject_hyperparams``. A property of
+    the learner only: whether a kernel can run on this machine (CPU, a
+    compiler or a cached library) is :func:`fused_available`'s question.
 
     Args:
       learner: any gradient transformation.
     """
-    return getattr(learner.update, _ATTRIBUTE, None) is not None
+    if recipe.recipe_of(learner) is None:
+        return False
+    found = []
+    # Recipes read states; an abstract one of a single float32 parameter costs nothing.
+    jax.eval_shape(lambda: found.append(_fusable(learner, learner.init(jnp.zeros(()))) is not None))
+    return found[0]
 
 
 def fused_available() -> bool:
@@ -167,24 +215,61 @@ def fused_update(
       ``(new_params, new_state)``.
     """
     extra = extras_filter(learner.update)(extra)  # an optax learner takes none
-    spec: _Spec | None = getattr(learner.update, _ATTRIBUTE, None)
-    moments = [] if spec is None else spec.moments(state)
+    plan = _fusable(learner, state)
     plain = (
-        spec is None
+        plan is None
         or jax.default_backend() != "cpu"
         or jax.tree.structure(updates) != jax.tree.structure(params)
         or not _float32_trees(updates, params)
-        or any(jnp.result_type(m) != jnp.float32 for m in jax.tree.leaves(moments))
         # A custom call cannot be split over a mesh: XLA would gather the arrays.
         or any(tree.is_split(x) for x in jax.tree.leaves((updates, state, params)))
     )
-    if spec is None or plain or not _kernels_registered():  # spec is None: narrows its type
+    if plan is None or plain or not _kernels_registered():  # plan is None: narrows its type
+        new_updates, new_state = learner.update(updates, state, params, **extra)
+        return apply_updates(params, new_updates), new_state
+    hyper = _scalars(plan, updates)
+    if hyper is None:  # a hyperparameter that is not a scalar: the plain path broadcasts it
         new_updates, new_state = learner.update(updates, state, params, **extra)
         return apply_updates(params, new_updates), new_state
     # The learner's own update gives every count and scalar of the new state;
     # its moment arithmetic is unused and XLA removes it.
     _, new_state = learner.update(updates, state, params, **extra)
-    hyper = jnp.stack([jnp.asarray(x, jnp.float32) for x in spec.hyper(state)])
+    moments = () if plan.core is None else plan.core.moments
+    call = functools.partial(_call, str(plan.rule.kernel), _flags(plan), hyper)
+    new_params, new_moments = call(params, updates, moments)
+    return new_params, new_state if plan.core is None else plan.core.put(new_state, new_moments)
+
+
+def _scalars(plan: _Plan, updates: Any) -> jax.Array | None:
+    """The kernel's scalar operand, in its layout's order; None if one is not a scalar."""
+    given = {
+        "grad_scale": 1.0 if plan.clip is None else plan.clip.values(updates)[0],
+        "coupled_decay": 0.0 if plan.coupled is None else plan.coupled.values(updates)[0],
+        "decoupled_decay": 0.0 if plan.decoupled is None else plan.decoupled.values(updates)[0],
+        "rate": plan.rate.values(updates)[0],
+    }
+    values = [given[name] for name in layout.SHARED_SCALARS]
+    values += [] if plan.core is None else plan.core.values(updates)
+    if any(jnp.shape(v) != () for v in values):
+        return None
+    return jnp.stack([jnp.asarray(v, jnp.float32) for v in values])
+
+
+def _flags(plan: _Plan) -> int:
+    """The kernel's option bits, in its layout's order."""
+    given = {
+        "grad_scale": plan.clip is not None,
+        "coupled_decay": plan.coupled is not None,
+        "decoupled_decay": plan.decoupled is not None,
+    }
+    given.update({} if plan.core is None else plan.core.options)
+    return sum(1 << bit for bit, name in enumerate(layout.options(plan.rule)) if given[name])
+
+
+def _call(
+    kernel: str, flags: int, hyper: jax.Array, params: Any, updates: Any, moments: tuple[Any, ...]
+) -> tuple[Any, tuple[Any, ...]]:
+    """Run ``kernel`` in place: new params and new moments (in its rule's order)."""
     param_leaves, treedef = jax.tree.flatten(params)
     grad_leaves = jax.tree.leaves(updates)
     moment_leaves = [treedef.flatten_up_to(m) for m in moments]
@@ -204,14 +289,14 @@ def fused_update(
             for j in [0, *range(2, per_leaf)]
         }
         call = jax.ffi.ffi_call(
-            spec.target, results, input_output_aliases=aliases, vmap_method="sequential"
+            kernel, results, input_output_aliases=aliases, vmap_method="sequential"
         )
-        outputs += call(*operands, threads=_threads(), flags=spec.flags)
+        outputs += call(*operands, threads=_threads(), flags=flags)
     new_params = jax.tree.unflatten(treedef, outputs[::stride])
-    new_moments = [
+    new_moments = tuple(
         jax.tree.unflatten(treedef, outputs[1 + k :: stride]) for k in range(len(moments))
-    ]
-    return new_params, spec.replace(new_state, new_moments)
+    )
+    return new_params, new_moments
 
 
 def _groups(n: int) -> list[range]:
@@ -221,73 +306,3 @@ def _groups(n: int) -> list[range]:
 def _threads() -> int:
     # 0: as many ranges as XLA's intra-op pool has threads; GRADTX_FUSED_THREADS caps them.
     return int(os.environ.get("GRADTX_FUSED_THREADS", 0))
-
-
-# Specs for the learners in gradtx/learners.py: each knows its learner's chain layout.
-
-
-def _at(hyperparam: Any, block_state: Any) -> Any:
-    """A hyperparameter's value at its block's count; a constant's block keeps no count."""
-    return hyperparam(block_state.count) if callable(hyperparam) else hyperparam
-
-
-def _is_zero(x: Any) -> bool:
-    # The test add_decayed_weights uses to skip a literal zero.
-    return isinstance(x, int | float) and x == 0
-
-
-def adam_spec(learning_rate, b1, b2, eps, eps_root, weight_decay, *, decoupled: bool) -> _Spec:
-    """The spec of ``adam`` (chain: decay, scale_by_adam, rate) or ``adamw`` (adam, decay, rate)."""
-    adam_at, wd_at = (0, 1) if decoupled else (1, 0)
-    mode = 0 if _is_zero(weight_decay) else (2 if decoupled else 1)
-
-    def hyper(state):
-        count = tree.safe_increment(state[adam_at].count)
-        corrections = [1 / c for c in tree.bias_corrections((b1, b2), count)]
-        wd = 0.0 if mode == 0 else _at(weight_decay, state[wd_at])
-        rate = -1 * _at(learning_rate, state[2])  # as scale_by_learning_rate signs it
-        return [rate, b1, 1 - b1, b2, 1 - b2, *corrections, eps, eps_root, wd]
-
-    def replace(new_state, moments):
-        parts = list(new_state)
-        parts[adam_at] = parts[adam_at]._replace(mu=moments[0], nu=moments[1])
-        return tuple(parts)
-
-    return _Spec("gradtx_adam", mode, hyper, lambda s: [s[adam_at].mu, s[adam_at].nu], replace)
-
-
-def sgd_spec(learning_rate, momentum, nesterov, unit_gain, weight_decay) -> _Spec:
-    """The spec of ``sgd`` (chain: decay, trace or identity, rate)."""
-    flags = (
-        (0 if _is_zero(weight_decay) else 1)
-        | (2 if momentum is not None else 0)
-        | (4 if nesterov else 0)
-        | (8 if unit_gain else 0)
-    )
-
-    def hyper(state):
-        mu = 0.0 if momentum is None else tree.resolve(momentum, state[1].count)
-        wd = 0.0 if flags & 1 == 0 else _at(weight_decay, state[0])
-        return [-1 * _at(learning_rate, state[2]), mu, 1 - mu, wd]
-
-    if momentum is None:
-        return _Spec("gradtx_sgd", flags, hyper, lambda s: [], lambda new, moments: new)
-
-    def replace(new_state, moments):
-        return (new_state[0], new_state[1]._replace(trace=moments[0]), *new_state[2:])
-
-    return _Spec("gradtx_sgd", flags, hyper, lambda s: [s[1].trace], replace)
-
-
-def rmsprop_spec(learning_rate, decay, eps, eps_in_sqrt, weight_decay) -> _Spec:
-    """The spec of ``rmsprop`` without centering or momentum (chain: decay, rms, rate, identity)."""
-    flags = (0 if _is_zero(weight_decay) else 1) | (2 if eps_in_sqrt else 0)
-
-    def hyper(state):
-        wd = 0.0 if flags & 1 == 0 else _at(weight_decay, state[0])
-        return [-1 * _at(learning_rate, state[2]), decay, 1 - decay, eps, wd]
-
-    def replace(new_state, moments):
-        return (new_state[0], new_state[1]._replace(nu=moments[0]), *new_state[2:])
-
-    return _Spec("gradtx_rmsprop", flags, hyper, lambda s: [s[1].nu], replace)

@@ -25,8 +25,10 @@ from pathlib import Path
 import jax
 import jaxlib.version  # the same string as jaxlib.__version__, which pyright deems private
 
+from gradtx.fused import layout
+
 SOURCE = Path(__file__).with_name("kernels.cc")
-TARGETS = ("gradtx_adam", "gradtx_sgd", "gradtx_rmsprop")
+HEADER = "gradtx_layout.h"  # written from layout.header() beside the build, never stored
 # -ffp-contract=fast lets the compiler fuse a*b + c as XLA:CPU does, so results agree to
 # rounding; -fno-math-errno lets it vectorise sqrt (errno is never read).
 FLAGS = ("-O3", "-march=native", "-ffp-contract=fast", "-fno-math-errno", "-std=c++17",
@@ -119,9 +121,9 @@ def _sysctl(*names: str) -> str:
 
 
 def cache_key() -> str:
-    """The library's cache key: a hash of the source, jaxlib's version, the flags and the CPU."""
-    described = [SOURCE.read_bytes(), jaxlib.version.__version__.encode(), " ".join(FLAGS).encode(),
-                 cpu_description().encode()]  # fmt: skip
+    """The library's cache key: a hash of the source, the layout, jaxlib, the flags and the CPU."""
+    described = [SOURCE.read_bytes(), layout.header().encode(), jaxlib.version.__version__.encode(),
+                 " ".join(FLAGS).encode(), cpu_description().encode()]  # fmt: skip
     return hashlib.sha256(b"\0".join(described)).hexdigest()[:16]
 
 
@@ -157,7 +159,9 @@ def library_path() -> Path:
 
 
 def _build(compiler: str, scratch: Path, path: Path) -> Path:
-    command = [compiler, *FLAGS, f"-I{jax.ffi.include_dir()}", str(SOURCE), "-o", str(scratch)]
+    (scratch.parent / HEADER).write_text(layout.header())
+    includes = [f"-I{jax.ffi.include_dir()}", f"-I{scratch.parent}"]
+    command = [compiler, *FLAGS, *includes, str(SOURCE), "-o", str(scratch)]
     try:
         result = subprocess.run(command, capture_output=True, text=True)
     except OSError as error:  # found on PATH but not runnable
@@ -184,7 +188,8 @@ def registration_error() -> FusedKernelsUnavailable | None:
         path = library_path()
         try:
             library = ctypes.cdll.LoadLibrary(str(path))
-            kernels = [getattr(library, name) for name in TARGETS]
+            targets = [str(rule.kernel) for rule in layout.kernels()]
+            kernels = [getattr(library, name) for name in targets]
         except (OSError, AttributeError) as error:
             raise FusedKernelsUnavailable(
                 f"gradtx.fused_update: the CPU kernels in {path} could not be loaded ({error}); "
@@ -192,7 +197,7 @@ def registration_error() -> FusedKernelsUnavailable | None:
             ) from error
     except FusedKernelsUnavailable as error:
         return error
-    for name, kernel in zip(TARGETS, kernels, strict=True):
+    for name, kernel in zip(targets, kernels, strict=True):
         jax.ffi.register_ffi_target(name, jax.ffi.pycapsule(kernel), platform="cpu")
     return None
 

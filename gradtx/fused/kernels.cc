@@ -6,14 +6,22 @@
 // moments once, in place (28 bytes for Adam). Up to 32 leaves of a tree go to one
 // call (gradtx/fused/__init__.py: LEAVES_PER_CALL), not one launch per leaf.
 //
-// The arithmetic is written in the order of gradtx's jax.numpy blocks, with
-// every scalar (1 - b1, the bias corrections, the signed learning rate, ...)
-// computed in Python/JAX and passed in `hyper`, so the results agree with the
-// unfused path to float32 rounding (tested to rtol 1e-6).
+// Each kernel runs one block's per-element rule (a gradtx.recipe.Rule with a
+// kernel) and the steps every kernel shares around it (Around below). Its
+// arithmetic is written in the order of gradtx's jax.numpy blocks, with every
+// scalar (1 - b1, the bias corrections, the signed learning rate, ...) computed
+// in Python/JAX and passed in `hyper`, so the results agree with the unfused
+// path to float32 rounding (tested to rtol 1e-6).
 //
 // Operands: hyper (f32[k]), then for each leaf its arrays in a fixed order
-// (params, grads, then moments). Results: for each leaf params then moments,
-// aliased to the inputs. Built on first use by gradtx/fused/build.py.
+// (params, grads, then the rule's moments). Results: for each leaf params then
+// moments, aliased to the inputs. The positions of the scalars in hyper, of the
+// option bits in `flags` and of the moments come from gradtx_layout.h, which
+// gradtx/fused/build.py generates from the rules (gradtx/fused/layout.py) when it
+// builds this file on first use.
+//
+// A kernel for a new rule: declare the rule with kernel="gradtx_<name>" beside
+// its block, write its loop and handler here, and bind the symbol at the end.
 
 #include <algorithm>
 #include <atomic>
@@ -25,6 +33,7 @@
 #include <mutex>
 #include <vector>
 
+#include "gradtx_layout.h"  // generated from gradtx/fused/layout.py at build time
 #include "xla/ffi/api/ffi.h"
 
 namespace ffi = xla::ffi;
@@ -123,124 +132,175 @@ ffi::ErrorOr<std::vector<Leaf>> Gather(ffi::RemainingArgs args, ffi::RemainingRe
   return leaves;
 }
 
-// The loops take every scalar by value and every array as a restrict pointer,
-// with the options as template parameters: no loads of captured state and no
-// branches inside, so the compiler vectorises them.
+// The option bits of one call as compile-time constants: Options<...>::on[bit].
+template <bool... kBits>
+struct Options {
+  static constexpr bool on[sizeof...(kBits) + 1] = {kBits..., false};
+};
 
-// weight decay: kDecay 0 none, 1 added to the gradient (coupled), 2 added to the
-// Adam direction (decoupled, AdamW).
-template <int kDecay>
-void AdamLoop(float* __restrict__ p, float* __restrict__ m, float* __restrict__ v,
-              const float* __restrict__ g, int64_t n, float neg_lr, float b1, float ob1,
-              float b2, float ob2, float r1, float r2, float eps, float eps_root, float wd) {
+// Calls fn(Options<bit 0 of flags, bit 1, ...>{}), kLeft bits still to read.
+template <int kLeft, bool... kBits, class Fn>
+void WithOptions(int64_t flags, const Fn& fn) {
+  if constexpr (kLeft == 0) {
+    fn(Options<kBits...>{});
+  } else if ((flags >> sizeof...(kBits)) & 1) {
+    WithOptions<kLeft - 1, kBits..., true>(flags, fn);
+  } else {
+    WithOptions<kLeft - 1, kBits..., false>(flags, fn);
+  }
+}
+
+// What every kernel does around its rule, in the recipe's order: the gradient is
+// scaled (clip_by_global_norm) and coupled weight decay added before the
+// rule; decoupled weight decay is added to its direction and the rate applied after.
+template <class O>
+struct Around {
+  using S = gradtx_layout::shared::scalar;
+  using B = gradtx_layout::shared::option;
+  float grad_scale, coupled, decoupled, rate;
+  explicit Around(const float* h)
+      : grad_scale(h[S::kGradScale]), coupled(h[S::kCoupledDecay]),
+        decoupled(h[S::kDecoupledDecay]), rate(h[S::kRate]) {}
+  float In(float g, float p) const {
+    // Scaling only with the option: a multiplication by 1 would change how the
+    // compiler contracts the rule's a * b + c, and so its rounding.
+    const float gi = O::on[B::kGradScale] ? grad_scale * g : g;
+    return O::on[B::kCoupledDecay] ? gi + coupled * p : gi;
+  }
+  float Out(float u, float p) const {
+    return p + rate * (O::on[B::kDecoupledDecay] ? u + decoupled * p : u);
+  }
+};
+
+// Checks a call against its kernel's layout (gradtx_layout.h), then runs
+// loop(options, leaf, lo, hi, scalars) over every range of every leaf.
+template <class Layout, class Loop>
+ffi::Error Run(ffi::ThreadPool& pool, ffi::Buffer<ffi::F32> hyper, ffi::RemainingArgs args,
+               ffi::RemainingRets rets, int64_t threads, int64_t flags, Loop loop) {
+  if (static_cast<int64_t>(hyper.element_count()) != Layout::scalar::kCount) {
+    return ffi::Error::InvalidArgument("gradtx fused: wrong number of scalars");
+  }
+  if (flags < 0 || flags >> Layout::option::kCount) {
+    return ffi::Error::InvalidArgument("gradtx fused: unknown option bits");
+  }
+  auto leaves = Gather(args, rets, 2 + Layout::moment::kCount);
+  if (!leaves.has_value()) return leaves.error();
+  const float* h = hyper.typed_data();
+  WithOptions<Layout::option::kCount>(flags, [&](auto options) {
+    ForEachRange(*leaves, pool, threads, [&](const Leaf& leaf, int64_t lo, int64_t hi) {
+      loop(options, leaf, lo, hi, h);
+    });
+  });
+  return ffi::Error::Success();
+}
+
+// The loops take every array as a restrict pointer and read their scalars into
+// locals first, with the options as template parameters: no loads of captured
+// state and no branches inside, so the compiler vectorises them.
+
+template <class O>
+void SgdLoop(float* __restrict__ p, const float* __restrict__ g, int64_t n, const float* h) {
+  const Around<O> around(h);
+  for (int64_t i = 0; i < n; ++i) p[i] = around.Out(around.In(g[i], p[i]), p[i]);
+}
+
+template <class O>
+void MomentumLoop(float* __restrict__ p, float* __restrict__ t, const float* __restrict__ g,
+                  int64_t n, const float* h) {
+  using S = gradtx_layout::trace::scalar;
+  using B = gradtx_layout::trace::option;
+  constexpr bool kNesterov = O::on[B::kNesterov], kUnitGain = O::on[B::kUnitGain];
+  const Around<O> around(h);
+  const float mu = h[S::kDecay], omu = h[S::kOneMinusDecay];
   for (int64_t i = 0; i < n; ++i) {
-    const float gi = kDecay == 1 ? g[i] + wd * p[i] : g[i];
+    const float gi = around.In(g[i], p[i]);
+    const float ti = kUnitGain ? omu * gi + mu * t[i] : gi + mu * t[i];
+    t[i] = ti;
+    const float u = kNesterov ? (kUnitGain ? omu * gi + mu * ti : gi + mu * ti) : ti;
+    p[i] = around.Out(u, p[i]);
+  }
+}
+
+template <class O>
+void RmspropLoop(float* __restrict__ p, float* __restrict__ nu, const float* __restrict__ g,
+                 int64_t n, const float* h) {
+  using S = gradtx_layout::scale_by_rms::scalar;
+  constexpr bool kInSqrt = O::on[gradtx_layout::scale_by_rms::option::kEpsInSqrt];
+  const Around<O> around(h);
+  const float rho = h[S::kDecay], orho = h[S::kOneMinusDecay], eps = h[S::kEps];
+  for (int64_t i = 0; i < n; ++i) {
+    const float gi = around.In(g[i], p[i]);
+    const float ni = orho * (gi * gi) + rho * nu[i];
+    nu[i] = ni;
+    const float scale = kInSqrt ? 1.0f / std::sqrt(ni + eps) : 1.0f / (std::sqrt(ni) + eps);
+    p[i] = around.Out(scale * gi, p[i]);
+  }
+}
+
+template <class O>
+void AdamLoop(float* __restrict__ p, float* __restrict__ m, float* __restrict__ v,
+              const float* __restrict__ g, int64_t n, const float* h) {
+  using S = gradtx_layout::scale_by_adam::scalar;
+  const Around<O> around(h);
+  const float b1 = h[S::kB1], ob1 = h[S::kOneMinusB1], b2 = h[S::kB2], ob2 = h[S::kOneMinusB2];
+  // XLA turns a division by a bias correction into a multiplication by its inverse.
+  const float r1 = h[S::kInvBiasCorrection1], r2 = h[S::kInvBiasCorrection2];
+  const float eps = h[S::kEps], eps_root = h[S::kEpsRoot];
+  for (int64_t i = 0; i < n; ++i) {
+    const float gi = around.In(g[i], p[i]);
     const float mi = ob1 * gi + b1 * m[i];
     const float vi = ob2 * (gi * gi) + b2 * v[i];
     m[i] = mi;
     v[i] = vi;
-    float u = (mi * r1) / (std::sqrt(vi * r2 + eps_root) + eps);
-    if (kDecay == 2) u = u + wd * p[i];
-    p[i] = p[i] + neg_lr * u;
+    p[i] = around.Out((mi * r1) / (std::sqrt(vi * r2 + eps_root) + eps), p[i]);
   }
 }
 
-// hyper: neg_lr, b1, 1-b1, b2, 1-b2, 1/(1-b1^t), 1/(1-b2^t), eps, eps_root, weight_decay.
-// (XLA turns a division by a bias correction into a multiplication by its inverse.)
-// flags: the weight-decay mode above.
+// One handler per kernel rule; out[0] is the params, out[1 + k] the rule's moment k.
+
+ffi::Error SgdImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> hyper, ffi::RemainingArgs args,
+                   ffi::RemainingRets rets, int64_t threads, int64_t flags) {
+  return Run<gradtx_layout::sgd>(pool, hyper, args, rets, threads, flags,
+                                 [](auto o, const Leaf& leaf, int64_t lo, int64_t hi,
+                                    const float* h) {
+                                   SgdLoop<decltype(o)>(leaf.out[0] + lo, leaf.grad + lo,
+                                                        hi - lo, h);
+                                 });
+}
+
+ffi::Error MomentumImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> hyper,
+                        ffi::RemainingArgs args, ffi::RemainingRets rets, int64_t threads,
+                        int64_t flags) {
+  using M = gradtx_layout::trace::moment;
+  return Run<gradtx_layout::trace>(
+      pool, hyper, args, rets, threads, flags,
+      [](auto o, const Leaf& leaf, int64_t lo, int64_t hi, const float* h) {
+        MomentumLoop<decltype(o)>(leaf.out[0] + lo, leaf.out[1 + M::kTrace] + lo,
+                                  leaf.grad + lo, hi - lo, h);
+      });
+}
+
+ffi::Error RmspropImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> hyper,
+                       ffi::RemainingArgs args, ffi::RemainingRets rets, int64_t threads,
+                       int64_t flags) {
+  using M = gradtx_layout::scale_by_rms::moment;
+  return Run<gradtx_layout::scale_by_rms>(
+      pool, hyper, args, rets, threads, flags,
+      [](auto o, const Leaf& leaf, int64_t lo, int64_t hi, const float* h) {
+        RmspropLoop<decltype(o)>(leaf.out[0] + lo, leaf.out[1 + M::kNu] + lo, leaf.grad + lo,
+                                 hi - lo, h);
+      });
+}
+
 ffi::Error AdamImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> hyper, ffi::RemainingArgs args,
                     ffi::RemainingRets rets, int64_t threads, int64_t flags) {
-  auto leaves = Gather(args, rets, 4);
-  if (!leaves.has_value()) return leaves.error();
-  const float* h = hyper.typed_data();
-  const auto loop = flags == 1 ? AdamLoop<1> : flags == 2 ? AdamLoop<2> : AdamLoop<0>;
-  ForEachRange(*leaves, pool, threads, [&](const Leaf& leaf, int64_t lo, int64_t hi) {
-    loop(leaf.out[0] + lo, leaf.out[1] + lo, leaf.out[2] + lo, leaf.grad + lo, hi - lo, h[0],
-         h[1], h[2], h[3], h[4], h[5], h[6], h[7], h[8], h[9]);
-  });
-  return ffi::Error::Success();
-}
-
-template <bool kDecay, bool kNesterov, bool kUnitGain>
-void MomentumLoop(float* __restrict__ p, float* __restrict__ t, const float* __restrict__ g,
-                  int64_t n, float neg_lr, float mu, float omu, float wd) {
-  for (int64_t i = 0; i < n; ++i) {
-    const float gi = kDecay ? g[i] + wd * p[i] : g[i];
-    const float ti = kUnitGain ? omu * gi + mu * t[i] : gi + mu * t[i];
-    t[i] = ti;
-    const float u = kNesterov ? (kUnitGain ? omu * gi + mu * ti : gi + mu * ti) : ti;
-    p[i] = p[i] + neg_lr * u;
-  }
-}
-
-template <bool kDecay>
-void SgdLoop(float* __restrict__ p, const float* __restrict__ g, int64_t n, float neg_lr,
-             float wd) {
-  for (int64_t i = 0; i < n; ++i) {
-    const float gi = kDecay ? g[i] + wd * p[i] : g[i];
-    p[i] = p[i] + neg_lr * gi;
-  }
-}
-
-using MomentumFn = void (*)(float*, float*, const float*, int64_t, float, float, float, float);
-
-template <bool kDecay>
-MomentumFn PickMomentum(bool nesterov, bool unit_gain) {
-  if (nesterov) {
-    return unit_gain ? MomentumLoop<kDecay, true, true> : MomentumLoop<kDecay, true, false>;
-  }
-  return unit_gain ? MomentumLoop<kDecay, false, true> : MomentumLoop<kDecay, false, false>;
-}
-
-// hyper: neg_lr, momentum, 1-momentum, weight_decay. flags: bit 0 coupled
-// weight decay, bit 1 momentum, bit 2 nesterov, bit 3 unit gain.
-ffi::Error SgdImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> hyper, ffi::RemainingArgs args, ffi::RemainingRets rets,
-                   int64_t threads, int64_t flags) {
-  const bool decay = flags & 1, momentum = flags & 2, nesterov = flags & 4, unit = flags & 8;
-  auto leaves = Gather(args, rets, momentum ? 3 : 2);
-  if (!leaves.has_value()) return leaves.error();
-  const float* h = hyper.typed_data();
-  if (momentum) {
-    const MomentumFn loop =
-        decay ? PickMomentum<true>(nesterov, unit) : PickMomentum<false>(nesterov, unit);
-    ForEachRange(*leaves, pool, threads, [&](const Leaf& leaf, int64_t lo, int64_t hi) {
-      loop(leaf.out[0] + lo, leaf.out[1] + lo, leaf.grad + lo, hi - lo, h[0], h[1], h[2], h[3]);
-    });
-  } else {
-    const auto loop = decay ? SgdLoop<true> : SgdLoop<false>;
-    ForEachRange(*leaves, pool, threads, [&](const Leaf& leaf, int64_t lo, int64_t hi) {
-      loop(leaf.out[0] + lo, leaf.grad + lo, hi - lo, h[0], h[3]);
-    });
-  }
-  return ffi::Error::Success();
-}
-
-template <bool kDecay, bool kInSqrt>
-void RmspropLoop(float* __restrict__ p, float* __restrict__ nu, const float* __restrict__ g,
-                 int64_t n, float neg_lr, float rho, float orho, float eps, float wd) {
-  for (int64_t i = 0; i < n; ++i) {
-    const float gi = kDecay ? g[i] + wd * p[i] : g[i];
-    const float ni = orho * (gi * gi) + rho * nu[i];
-    nu[i] = ni;
-    const float scale = kInSqrt ? 1.0f / std::sqrt(ni + eps) : 1.0f / (std::sqrt(ni) + eps);
-    p[i] = p[i] + neg_lr * (scale * gi);
-  }
-}
-
-// hyper: neg_lr, decay, 1-decay, eps, weight_decay. flags: bit 0 coupled
-// weight decay, bit 1 eps inside the root.
-ffi::Error RmspropImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> hyper, ffi::RemainingArgs args,
-                       ffi::RemainingRets rets, int64_t threads, int64_t flags) {
-  auto leaves = Gather(args, rets, 3);
-  if (!leaves.has_value()) return leaves.error();
-  const float* h = hyper.typed_data();
-  const bool decay = flags & 1, in_sqrt = flags & 2;
-  const auto loop = decay ? (in_sqrt ? RmspropLoop<true, true> : RmspropLoop<true, false>)
-                          : (in_sqrt ? RmspropLoop<false, true> : RmspropLoop<false, false>);
-  ForEachRange(*leaves, pool, threads, [&](const Leaf& leaf, int64_t lo, int64_t hi) {
-    loop(leaf.out[0] + lo, leaf.out[1] + lo, leaf.grad + lo, hi - lo, h[0], h[1], h[2], h[3], h[4]);
-  });
-  return ffi::Error::Success();
+  using M = gradtx_layout::scale_by_adam::moment;
+  return Run<gradtx_layout::scale_by_adam>(
+      pool, hyper, args, rets, threads, flags,
+      [](auto o, const Leaf& leaf, int64_t lo, int64_t hi, const float* h) {
+        AdamLoop<decltype(o)>(leaf.out[0] + lo, leaf.out[1 + M::kMu] + lo,
+                              leaf.out[1 + M::kNu] + lo, leaf.grad + lo, hi - lo, h);
+      });
 }
 
 }  // namespace
@@ -254,6 +314,8 @@ ffi::Error RmspropImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> hyper, ffi::R
       .Attr<int64_t>("threads")         \
       .Attr<int64_t>("flags")
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(gradtx_adam, AdamImpl, GRADTX_BINDING);
+// The symbols are the rules' kernel names (gradtx/recipe.py: Rule.kernel).
 XLA_FFI_DEFINE_HANDLER_SYMBOL(gradtx_sgd, SgdImpl, GRADTX_BINDING);
+XLA_FFI_DEFINE_HANDLER_SYMBOL(gradtx_sgd_momentum, MomentumImpl, GRADTX_BINDING);
 XLA_FFI_DEFINE_HANDLER_SYMBOL(gradtx_rmsprop, RmspropImpl, GRADTX_BINDING);
+XLA_FFI_DEFINE_HANDLER_SYMBOL(gradtx_adam, AdamImpl, GRADTX_BINDING);

@@ -7,8 +7,16 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from gradtx import checks, tree
+from gradtx import checks, recipe, tree
 from gradtx.core import GradientTransformation
+
+SCALE_BY_ADAM = recipe.rule(
+    "scale_by_adam",
+    scalars=("b1", "one_minus_b1", "b2", "one_minus_b2", "inv_bias_correction1",
+             "inv_bias_correction2", "eps", "eps_root"),
+    moments=("mu", "nu"),
+    kernel="gradtx_adam",
+)  # fmt: skip
 
 
 class ScaleByAdamState(NamedTuple):
@@ -114,7 +122,15 @@ def scale_by_adam(
         updates = jax.tree.map(lambda m, v: m / (jnp.sqrt(v + eps_root) + eps), mu_hat, nu_hat)
         return updates, ScaleByAdamState(count, mu_stored, nu_stored)
 
-    return GradientTransformation(lambda params: _init_adam(params, state_dtype), update)
+    def scalars(state, updates):
+        # 1/(1 - b^t): XLA turns the division by a bias correction into this multiplication.
+        inverse = [1 / c for c in tree.bias_corrections((b1, b2), tree.safe_increment(state.count))]
+        return dict(b1=b1, one_minus_b1=1 - b1, b2=b2, one_minus_b2=1 - b2, eps=eps,
+                    eps_root=eps_root, inv_bias_correction1=inverse[0],
+                    inv_bias_correction2=inverse[1])  # fmt: skip
+
+    tx = GradientTransformation(lambda params: _init_adam(params, state_dtype), update)
+    return tx if nesterov else recipe.declare(tx, SCALE_BY_ADAM, scalars)
 
 
 class ScaleByAmsgradState(NamedTuple):

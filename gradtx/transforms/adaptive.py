@@ -11,8 +11,16 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from gradtx import checks, tree
+from gradtx import checks, recipe, tree
 from gradtx.core import GradientTransformation
+
+SCALE_BY_RMS = recipe.rule(
+    "scale_by_rms",
+    scalars=("decay", "one_minus_decay", "eps"),
+    options=("eps_in_sqrt",),
+    moments=("nu",),
+    kernel="gradtx_rmsprop",
+)
 
 
 def _inverse_root(v: jax.Array, eps: Any, eps_in_sqrt: bool) -> jax.Array:
@@ -83,7 +91,9 @@ def scale_by_rms(
         updates = jax.tree.map(lambda g, n: _inverse_root(n, eps, eps_in_sqrt) * g, updates, nu)
         return updates, ScaleByRmsState(nu=nu_stored)
 
-    return GradientTransformation(init, update)
+    tx = GradientTransformation(init, update)
+    scalars = {"decay": decay, "one_minus_decay": 1 - decay, "eps": eps}
+    return recipe.declare(tx, SCALE_BY_RMS, lambda s, u: scalars, eps_in_sqrt=eps_in_sqrt)
 
 
 class ScaleByStddevState(NamedTuple):

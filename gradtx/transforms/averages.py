@@ -6,8 +6,16 @@ from typing import Any, NamedTuple
 
 import jax
 
-from gradtx import checks, tree
+from gradtx import checks, recipe, tree
 from gradtx.core import GradientTransformation, ScalarOrSchedule
+
+TRACE = recipe.rule(
+    "trace",
+    scalars=("decay", "one_minus_decay"),
+    options=("nesterov", "unit_gain"),
+    moments=("trace",),
+    kernel="gradtx_sgd_momentum",
+)
 
 
 class TraceState(NamedTuple):
@@ -77,7 +85,12 @@ def trace(
         updates = jax.tree.map(step, updates, new_trace) if nesterov else new_trace
         return updates, TraceState(tree.safe_increment(state.count), stored)
 
-    return GradientTransformation(init, update)
+    def scalars(state, updates):
+        mu = tree.resolve(decay, state.count)
+        return {"decay": mu, "one_minus_decay": 1 - mu}
+
+    tx = GradientTransformation(init, update)
+    return recipe.declare(tx, TRACE, scalars, nesterov=nesterov, unit_gain=unit_gain)
 
 
 class EmaState(NamedTuple):

@@ -5,8 +5,11 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from gradtx import checks, tree
+from gradtx import checks, recipe, tree
 from gradtx.core import GradientTransformation, init_empty_state
+
+# u = grad_scale * g, one scale for the whole tree (so only first in a chain, on the gradients).
+CLIP_BY_GLOBAL_NORM = recipe.rule("clip_by_global_norm", scalars=("grad_scale",))
 
 
 def clip(max_delta: float | jax.Array) -> GradientTransformation:
@@ -80,4 +83,9 @@ def clip_by_global_norm(
         )
         return updates, state
 
-    return GradientTransformation(init_empty_state, update)
+    def grad_scale(state, updates):
+        norm = tree.global_norm(updates, axis_name)
+        return {"grad_scale": jnp.where(norm < max_norm, 1.0, max_norm / norm)}
+
+    tx = GradientTransformation(init_empty_state, update)
+    return recipe.declare(tx, CLIP_BY_GLOBAL_NORM, grad_scale)

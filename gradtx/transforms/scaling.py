@@ -7,8 +7,11 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from gradtx import checks, tree
+from gradtx import checks, recipe, tree
 from gradtx.core import GradientTransformation, ScalarOrSchedule, Schedule, init_empty_state
+
+# scale and scale_by_schedule, the last block of most learners: u = factor * g.
+SCALE = recipe.rule("scale", scalars=("factor",))
 
 
 class ScaleByScheduleState(NamedTuple):
@@ -38,7 +41,8 @@ def scale(step_size: float | jax.Array) -> GradientTransformation:
     def update(updates, state, params=None, **extra):
         return jax.tree.map(lambda g: step_size * g, updates), state
 
-    return GradientTransformation(init_empty_state, update)
+    tx = GradientTransformation(init_empty_state, update)
+    return recipe.declare(tx, SCALE, lambda state, updates: {"factor": step_size})
 
 
 def scale_by_schedule(step_size_fn: Schedule) -> GradientTransformation:
@@ -76,7 +80,8 @@ def scale_by_schedule(step_size_fn: Schedule) -> GradientTransformation:
         updates = jax.tree.map(lambda g: jnp.asarray(step_size, dtype=g.dtype) * g, updates)
         return updates, ScaleByScheduleState(count=tree.safe_increment(state.count))
 
-    return GradientTransformation(init, update)
+    tx = GradientTransformation(init, update)
+    return recipe.declare(tx, SCALE, lambda state, updates: {"factor": step_size_fn(state.count)})
 
 
 def scale_by_learning_rate(

@@ -8,8 +8,11 @@ from typing import Any, NamedTuple
 import jax
 import numpy as np
 
-from gradtx import checks, packing, tree
-from gradtx.core import EmptyState, GradientTransformation, ScalarOrSchedule
+from gradtx import checks, packing, recipe, tree
+from gradtx.core import IDENTITY, EmptyState, GradientTransformation, ScalarOrSchedule
+
+# Without a mask: u = g + weight_decay * params.
+ADD_DECAYED_WEIGHTS = recipe.rule("add_decayed_weights", scalars=("weight_decay",))
 
 
 class AddDecayedWeightsState(NamedTuple):
@@ -58,6 +61,9 @@ def add_decayed_weights(
     def init(params):
         return AddDecayedWeightsState(tree.zeros_count()) if scheduled else EmptyState()
 
+    def decay_at(state):
+        return weight_decay(state.count) if callable(weight_decay) else weight_decay
+
     def update(updates, state, params=None, **extra):
         new_state = AddDecayedWeightsState(tree.safe_increment(state.count)) if scheduled else state
         if is_zero:
@@ -68,7 +74,7 @@ def add_decayed_weights(
                 "update(updates, state, params)"
             )
         checks.check_trees_match("add_decayed_weights", "updates", updates, params=params)
-        decay = weight_decay(state.count) if callable(weight_decay) else weight_decay
+        decay = decay_at(state)
         decayed = lambda g, p: g + decay * p  # noqa: E731
         if mask is None:
             updates = jax.tree.map(decayed, updates, params)
@@ -83,7 +89,12 @@ def add_decayed_weights(
             )
         return updates, new_state
 
-    return GradientTransformation(init, update)
+    tx = GradientTransformation(init, update)
+    if is_zero:
+        return recipe.declare(tx, IDENTITY)
+    if mask is not None:  # which leaves decay is not a per-element rule
+        return tx
+    return recipe.declare(tx, ADD_DECAYED_WEIGHTS, lambda s, u: {"weight_decay": decay_at(s)})
 
 
 def _as_bool(flag: Any) -> bool:
