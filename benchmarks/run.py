@@ -206,7 +206,7 @@ def _dispatch_floor(params: Any, grads: Any, rounds: int, steps: int) -> tuple[f
 
 
 def compile_table(counts: list[int], rounds: int, steps: int) -> None:
-    """chain(clip_by_global_norm, adamw) on many 16-float leaves: per-leaf vs grouped."""
+    """chain(clip_by_global_norm, adamw) on many 16-float leaves: per-leaf vs packed."""
     widths = [26, 10, 12, 10, 12, 12]
     print(
         _row(
@@ -237,8 +237,8 @@ def compile_table(counts: list[int], rounds: int, steps: int) -> None:
                 params,
                 grads,
             ),
-            "gradtx grouped": JaxStep(
-                gradtx.grouped(gradtx.chain(gradtx.clip_by_global_norm(1.0), gradtx.adamw(1e-3))),
+            "gradtx packed": JaxStep(
+                gradtx.packed(gradtx.chain(gradtx.clip_by_global_norm(1.0), gradtx.adamw(1e-3))),
                 gradtx.apply_updates,
                 params,
                 grads,

@@ -34,7 +34,6 @@ from gradtx.fused import (
     fused_update,
     is_fused,
 )
-from gradtx.grouping import GroupedState, grouped
 from gradtx.hyperparams import (
     InjectHyperparamsState,
     get_hyperparams,
@@ -53,7 +52,7 @@ from gradtx.learners import (
     rmsprop,
     sgd,
 )
-from gradtx.packing import Packed, pack
+from gradtx.packing import GroupedState, Packed, PackedState, grouped, pack, packed
 from gradtx.state_dict import load_state_dict, state_dict
 from gradtx.training import (
     LRFinderResult,
@@ -90,9 +89,10 @@ __all__ = [
     "FusedFallbackWarning",
     "FusedKernelsUnavailable",
     "GradientTransformation",
-    "GroupedState",
     "InjectHyperparamsState",
+    "GroupedState",
     "Packed",
+    "PackedState",
     "PartitionState",
     "Params",
     "ScalarOrSchedule",
@@ -119,7 +119,6 @@ __all__ = [
     "fused_update",
     "get_hyperparams",
     "groups_by_path",
-    "grouped",
     "identity",
     "init_empty_state",
     "is_fused",
@@ -130,7 +129,9 @@ __all__ = [
     "make_train_step",
     "masked",
     "nadam",
+    "grouped",
     "pack",
+    "packed",
     "partition",
     "rmsprop",
     "schedules",

@@ -17,7 +17,7 @@ import jax.numpy as jnp
 
 from gradtx import checks
 from gradtx.core import GradientTransformation, extras_filter, init_empty_state
-from gradtx.packing import labels_for
+from gradtx.labels import labels_for
 
 Labels = Any | Callable[[Any], Any]
 

@@ -1,10 +1,10 @@
-"""Params kept packed, one flat buffer per dtype, from step to step.
+"""Leaves in flat buffers: params for the whole run (``pack``), or in each step (``packed``).
 
 A step over a tree of 300 leaves hands JAX and XLA 300 params, 300 gradients
 and a moment or two per leaf to pass in, alias and return, and that per-buffer
 cost is paid on every step, however the arithmetic is fused. :func:`pack`
-stores the whole tree as one buffer per dtype (and per group, when leaves are
-grouped) for the whole run; the model reads its leaves through
+stores the whole tree as one buffer per dtype (and per group, with
+``pack(groups=)``) for the whole run; the model reads its leaves through
 :meth:`Packed.unpack`, and ``jax.grad`` returns the gradient packed the same
 way. A learner then sees a handful of leaves whatever the tree.
 
@@ -14,35 +14,27 @@ its leaves are slices of the buffer (XLA fuses a slice into an elementwise op
 that reads it, but copies one that feeds a matrix product), their gradients
 are written into one concatenation, and each slice, having its own constant
 offset, is a kernel of its own for XLA to compile. docs/performance.md
-measures when that pays.
+measures when that pays. :func:`packed` packs only the small leaves, inside
+every step, for learners that cost per leaf on trees of many small ones.
 """
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Callable, Hashable
-from typing import Any
+import functools
+import warnings
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gradtx import checks
+from gradtx import buffers, checks
+from gradtx import tree as tree_util
+from gradtx.core import GradientTransformation, extras_filter
+from gradtx.labels import is_label_function, register_container, spread_labels
 
 Groups = Any | Callable[[Any], Any]
-
-
-@dataclasses.dataclass(frozen=True)
-class _Layout:
-    """Where each leaf of the unpacked tree lives; static, so it is part of jit's cache key."""
-
-    treedef: Any  # of the unpacked tree
-    keys: tuple[str, ...]  # one per buffer: its dtype, or "group/dtype"
-    slots: tuple[tuple[int, tuple[int, ...]], ...]  # per leaf: (buffer, shape), in buffer order
-
-    def leaves_of(self, buffer: int) -> list[int]:
-        """Indices of the leaves stored in ``buffer``, in the order they are stored."""
-        return [i for i, (b, _) in enumerate(self.slots) if b == buffer]
 
 
 @jax.tree_util.register_pytree_with_keys_class
@@ -55,10 +47,10 @@ class Packed:
 
     Attributes:
       buffers: ``{key: 1-D array}``, keyed by dtype (``"float32"``), or by
-        ``"group/dtype"`` for a grouped pack.
+        ``"group/dtype"`` for a pack with ``groups=``.
     """
 
-    def __init__(self, buffers: dict[str, Any], layout: _Layout):
+    def __init__(self, buffers: dict[str, Any], layout: buffers.Layout):
         self.buffers = buffers
         self._layout = layout
 
@@ -67,7 +59,7 @@ class Packed:
         return [(jax.tree_util.DictKey(k), self.buffers[k]) for k in keys], self._layout
 
     @classmethod
-    def tree_unflatten(cls, layout: _Layout, children: Any) -> Packed:
+    def tree_unflatten(cls, layout: buffers.Layout, children: Any) -> Packed:
         return cls(dict(zip(layout.keys, children, strict=True)), layout)
 
     def unpack(self) -> Any:
@@ -83,11 +75,11 @@ class Packed:
                     "leaves are its buffers (params, gradients, moments) can be unpacked"
                 )
             indices = layout.leaves_of(b)
-            sizes = [int(np.prod(layout.slots[i][1])) for i in indices]
+            slots = [_slot(layout, i) for i in indices]
             # split, not slices: its gradient is one concatenate, not a sum of padded copies.
-            pieces = jax.lax.split(buffer, sizes) if len(sizes) > 1 else [buffer]
-            for i, piece in zip(indices, pieces, strict=True):
-                leaves[i] = piece.reshape(layout.slots[i][1])
+            pieces = jax.lax.split(buffer, [s.size for s in slots]) if len(slots) > 1 else [buffer]
+            for i, slot, piece in zip(indices, slots, pieces, strict=True):
+                leaves[i] = piece.reshape(slot.shape)
         return jax.tree.unflatten(layout.treedef, leaves)
 
     def repack(self, tree: Any) -> Packed:
@@ -105,20 +97,21 @@ class Packed:
                 f"Packed.repack: the tree must be shaped like the unpacked tree "
                 f"({layout.treedef}); got {jax.tree.structure(tree)}"
             ) from e
-        for i, (x, (b, shape)) in enumerate(zip(leaves, layout.slots, strict=True)):
-            if jnp.shape(x) != shape:
+        for i, x in enumerate(leaves):
+            slot = _slot(layout, i)
+            if jnp.shape(x) != slot.shape:
                 path = _leaf_paths(layout.treedef)[i]
                 raise ValueError(
                     f"Packed.repack: the leaf at {path} has shape {jnp.shape(x)}, "
-                    f"the packed one {shape}"
+                    f"the packed one {slot.shape}"
                 )
-            leaves[i] = jnp.asarray(x, self._dtype(b))
+            leaves[i] = jnp.asarray(x, self._dtype(slot.buffer))
         return _packed(layout, leaves)
 
     def _dtype(self, buffer: int) -> Any:
         return jnp.dtype(self._layout.keys[buffer].rsplit("/", 1)[-1])
 
-    def group_labels(self, labels: Any, who: str = "Packed.group_labels") -> Packed:
+    def buffer_labels(self, labels: Any, who: str = "Packed.buffer_labels") -> Packed:
         """One label per buffer, from labels for the unpacked tree (or a prefix of it).
 
         This is how ``partition``, ``masked`` and weight-decay masks read labels
@@ -126,7 +119,7 @@ class Packed:
         pack with ``groups=`` the same labels.
         """
         layout = self._layout
-        full = _broadcast_prefix(who, "labels", labels, layout.treedef)
+        full = _spread_over(who, "labels", labels, layout.treedef)
         flat = layout.treedef.flatten_up_to(full)
         per_buffer = []
         for b, key in enumerate(layout.keys):
@@ -145,6 +138,15 @@ class Packed:
                 )
             per_buffer.append(next(iter(seen)))
         return Packed(dict(zip(layout.keys, per_buffer, strict=True)), layout)
+
+    def group_labels(self, labels: Any, who: str = "Packed.group_labels") -> Packed:
+        """Deprecated: :meth:`buffer_labels` under its 0.1 name."""
+        warnings.warn(
+            "Packed.group_labels is Packed.buffer_labels; group_labels will be removed in 0.3",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return self.buffer_labels(labels, who)
 
     @property
     def num_leaves(self) -> int:
@@ -202,110 +204,184 @@ def pack(tree: Any, groups: Groups | None = None) -> Packed:
         labels = [None] * len(paths_leaves)
     else:
         resolved = groups(tree) if is_label_function(groups) else groups
-        labels = treedef.flatten_up_to(_broadcast_prefix("pack", "groups", resolved, treedef))
-    keys: list[tuple[Hashable, str]] = []  # (label, dtype) per buffer, in order of appearance
-    slots = []
-    for (_, x), label in zip(paths_leaves, labels, strict=True):
-        key = (label, jnp.dtype(x.dtype).name)
-        if key not in keys:
-            keys.append(key)
-        slots.append((keys.index(key), tuple(x.shape)))
-    names = tuple(d if groups is None else f"{g}/{d}" for g, d in keys)
-    layout = _Layout(treedef, names, tuple(slots))
+        labels = treedef.flatten_up_to(_spread_over("pack", "groups", resolved, treedef))
+    dtypes = [jnp.dtype(x.dtype).name for _, x in paths_leaves]
+    keys = dtypes if groups is None else [f"{g}/{d}" for g, d in zip(labels, dtypes, strict=True)]
+    shapes = [tuple(x.shape) for _, x in paths_leaves]
+    layout = buffers.lay_out(treedef, shapes, keys)
     return _packed(layout, [x for _, x in paths_leaves])
 
 
-def _packed(layout: _Layout, leaves: list[Any]) -> Packed:
-    buffers = {
-        name: jnp.concatenate([jnp.ravel(leaves[i]) for i in layout.leaves_of(b)])
-        for b, name in enumerate(layout.keys)
-    }
-    return Packed(buffers, layout)
+def _packed(layout: buffers.Layout, leaves: list[Any]) -> Packed:
+    return Packed(dict(zip(layout.keys, layout.concatenate(leaves), strict=True)), layout)
 
 
-def spread_labels(
-    labels: Any, like: Any, who: str, what: str = "labels", target: str = "params"
-) -> Any:
-    """``labels``, ``like``'s structure or a prefix of it, with each subtree's label on its leaves.
-
-    Raises :class:`gradtx.TreeMismatchError` (a ``ValueError``) naming the first
-    leaf of ``like`` that no label covers, or the first label with nothing under
-    it, when ``labels`` is neither ``like``'s structure nor a prefix of it.
-
-    Args:
-      labels: one label (or mask bool) per leaf or per subtree of ``like``.
-      like: the tree to label, e.g. the params.
-      who: the caller, for the error (``"partition"``).
-      what: what ``labels`` are called in the error (``"labels"``, ``"mask"``).
-      target: what ``like`` is called in the error (``"params"``, ``"unpacked tree"``).
-    """
-    try:
-        return jax.tree.map(lambda label, sub: jax.tree.map(lambda _: label, sub), labels, like)
-    except (ValueError, TypeError):
-        pass
-    label_paths = [p for p, _ in jax.tree_util.tree_flatten_with_path(labels)[0]]
-    like_paths = [p for p, _ in jax.tree_util.tree_flatten_with_path(like)[0]]
-
-    def covers(prefix: tuple, path: tuple) -> bool:
-        return path[: len(prefix)] == prefix
-
-    def has(subject: str) -> str:
-        return f"{subject} have" if subject.endswith("s") else f"{subject} has"
-
-    missing = next((p for p in like_paths if not any(covers(q, p) for q in label_paths)), None)
-    extra = next((q for q in label_paths if not any(covers(q, p) for p in like_paths)), None)
-    below = next((p for p in like_paths if extra is not None and covers(p, extra)), None)
-    plural = target.endswith("s")
-    subject = target if plural else f"the {target}"
-    if below is not None and extra is not None:  # a leaf is only found below an extra label
-        problem = (
-            f"{has(what)} a label at {checks.path_name(extra)}, inside the leaf at "
-            f"{checks.path_name(below)}; label the leaf itself"
-        )
-    elif missing is not None:
-        problem = f"{has(subject)} a leaf at {checks.path_name(missing)} and {has(what)} none"
-    elif extra is not None:
-        where = checks.path_name(extra)
-        problem = f"{has(what)} a label at {where} and {has(subject)} no leaf there"
-    else:
-        problem = (
-            f"their containers differ: {jax.tree.structure(like)} vs {jax.tree.structure(labels)}"
-        )
-    whole = "them" if plural else "it"
-    raise checks.TreeMismatchError(
-        f"{who}: {what} must be shaped like the {target}, or label whole subtrees of "
-        f"{whole}: {problem}"
-    )
+def _slot(layout: buffers.Layout, leaf: int) -> buffers.Slot:
+    slot = layout.slots[leaf]
+    assert slot is not None  # pack puts every leaf in a buffer
+    return slot
 
 
-def _broadcast_prefix(who: str, what: str, labels: Any, treedef: Any) -> Any:
+def _spread_over(who: str, what: str, labels: Any, treedef: Any) -> Any:
     """``labels`` spread over the leaves of ``treedef``; a clear error if they do not fit."""
     like = jax.tree.unflatten(treedef, [0] * treedef.num_leaves)
     return spread_labels(labels, like, who, what, target="unpacked tree")
 
 
-def is_label_function(labels: Any) -> bool:
-    """Whether ``labels`` is a function of the params rather than a tree of labels.
+# partition, masked and weight-decay masks read labels for packed params through this hook.
+register_container(Packed, Packed.unpack, Packed.buffer_labels)
 
-    A callable pytree, such as an equinox ``Module`` of bools, is a tree: only a
-    callable that ``jax.tree`` sees as one leaf (or a ``jax.tree_util.Partial``)
-    is a function.
+
+# -- packed: small leaves packed inside each step -----------------------------------------------
+
+# Leaves up to this many elements are packed; larger ones pay for their own kernels.
+MAX_LEAF_SIZE = 4096
+
+
+class PackedState(NamedTuple):
+    """State of :func:`packed`: the transform's state over the packed tree, its runs' offsets."""
+
+    inner: Any  # the wrapped transform's state, over the packed tree
+    # Start offset of each run of one shape in its buffer. Runtime values on purpose:
+    # constant offsets would give every leaf its own compiled kernel.
+    bases: tuple[jax.Array, ...]
+
+
+@functools.lru_cache(maxsize=256)
+def _small_leaves(
+    treedef: Any, signature: tuple[tuple[tuple[int, ...], str, bool], ...], max_size: int
+) -> buffers.Layout:
+    def key(shape: tuple[int, ...], dtype: str, split: bool) -> str | None:
+        # A leaf split across devices stays whole: packing would gather it onto each device.
+        small_float = jnp.issubdtype(dtype, jnp.floating) and int(np.prod(shape)) <= max_size
+        return dtype if small_float and not split else None
+
+    shapes = [shape for shape, _, _ in signature]
+    # Same-shape leaves side by side, so that each run of leaves holds one shape.
+    return buffers.lay_out(
+        treedef, shapes, [key(*leaf) for leaf in signature], lambda i: (shapes[i], i)
+    )
+
+
+def _runs(layout: buffers.Layout) -> list[list[int]]:
+    return [run for b in range(len(layout.keys)) for run in layout.runs(b)]
+
+
+def _pack_small(layout: buffers.Layout, leaves: list[Any]) -> dict[str, Any]:
+    return {
+        "loose": [leaves[i] for i in layout.loose()],
+        "packed": dict(zip(layout.keys, layout.concatenate(leaves), strict=True)),
+    }
+
+
+def _unpack_small(layout: buffers.Layout, tree: dict[str, Any], bases: tuple) -> list[Any]:
+    out: list[Any] = [None] * len(layout.slots)
+    for i, x in zip(layout.loose(), tree["loose"], strict=True):
+        out[i] = x
+    for run, base in zip(_runs(layout), bases, strict=True):
+        first = _slot(layout, run[0])
+        buffer = tree["packed"][layout.keys[first.buffer]]
+        # Leaf j of a run at base + j * size: XLA compiles one kernel per (shape, j) and
+        # shares it between runs, instead of one kernel per leaf.
+        for j, i in enumerate(run):
+            piece = jax.lax.dynamic_slice(buffer, (base + j * first.size,), (first.size,))
+            out[i] = piece.reshape(first.shape)
+    return out
+
+
+def packed(transform: GradientTransformation, max_leaf_size: int = MAX_LEAF_SIZE):
+    """Run ``transform`` on small leaves packed into one flat buffer per dtype, in each step.
+
+    Per-leaf optimizers cost per leaf, not per byte, once leaves are small: a
+    tree of 1000 vectors of 16 floats makes XLA compile and dispatch thousands
+    of tiny kernels. Every floating leaf with at most ``max_leaf_size``
+    elements is raveled and concatenated with the others of its dtype; larger
+    leaves and non-floating leaves pass to ``transform`` as they are.
+    ``transform`` sees the tree ``{"loose": [...], "packed": {dtype: buffer}}``
+    for updates and params, keeps its state over that tree, and its updates are
+    cut back into the original structure. The result equals running
+    ``transform`` leaf by leaf (up to the summation order of global reductions
+    such as ``clip_by_global_norm``). :func:`pack` instead keeps the params
+    packed for the whole run.
+
+    Use it around transforms that treat every coordinate alike apart from global
+    reductions (all of gradtx's learners and blocks); a transform that needs the
+    original tree (a weight-decay ``mask`` given as a tree, per-layer norms)
+    belongs outside it.
+
+    Args:
+      transform: the transform to run on the packed tree.
+      max_leaf_size: leaves with more elements stay unpacked: their own kernels
+        cost little next to their memory traffic, and packing would copy them.
+
+    Examples:
+      >>> import jax.numpy as jnp, gradtx
+      >>> opt = gradtx.packed(gradtx.sgd(0.1, momentum=0.9))
+      >>> grads = {f"b{i}": jnp.ones(3) for i in range(100)}  # 100 small leaves
+      >>> state = opt.init(grads)
+      >>> state.inner[1].trace["packed"]["float32"].shape  # one momentum buffer for all
+      (300,)
+      >>> updates, state = opt.update(grads, state)
+      >>> print(updates["b7"])
+      [-0.1 -0.1 -0.1]
+
+    References:
+      optax: ``optax.flatten``, which packs every leaf into one buffer.
     """
-    if isinstance(labels, jax.tree_util.Partial):
-        return True
-    return callable(labels) and jax.tree_util.treedef_is_leaf(jax.tree.structure(labels))
+    max_leaf_size = checks.check_length(
+        "packed", "max_leaf_size", max_leaf_size, allow_zero=True, wording="integer"
+    )
+    keep = extras_filter(transform.update)
+
+    def layout_of(tree: Any) -> tuple[buffers.Layout, list[Any], Any]:
+        leaves, treedef = jax.tree.flatten(tree)
+        signature = tuple(
+            (tuple(np.shape(x)), jnp.result_type(x).name, tree_util.is_split(x)) for x in leaves
+        )
+        return _small_leaves(treedef, signature, max_leaf_size), leaves, treedef
+
+    def init(params):
+        layout, leaves, _ = layout_of(params)
+        bases = tuple(jnp.asarray(_slot(layout, run[0]).offset, jnp.int32) for run in _runs(layout))
+        return PackedState(transform.init(_pack_small(layout, leaves)), bases)
+
+    def update(updates, state, params=None, **extra):
+        if params is not None:
+            checks.check_trees_match("packed", "updates", updates, params=params)
+        layout, leaves, treedef = layout_of(updates)
+        runs = len(_runs(layout))
+        if len(state.bases) != runs:
+            raise ValueError(
+                f"packed: the state was made for a tree packed into {len(state.bases)} runs of "
+                f"leaves, but these updates pack into {runs}; call init with params of the same "
+                f"structure, shapes and dtypes as the updates"
+            )
+        packed_params = None if params is None else _pack_small(layout, jax.tree.leaves(params))
+        new, inner = transform.update(
+            _pack_small(layout, leaves), state.inner, packed_params, **keep(extra)
+        )
+        return jax.tree.unflatten(treedef, _unpack_small(layout, new, state.bases)), PackedState(
+            inner, state.bases
+        )
+
+    return GradientTransformation(init, update)
 
 
-def labels_for(who: str, labels: Any, params: Any, what: str = "labels") -> Any:
-    """Labels (or a mask) for ``params``, one per leaf: called on the unpacked tree if packed.
+def grouped(transform: GradientTransformation, max_leaf_size: int = MAX_LEAF_SIZE):
+    """Deprecated: :func:`packed` under its 0.1 name ("group" now means a parameter group only).
 
-    ``labels`` is a tree shaped like the params, a prefix of it, or a function of
-    the params returning either; a tree that fits neither raises
-    :class:`gradtx.TreeMismatchError` naming the first missing or extra path.
-    For packed params the result holds one label per buffer.
+    Args:
+      transform: the transform to run on the packed tree.
+      max_leaf_size: see :func:`packed`.
     """
-    unpacked = params.unpack() if isinstance(params, Packed) else params
-    tree = labels(unpacked) if is_label_function(labels) else labels
-    if isinstance(params, Packed):
-        return params.group_labels(tree, who)
-    return spread_labels(tree, params, who, what)
+    warnings.warn(
+        "gradtx.grouped is gradtx.packed (and gradtx.GroupedState gradtx.PackedState): the same "
+        "transform and state under a name that does not say 'group', which in gradtx means a "
+        "parameter group; grouped will be removed in 0.3",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    return packed(transform, max_leaf_size)
+
+
+GroupedState = PackedState  # its 0.1 name, kept so that 0.1 code and pickles load

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import typing  # typing.cast: `cast` here is this module's dtype cast
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -142,6 +143,27 @@ def stochastic_round(x: jax.Array, seed: Any = 0) -> jax.Array:
     # the truncated float32 is exactly representable, so the final cast is exact.
     truncated = (bits + noise) & jnp.uint32(0xFFFF0000)
     return jax.lax.bitcast_convert_type(truncated, jnp.float32).astype(jnp.bfloat16)
+
+
+def moment(
+    stored: Any, updates: Any, dtype: Any, rule: Callable[[Any], Any], seed: Any = 0
+) -> tuple[Any, Any]:
+    """One step of a stored moment: widen it, apply ``rule``, store it in ``dtype``.
+
+    The single path every block's moments take through ``state_dtype``, so a
+    narrow state is never computed with in its own precision.
+
+    Args:
+      stored: the moments as kept in the state.
+      updates: the incoming updates, whose dtype the arithmetic runs in.
+      dtype: the state dtype (None: the moments' own).
+      rule: ``widened old moments -> new moments``.
+      seed: for stochastic rounding into ``dtype`` (see :func:`cast`).
+
+    Returns:
+      ``(what to store, its value to compute with)``.
+    """
+    return store(rule(widen(stored, updates)), updates, dtype, seed)
 
 
 def store(moments: Any, updates: Any, dtype: Any, seed: Any = 0) -> tuple[Any, Any]:

@@ -35,7 +35,7 @@ BUILDERS = {
     "apply_if_finite": lambda: gradtx.apply_if_finite(gradtx.adam(1e-2), 2),
     "chain": lambda: gradtx.chain(gradtx.clip_by_global_norm(1.0), gradtx.sgd(0.1)),
     "float_leaves": lambda: gradtx.float_leaves(gradtx.scale_by_adam()),
-    "grouped": lambda: gradtx.grouped(gradtx.adamw(1e-2), max_leaf_size=8),
+    "packed": lambda: gradtx.packed(gradtx.adamw(1e-2), max_leaf_size=8),
     "inject_hyperparams": lambda: gradtx.inject_hyperparams(gradtx.adam)(learning_rate=1e-2),
     "lookahead": lambda: gradtx.lookahead(gradtx.adam(1e-2), 2, 0.5),
     "masked": lambda: gradtx.masked(
@@ -63,6 +63,7 @@ BUILDERS = {
 
 # Public functions that are not transform factories.
 NOT_TRANSFORMS = {
+    "grouped",  # packed's deprecated name: tests/test_packing.py checks that it is packed
     "apply_updates", "find_learning_rate", "fused_available", "fused_update", "get_hyperparams",
     "groups_by_path", "init_empty_state", "is_fused", "load_state_dict", "make_train_step", "pack",
     "set_hyperparams", "state_dict", "sweep", "zero_shardings",

@@ -97,7 +97,7 @@ def _returns_a_transform(obj) -> bool:
 
 
 # Public learners and blocks: the factories that return a transform, plus those whose
-# signature does not say so. Schedules, fused, grouped, pack and the training tools are
+# signature does not say so. Schedules, fused, packed, pack and the training tools are
 # documented on their own terms.
 BLOCK_EXTRAS = {"partition", "inject_hyperparams", "GradientTransformation", "apply_updates"}
 BLOCKS = [
@@ -113,7 +113,7 @@ NOTHING_TO_CITE = {("gradtx", "float_leaves")}
 def test_the_block_list_finds_the_learners():
     names = {n for _, n in BLOCKS}
     assert names >= {"sgd", "adam", "chain", "scale_by_adam", "partition", "lookahead", "fsadagrad"}
-    assert not names & {"grouped", "pack", "fused_update", "make_train_step", "sweep"}
+    assert not names & {"packed", "pack", "fused_update", "make_train_step", "sweep"}
 
 
 @pytest.mark.parametrize("module,name", BLOCKS)

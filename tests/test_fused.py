@@ -201,7 +201,7 @@ def _kernel_calls(opt, params):
 @pytest.mark.parametrize("name", ["clip then adamw", "injected adamw, scheduled rate"])
 def test_clip_then_adamw_and_injected_adamw_are_one_kernel_call(name):
     params = make_params()
-    assert len(jax.tree.leaves(params)) <= gradtx.fused.LEAVES_PER_CALL
+    assert len(jax.tree.leaves(params)) <= gradtx.buffers.LEAVES_PER_RUN
     assert gradtx.tree.global_norm(grads_at(params, 0)) > 1.0  # the clip scales the gradients
     assert _kernel_calls(FUSED[name](), params) == {"gradtx_adam": 1}  # numbers: the test above
 
@@ -228,7 +228,9 @@ REORDERED = {
     "clip between adam and the rate": (
         lambda: gradtx.chain(gradtx.scale_by_adam(), gradtx.clip_by_global_norm(1.0),
                              gradtx.scale(-1e-2)), False),
-    "masked": (lambda: gradtx.masked(gradtx.adam(1e-2), {"dense": True, "conv": False, "head": True}), False),
+    "masked": (
+        lambda: gradtx.masked(gradtx.adam(1e-2), {"dense": True, "conv": False, "head": True}),
+        False),
     "apply_if_finite": (lambda: gradtx.apply_if_finite(gradtx.adam(1e-2), 3), False),
     "lookahead": (lambda: gradtx.lookahead(gradtx.adam(1e-2), 2, 0.5), False),
     "optax.chain of gradtx blocks": (lambda: optax.chain(*_adam_blocks()), False),
@@ -299,10 +301,10 @@ def test_the_layout_is_generated_from_the_rules_and_keys_the_library(monkeypatch
 
 
 CONCURRENT_CALLS = """
-import jax, jax.numpy as jnp, numpy as np, gradtx, gradtx.fused
+import jax, jax.numpy as jnp, numpy as np, gradtx, gradtx.buffers
 # 300 leaves of three sizes in 19 calls that XLA may run at once, each big enough to
 # split over the pool (the first scheduler hung here within a few steps).
-gradtx.fused.LEAVES_PER_CALL = 16
+gradtx.buffers.LEAVES_PER_RUN = 16
 params = {}
 for i in range(100):
     params.update({f"{i:03d}w": jnp.ones((256, 256)), f"{i:03d}p": jnp.ones((256, 56)),

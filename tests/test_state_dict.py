@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import pickle
 
 import jax
@@ -11,6 +12,7 @@ import pytest
 from conftest import grads_at, make_params
 
 import gradtx
+from gradtx.state_dict import load_npz, save_npz
 
 
 def _learner():
@@ -82,3 +84,44 @@ def test_mismatches_name_the_first_path():
         r"\(\) int64",
     ):
         gradtx.load_state_dict(opt.init(params), d)
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass
+class _Moments:
+    """A custom pytree node in a state, as an equinox or flax.struct state would be."""
+
+    fast: jax.Array
+    slow: jax.Array
+
+
+def test_any_pytree_node_is_saved_by_its_keys_and_restored_as_itself():
+    state = (_Moments(jnp.ones(2), jnp.zeros(3)), gradtx.pack({"w": jnp.ones((2, 2))}))
+    saved = gradtx.state_dict(state)
+    assert set(saved["0"]) == {"fast", "slow"} and set(saved["1"]) == {"float32"}
+    restored = gradtx.load_state_dict(jax.tree.map(jnp.zeros_like, state), saved)
+    assert isinstance(restored[0], _Moments) and isinstance(restored[1], gradtx.Packed)
+    np.testing.assert_array_equal(restored[0].fast, np.ones(2))
+    np.testing.assert_array_equal(restored[1].unpack()["w"], np.ones((2, 2)))
+    with pytest.raises(ValueError, match=r"missing state\.0\.slow; expected keys"):
+        gradtx.load_state_dict(state, {"0": {"fast": saved["0"]["fast"]}, "1": saved["1"]})
+
+
+def test_the_npz_checkpoint_round_trips_and_checks_every_entry(tmp_path):
+    learner = _learner()
+    params = make_params()
+    state = learner.init(params)
+    _, state = learner.update(grads_at(params, 0), state, params)
+    path = tmp_path / "checkpoint.npz"
+    save_npz(path, params, state)
+    with np.load(path) as f:
+        assert "params/['dense'][0]" in f.files and "state/1/inner/a/inner/0/mu/dense/0" in f.files
+    new_params, new_state = load_npz(
+        path, jax.tree.map(jnp.zeros_like, params), learner.init(params)
+    )
+    jax.tree.map(np.testing.assert_array_equal, (new_params, new_state), (params, state))
+    wrong = {**params, "head": [jnp.zeros(()), jnp.zeros(6)]}
+    with pytest.raises(
+        ValueError, match=r"load_npz: params/\['head'\]\[1\]: expected shape \(6,\)"
+    ):
+        load_npz(path, wrong, learner.init(params))

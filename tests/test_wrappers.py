@@ -320,7 +320,7 @@ WRAPPERS = {
     "apply_if_finite": lambda t: gradtx.apply_if_finite(t, 2),
     "accumulate": lambda t: gradtx.accumulate(t, 1),
     "lookahead": lambda t: gradtx.lookahead(t, 5, 0.5),
-    "grouped": lambda t: gradtx.grouped(t),
+    "packed": lambda t: gradtx.packed(t),
     "float_leaves": gradtx.float_leaves,
 }
 

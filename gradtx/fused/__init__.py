@@ -4,7 +4,8 @@ XLA:CPU compiles an Adam step written in jax.numpy to three loops over memory
 (first moment, second moment, params): 40 bytes per float32 parameter, where
 one loop needs 28. :func:`fused_update` runs the whole step, update and
 ``apply_updates``, in one hand-written loop per learner (``kernels.cc``), in
-place on donated buffers, one kernel call per 32 leaves of a tree.
+place on donated buffers, one kernel call per 32 leaves of a tree
+(``gradtx.buffers.LEAVES_PER_RUN``).
 
 Which kernel runs is read from the learner's recipe (:mod:`gradtx.recipe`):
 the blocks it chains and their hyperparameters, as data. A recipe of the shape
@@ -39,7 +40,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from gradtx import recipe, tree
+from gradtx import buffers, recipe, tree
 from gradtx.core import IDENTITY, GradientTransformation, apply_updates, extras_filter
 from gradtx.fused import layout
 from gradtx.fused.build import FusedKernelsUnavailable, registration_error
@@ -108,11 +109,6 @@ def _fusable(learner: GradientTransformation, state: Any) -> _Plan | None:
     return plan
 
 
-# Leaves per kernel call. In a training step each call starts as soon as its
-# leaves' gradients exist, so the update overlaps the rest of the backward
-# pass; one call for a whole 300-leaf tree waited for all of it and made the
-# step 5-20% slower than optax's per-leaf loops (measured in docs/performance.md).
-LEAVES_PER_CALL = 32
 
 
 def is_fused(learner: GradientTransformation) -> bool:
@@ -276,7 +272,7 @@ def _call(
     per_leaf = 2 + len(moments)
     stride = per_leaf - 1
     outputs = []
-    for group in _groups(len(param_leaves)):  # leaves in calls of LEAVES_PER_CALL
+    for group in _runs(len(param_leaves)):
         operands, results = [hyper], []
         for i in group:
             p, g = param_leaves[i], grad_leaves[i]
@@ -299,8 +295,13 @@ def _call(
     return new_params, new_moments
 
 
-def _groups(n: int) -> list[range]:
-    return [range(i, min(n, i + LEAVES_PER_CALL)) for i in range(0, n, LEAVES_PER_CALL)]
+def _runs(n: int) -> list[range]:
+    # In a training step each call starts as soon as its leaves' gradients exist, so the
+    # update overlaps the rest of the backward pass; one call for a whole 300-leaf tree
+    # waited for all of it and made the step 5-20% slower than optax's per-leaf loops
+    # (measured in docs/performance.md).
+    run = buffers.LEAVES_PER_RUN
+    return [range(i, min(n, i + run)) for i in range(0, n, run)]
 
 
 def _threads() -> int:

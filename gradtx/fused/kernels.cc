@@ -4,7 +4,7 @@
 // moment, second moment, params: 40 bytes per float32 parameter). These
 // kernels read each parameter, gradient and moment once and write params and
 // moments once, in place (28 bytes for Adam). Up to 32 leaves of a tree go to one
-// call (gradtx/fused/__init__.py: LEAVES_PER_CALL), not one launch per leaf.
+// call (gradtx/buffers.py: LEAVES_PER_RUN), not one launch per leaf.
 //
 // Each kernel runs one block's per-element rule (a gradtx.recipe.Rule with a
 // kernel) and the steps every kernel shares around it (Around below). Its

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import sys
-import tempfile
 from collections.abc import Callable, Iterable, Iterator, Sized
 from typing import Any, cast
 
@@ -17,43 +16,17 @@ from jax.sharding import Mesh
 from gradtx import checks
 from gradtx.core import GradientTransformation
 from gradtx.hyperparams import get_hyperparams, set_hyperparams
-from gradtx.state_dict import load_state_dict, state_dict
+from gradtx.state_dict import load_npz, save_npz
 from gradtx.training import sharding
 from gradtx.training.step import make_train_step
 
 Batches = Iterable[Any] | Callable[[int], Iterable[Any]]
 
 
-def _flatten(d: Any, prefix: str, out: dict[str, np.ndarray]) -> None:
-    """Flatten a :func:`state_dict` into ``{"a/b/c": array}``; ``None`` and empty dicts vanish."""
-    if isinstance(d, dict):
-        for key, value in d.items():
-            _flatten(value, f"{prefix}/{key}", out)
-    elif d is not None:
-        out[prefix] = d
-
-
-def _unflatten(template: Any, prefix: str, arrays: dict[str, np.ndarray], used: set) -> Any:
-    """Rebuild a :func:`state_dict` shaped like ``template`` from the flat ``arrays``."""
-    if isinstance(template, dict):
-        return {k: _unflatten(v, f"{prefix}/{k}", arrays, used) for k, v in template.items()}
-    if template is None:
-        return None
-    if prefix not in arrays:
-        raise ValueError(f"Trainer.load: the file has no entry {prefix!r}")
-    used.add(prefix)
-    return arrays[prefix]
-
-
 def _to_host(x: Any) -> Any:
     if isinstance(x, jax.Array) and not x.is_fully_addressable:
         return multihost_utils.process_allgather(x, tiled=True)
     return x
-
-
-def _param_paths(params: Any) -> list[tuple[str, Any]]:
-    leaves = jax.tree_util.tree_flatten_with_path(params)[0]
-    return [(f"params/{jax.tree_util.keystr(p)}", x) for p, x in leaves]
 
 
 class Trainer:
@@ -256,20 +229,8 @@ class Trainer:
         process 0 writes the file.
         """
         host = jax.tree.map(_to_host, (self.params, self.opt_state))
-        if jax.process_index() != 0:
-            return
-        arrays = {name: np.asarray(x) for name, x in _param_paths(host[0])}
-        _flatten(state_dict(host[1]), "state", arrays)
-        directory = os.path.dirname(os.path.abspath(path))
-        fd, tmp = tempfile.mkstemp(dir=directory, suffix=".npz.tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                # The keys start with params/ or state/, so none is savez's allow_pickle.
-                np.savez(f, **cast(dict[str, Any], arrays))
-            os.replace(tmp, path)
-        except BaseException:
-            os.unlink(tmp)
-            raise
+        if jax.process_index() == 0:
+            save_npz(path, *host)
 
     def load(self, path: str | os.PathLike) -> None:
         """Restore params and optimizer state saved by :meth:`save`; training resumes exactly.
@@ -280,29 +241,9 @@ class Trainer:
         Raises:
           ValueError: naming the first entry that is missing, unexpected or misshapen.
         """
-        with np.load(path) as f:
-            arrays = {k: f[k] for k in f.files}
-        used: set[str] = set()
-        leaves = []
-        for name, want in _param_paths(self.params):
-            if name not in arrays:
-                raise ValueError(f"Trainer.load: the file has no entry {name!r}")
-            got = arrays[name]
-            if got.shape != want.shape or got.dtype != want.dtype:
-                raise ValueError(
-                    f"Trainer.load: {name}: expected shape {want.shape} {want.dtype}, "
-                    f"got shape {got.shape} {got.dtype}"
-                )
-            used.add(name)
-            leaves.append(jnp.asarray(got))
-        saved = _unflatten(state_dict(self.opt_state), "state", arrays, used)
-        opt_state = load_state_dict(self.opt_state, saved)
-        extra = sorted(set(arrays) - used)
-        if extra:
-            raise ValueError(f"Trainer.load: unexpected entry {extra[0]!r} in {os.fspath(path)!r}")
-        params = jax.tree.unflatten(jax.tree.structure(self.params), leaves)
+        params, opt_state = load_npz(path, self.params, self.opt_state, who="Trainer.load")
         if self.mesh is None:
-            self.params, self.opt_state = params, jax.tree.map(jnp.asarray, opt_state)
+            self.params, self.opt_state = params, opt_state
             return
         # Back onto the mesh with the shardings the Trainer's arrays have now.
         current = sharding.shardings_of((self.params, self.opt_state), self.mesh)

@@ -39,6 +39,16 @@ def _check(who: str, b1: Any, b2: Any, eps: Any, eps_root: Any, state_dtype: Any
     return checks.check_state_dtype(who, state_dtype)
 
 
+def _first(updates: Any, b1: Any) -> Any:
+    """The first moment's rule: an average of the gradients."""
+    return lambda m: tree.update_moment(updates, m, b1, 1)
+
+
+def _second(updates: Any, b2: Any) -> Any:
+    """The second moment's rule: an average of their squared moduli (real for complex ones)."""
+    return lambda v: tree.update_moment_per_elem_norm(updates, v, b2, 2)
+
+
 def _init_adam(params: Any, dtype: Any) -> ScaleByAdamState:
     # Two separate buffers: a donated state must not hold the same array twice.
     # nu holds |g|^2: real for complex params (their real dtype), as optax's values.
@@ -105,11 +115,8 @@ def scale_by_adam(
     def update(updates, state, params=None, **extra):
         checks.check_moments("scale_by_adam", updates, state, "mu", "nu")
         count = tree.safe_increment(state.count)
-        mu = tree.update_moment(updates, tree.widen(state.mu, updates), b1, 1)
-        nu = tree.update_moment_per_elem_norm(updates, tree.widen(state.nu, updates), b2, 2)
-        (mu_stored, mu), (nu_stored, nu) = (
-            tree.store(m, updates, state_dtype, count) for m in (mu, nu)
-        )
+        mu_stored, mu = tree.moment(state.mu, updates, state_dtype, _first(updates, b1), count)
+        nu_stored, nu = tree.moment(state.nu, updates, state_dtype, _second(updates, b2), count)
         if nesterov:
             mu_hat = jax.tree.map(
                 lambda m, g: b1 * m + (1 - b1) * g,
@@ -195,15 +202,16 @@ def scale_by_amsgrad(
     def update(updates, state, params=None, **extra):
         checks.check_moments("scale_by_amsgrad", updates, state, "mu", "nu", "nu_max")
         count = tree.safe_increment(state.count)
-        mu = tree.update_moment(updates, tree.widen(state.mu, updates), b1, 1)
-        nu = tree.update_moment_per_elem_norm(updates, tree.widen(state.nu, updates), b2, 2)
-        (mu_stored, mu), (nu_stored, nu) = (
-            tree.store(m, updates, state_dtype, count) for m in (mu, nu)
+        mu_stored, mu = tree.moment(state.mu, updates, state_dtype, _first(updates, b1), count)
+        nu_stored, nu = tree.moment(state.nu, updates, state_dtype, _second(updates, b2), count)
+        nu_hat = tree.bias_correction(nu, b2, count)
+        nu_max_stored, nu_max = tree.moment(
+            state.nu_max,
+            updates,
+            state_dtype,
+            lambda m: jax.tree.map(jnp.maximum, m, nu_hat),
+            count,
         )
-        nu_max = jax.tree.map(
-            jnp.maximum, tree.widen(state.nu_max, updates), tree.bias_correction(nu, b2, count)
-        )
-        nu_max_stored, nu_max = tree.store(nu_max, updates, state_dtype, count)
         mu_hat = tree.bias_correction(mu, b1, count)
         updates = jax.tree.map(lambda m, v: m / (jnp.sqrt(v + eps_root) + eps), mu_hat, nu_max)
         return updates, ScaleByAmsgradState(count, mu_stored, nu_stored, nu_max_stored)
@@ -253,15 +261,11 @@ def scale_by_adamax(
     def update(updates, state, params=None, **extra):
         checks.check_moments("scale_by_adamax", updates, state, "mu", "nu")
         count = tree.safe_increment(state.count)
-        mu = tree.update_moment(updates, tree.widen(state.mu, updates), b1, 1)
-        nu = jax.tree.map(
-            lambda g, n: jnp.maximum(jnp.abs(g) + eps, b2 * n),
-            updates,
-            tree.widen(state.nu, updates),
+        mu_stored, mu = tree.moment(state.mu, updates, state_dtype, _first(updates, b1), count)
+        infinity_norm = lambda n: jax.tree.map(  # noqa: E731
+            lambda g, n: jnp.maximum(jnp.abs(g) + eps, b2 * n), updates, n
         )
-        (mu_stored, mu), (nu_stored, nu) = (
-            tree.store(m, updates, state_dtype, count) for m in (mu, nu)
-        )
+        nu_stored, nu = tree.moment(state.nu, updates, state_dtype, infinity_norm, count)
         updates = jax.tree.map(lambda m, n: m / n, tree.bias_correction(mu, b1, count), nu)
         return updates, ScaleByAdamState(count, mu_stored, nu_stored)
 

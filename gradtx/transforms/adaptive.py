@@ -86,8 +86,10 @@ def scale_by_rms(
 
     def update(updates, state, params=None, **extra):
         checks.check_moments("scale_by_rms", updates, state, "nu")
-        nu = tree.update_moment_per_elem_norm(updates, tree.widen(state.nu, updates), decay, 2)
-        nu_stored, nu = tree.store(nu, updates, state_dtype)
+        nu_stored, nu = tree.moment(
+            state.nu, updates, state_dtype,
+            lambda v: tree.update_moment_per_elem_norm(updates, v, decay, 2),
+        )  # fmt: skip
         updates = jax.tree.map(lambda g, n: _inverse_root(n, eps, eps_in_sqrt) * g, updates, nu)
         return updates, ScaleByRmsState(nu=nu_stored)
 
@@ -162,9 +164,13 @@ def scale_by_stddev(
 
     def update(updates, state, params=None, **extra):
         checks.check_moments("scale_by_stddev", updates, state, "mu", "nu")
-        mu = tree.update_moment(updates, tree.widen(state.mu, updates), decay, 1)
-        nu = tree.update_moment_per_elem_norm(updates, tree.widen(state.nu, updates), decay, 2)
-        (mu_stored, mu), (nu_stored, nu) = (tree.store(m, updates, state_dtype) for m in (mu, nu))
+        mu_stored, mu = tree.moment(
+            state.mu, updates, state_dtype, lambda m: tree.update_moment(updates, m, decay, 1)
+        )
+        nu_stored, nu = tree.moment(
+            state.nu, updates, state_dtype,
+            lambda v: tree.update_moment_per_elem_norm(updates, v, decay, 2),
+        )  # fmt: skip
         # Rounding can leave nu - mu^2 a hair below 0 (always, when decay = 0); the
         # variance is clamped there instead of turning into NaN under the root.
         updates = jax.tree.map(
@@ -240,10 +246,10 @@ def scale_by_rss(
 
     def update(updates, state, params=None, **extra):
         checks.check_moments("scale_by_rss", updates, state, "sum_of_squares")
-        sums = jax.tree.map(
-            lambda g, s: tree.abs_sq(g) + s, updates, tree.widen(state.sum_of_squares, updates)
-        )
-        sums_stored, sums = tree.store(sums, updates, state_dtype)
+        sums_stored, sums = tree.moment(
+            state.sum_of_squares, updates, state_dtype,
+            lambda s: jax.tree.map(lambda g, s: tree.abs_sq(g) + s, updates, s),
+        )  # fmt: skip
 
         def scaled(g, s):
             factor = _inverse_root(s, eps, eps_in_sqrt)
@@ -307,16 +313,19 @@ def scale_by_adadelta(
     def update(updates, state, params=None, **extra):
         tree.reject_complex("scale_by_adadelta", updates, " (optax's adadelta has none either)")
         checks.check_moments("scale_by_adadelta", updates, state, "e_g", "e_x")
-        e_g = tree.update_moment(updates, tree.widen(state.e_g, updates), rho, 2)
-        e_g_stored, e_g = tree.store(e_g, updates, state_dtype)
+        e_g_stored, e_g = tree.moment(
+            state.e_g, updates, state_dtype, lambda m: tree.update_moment(updates, m, rho, 2)
+        )
         updates = jax.tree.map(
             lambda g, eg, ex: (jnp.sqrt(ex + eps) / jnp.sqrt(eg + eps)) * g,
             updates,
             e_g,
             tree.widen(state.e_x, updates),
         )
-        e_x = tree.update_moment(updates, tree.widen(state.e_x, updates), rho, 2)
-        return updates, ScaleByAdadeltaState(e_g_stored, tree.cast(e_x, state_dtype))
+        e_x, _ = tree.moment(
+            state.e_x, updates, state_dtype, lambda m: tree.update_moment(updates, m, rho, 2)
+        )
+        return updates, ScaleByAdadeltaState(e_g_stored, e_x)
 
     return GradientTransformation(init, update)
 

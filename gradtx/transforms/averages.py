@@ -80,8 +80,9 @@ def trace(
             step = lambda g, m: (1 - mu) * g + mu * m  # noqa: E731
         else:
             step = lambda g, m: g + mu * m  # noqa: E731
-        new_trace = jax.tree.map(step, updates, tree.widen(state.trace, updates))
-        stored, new_trace = tree.store(new_trace, updates, state_dtype, state.count)
+        stored, new_trace = tree.moment(
+            state.trace, updates, state_dtype, lambda m: jax.tree.map(step, updates, m), state.count
+        )
         updates = jax.tree.map(step, updates, new_trace) if nesterov else new_trace
         return updates, TraceState(tree.safe_increment(state.count), stored)
 
@@ -135,8 +136,13 @@ def ema(
     def update(updates, state, params=None, **extra):
         checks.check_moments("ema", updates, state, "ema")
         count = tree.safe_increment(state.count)
-        new_ema = tree.update_moment(updates, tree.widen(state.ema, updates), decay, 1)
-        stored, new_ema = tree.store(new_ema, updates, state_dtype, count)
+        stored, new_ema = tree.moment(
+            state.ema,
+            updates,
+            state_dtype,
+            lambda m: tree.update_moment(updates, m, decay, 1),
+            count,
+        )
         updates = tree.bias_correction(new_ema, decay, count) if debias else new_ema
         return updates, EmaState(count, stored)
 

@@ -64,8 +64,13 @@ def scale_by_lion(
         new_updates = jax.tree.map(
             lambda g, m: jnp.sign((1.0 - b1) * g + b1 * m), updates, tree.widen(state.mu, updates)
         )
-        mu = tree.update_moment(updates, tree.widen(state.mu, updates), b2, 1)
-        mu = tree.cast(mu, state_dtype, state.count)
+        mu, _ = tree.moment(
+            state.mu,
+            updates,
+            state_dtype,
+            lambda m: tree.update_moment(updates, m, b2, 1),
+            state.count,
+        )
         return new_updates, ScaleByLionState(tree.safe_increment(state.count), mu)
 
     return GradientTransformation(init, update)

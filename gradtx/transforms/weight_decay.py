@@ -8,7 +8,7 @@ from typing import Any, NamedTuple
 import jax
 import numpy as np
 
-from gradtx import checks, packing, recipe, tree
+from gradtx import checks, labels, recipe, tree
 from gradtx.core import IDENTITY, EmptyState, GradientTransformation, ScalarOrSchedule
 
 # Without a mask: u = g + weight_decay * params.
@@ -79,7 +79,7 @@ def add_decayed_weights(
         if mask is None:
             updates = jax.tree.map(decayed, updates, params)
         else:
-            where = packing.labels_for("add_decayed_weights", mask, params, what="mask")
+            where = labels.labels_for("add_decayed_weights", mask, params, what="mask")
             # Compare structure only: mask leaves are scalars standing for whole arrays.
             checks.check_trees_match(
                 "add_decayed_weights", "params", jax.tree.map(lambda _: 0, params), mask=where

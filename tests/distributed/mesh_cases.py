@@ -36,7 +36,7 @@ LEARNERS = {
     "lion": lambda: gradtx.lion(1e-3, weight_decay=1e-2),
     "adam, bf16 state": lambda: gradtx.adam(1e-2, state_dtype=jnp.bfloat16),
     "clip + adam": lambda: gradtx.chain(gradtx.clip_by_global_norm(0.5), gradtx.adam(1e-2)),
-    "grouped adamw": lambda: gradtx.grouped(gradtx.adamw(1e-2), max_leaf_size=64),
+    "packed adamw": lambda: gradtx.packed(gradtx.adamw(1e-2), max_leaf_size=64),
     "apply_if_finite": lambda: gradtx.apply_if_finite(gradtx.adam(1e-2), 3),
     "injected sgd": lambda: gradtx.inject_hyperparams(gradtx.sgd)(learning_rate=0.05, momentum=0.9),
     "partition": lambda: gradtx.partition(

@@ -304,7 +304,7 @@ INTEGER_ARGUMENTS = {
     "accumulate": ("every_k", 1, lambda k: gradtx.accumulate(SGD, k)),
     "lookahead": ("sync_period", 1, lambda k: gradtx.lookahead(SGD, k, 0.5)),
     "apply_if_finite": ("max_consecutive_errors", 0, lambda k: gradtx.apply_if_finite(SGD, k)),
-    "grouped": ("max_leaf_size", 0, lambda k: gradtx.grouped(SGD, max_leaf_size=k)),
+    "packed": ("max_leaf_size", 0, lambda k: gradtx.packed(SGD, max_leaf_size=k)),
 }
 NOT_INTEGERS = [(True, "True"), (2.5, "2.5"), (-1, "-1"), (-3.0, "-3"), ("3", "'3'")]
 INTEGER_CASES = [
