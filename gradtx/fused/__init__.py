@@ -109,8 +109,6 @@ def _fusable(learner: GradientTransformation, state: Any) -> _Plan | None:
     return plan
 
 
-
-
 def is_fused(learner: GradientTransformation) -> bool:
     """Whether :func:`fused_update` has a single-pass kernel for ``learner``.
 
