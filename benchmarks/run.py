@@ -22,6 +22,7 @@ import numpy as np
 import optax
 
 import gradtx
+from benchmarks import bench_user_step
 from benchmarks.bench_train import narrow, train_table, wide
 from benchmarks.hlo import memory_traffic
 from benchmarks.timing import JaxStep, TorchStep, interleaved
@@ -292,6 +293,8 @@ def main() -> None:
     compile_table(counts, rounds, steps)
     print("\nA whole training step (gradient of the loss, then Adam), batch of 16.")
     train_table(models, rounds, steps)
+    print("\nWhat users call, Adam, batch of 16, each build order in a fresh process:")
+    bench_user_step.table(args.quick, rounds, steps)
 
 
 if __name__ == "__main__":
