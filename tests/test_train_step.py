@@ -140,3 +140,20 @@ def test_complex_params_train_and_their_norms_count():
     np.testing.assert_allclose(metrics["grad_norm"], expected, rtol=1e-6)
     manual, _ = opt.update(grads, state, params)
     np.testing.assert_allclose(metrics["update_norm"], optax.tree.norm(manual), rtol=1e-6)
+
+
+def test_the_norm_metrics_are_optaxs_tree_norm_one_cheap_reduction():
+    """Plain float32 sums of squares: inf past float32's range, as optax.tree.norm."""
+
+    def loss(params, scale):
+        return jnp.sum(params["w"] * scale) + jnp.sum(jnp.abs(params["z"]) ** 2)
+
+    params = {"w": jnp.ones(3), "z": jnp.asarray([1.0 + 2.0j, -0.5j], jnp.complex64)}
+    step = gradtx.make_train_step(loss, gradtx.sgd(1e-40), donate=False)
+    opt_state = gradtx.sgd(1e-40).init(params)
+    for scale in (2.0, 1e30):
+        grads = jax.grad(loss)(params, scale)
+        _, _, metrics = step(params, opt_state, jnp.float32(scale))
+        np.testing.assert_allclose(metrics["grad_norm"], optax.tree.norm(grads), rtol=1e-6)
+    assert np.isinf(metrics["grad_norm"])  # optax's too; clip_by_global_norm's stays finite
+    assert np.isfinite(gradtx.tree.global_norm(grads))
