@@ -73,6 +73,19 @@ LEARNERS = {
         _torch("RMSprop", lr=1e-3, alpha=0.9, foreach=True),
         20,
     ),
+    # torch's Adagrad has a fused CPU kernel (with eps outside the root: the same cost).
+    "adagrad": Learner(
+        lambda: gradtx.adagrad(1e-3),
+        lambda: optax.adagrad(1e-3),
+        _torch("Adagrad", lr=1e-3, fused=True),
+        20,
+    ),
+    "lion": Learner(
+        lambda: gradtx.lion(1e-4, weight_decay=1e-2),
+        lambda: optax.lion(1e-4, weight_decay=1e-2),
+        None,
+        20,
+    ),
     # Moments in bfloat16: 4 + 4 + 2 + 2 read, 4 + 2 + 2 written.
     "adam_bf16_state": Learner(
         lambda: gradtx.adam(1e-3, state_dtype=jnp.bfloat16),

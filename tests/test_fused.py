@@ -79,6 +79,15 @@ FUSED = {
     "rmsprop, torch's eps, decay": lambda: gradtx.rmsprop(
         1e-2, decay=0.99, eps_in_sqrt=False, initial_scale=0.1, weight_decay=1e-2
     ),
+    # Kernels added by one rule declared on the block and its C++ loop.
+    "adagrad": lambda: gradtx.adagrad(0.1),
+    "adagrad, torch's eps, decay": lambda: gradtx.adagrad(
+        0.1, initial_accumulator_value=0.0, eps=1e-10, eps_in_sqrt=False, weight_decay=1e-2
+    ),
+    "lion": lambda: gradtx.lion(1e-3),
+    "lion, scheduled rate and decay": lambda: gradtx.lion(
+        S.cosine_decay(1e-3, 30), weight_decay=S.linear(0.1, 0.0, 15)
+    ),
     # The common prefix and the wrapper that keeps hyperparameters in the state.
     "clip then adam": lambda: gradtx.chain(gradtx.clip_by_global_norm(1.0), gradtx.adam(1e-2)),
     "clip then adamw": lambda: gradtx.chain(
@@ -264,9 +273,9 @@ def test_each_kernel_reads_every_scalar_and_option_of_its_layout(rule):
     build.register()
     scalars, options = gradtx.fused.layout.scalars(rule), gradtx.fused.layout.options(rule)
     rng = np.random.default_rng(0)
-    p, g, *moments = (
-        jnp.asarray(rng.uniform(0.1, 1.0, 8), jnp.float32) for _ in range(2 + len(rule.moments))
-    )
+    # Gradients of both signs (a sign rule must be able to flip), moments in (0.1, 1).
+    p, g = (jnp.asarray(rng.normal(size=64), jnp.float32) for _ in range(2))
+    moments = [jnp.asarray(rng.uniform(0.1, 1.0, 64), jnp.float32) for _ in rule.moments]
     hyper = np.full(len(scalars), 0.3, np.float32)  # in (0, 1): a valid value of each
     every = 2 ** len(options) - 1
 
@@ -277,6 +286,7 @@ def test_each_kernel_reads_every_scalar_and_option_of_its_layout(rule):
         return np.concatenate([new_p, *new_moments])
 
     base = run(hyper, every)
+    assert np.isfinite(base).all()  # so that a change below is a change, not a NaN
     for i, name in enumerate(scalars):
         assert not np.array_equal(
             run(np.where(np.arange(len(hyper)) == i, 0.7, hyper), every), base

@@ -14,7 +14,8 @@ the blocks it chains and their hyperparameters, as data. A recipe of the shape
 
 (brackets: optional; ``identity`` blocks anywhere; the second decay only after
 a rule) runs the kernel of its rule, or the plain SGD kernel where it has none.
-The rules with kernels are ``scale_by_adam``, ``trace`` and ``scale_by_rms``.
+The rules with kernels are ``scale_by_adam``, ``trace``, ``scale_by_rms``,
+``scale_by_rss`` (Adagrad) and ``scale_by_lion``.
 Each block's moments are found through the recipe, so a chain in another order,
 or inside a wrapper that keeps no recipe, takes the plain path; it never feeds
 a kernel the wrong state.
@@ -114,8 +115,9 @@ def is_fused(learner: GradientTransformation) -> bool:
 
     True where the learner's recipe (see :mod:`gradtx.fused`) matches a kernel
     and its moments are float32: ``gradtx.adam``, ``gradtx.adamw`` (without
-    ``nesterov`` or ``mask``), ``gradtx.sgd`` and ``gradtx.rmsprop`` (not
-    centered, without momentum), with float32 moments (``state_dtype`` None or
+    ``nesterov`` or ``mask``), ``gradtx.sgd``, ``gradtx.rmsprop`` (not
+    centered, without momentum), ``gradtx.adagrad`` and ``gradtx.lion``
+    (without ``mask``), with float32 moments (``state_dtype`` None or
     float32), and the same blocks chained by hand, after
     ``clip_by_global_norm``, or built by ``inject_hyperparams``. A property of
     the learner only: whether a kernel can run on this machine (CPU, a

@@ -256,6 +256,38 @@ void AdamLoop(float* __restrict__ p, float* __restrict__ m, float* __restrict__ 
   }
 }
 
+template <class O>
+void AdagradLoop(float* __restrict__ p, float* __restrict__ sums, const float* __restrict__ g,
+                 int64_t n, const float* h) {
+  constexpr bool kInSqrt = O::on[gradtx_layout::scale_by_rss::option::kEpsInSqrt];
+  const Around<O> around(h);
+  const float eps = h[gradtx_layout::scale_by_rss::scalar::kEps];
+  for (int64_t i = 0; i < n; ++i) {
+    const float gi = around.In(g[i], p[i]);
+    const float si = gi * gi + sums[i];
+    sums[i] = si;
+    const float factor = kInSqrt ? 1.0f / std::sqrt(si + eps) : 1.0f / (std::sqrt(si) + eps);
+    p[i] = around.Out((si > 0.0f ? factor : 0.0f) * gi, p[i]);
+  }
+}
+
+// jnp.sign: -1 or 1, and zeros and NaNs as they are.
+inline float Sign(float x) { return x > 0.0f ? 1.0f : (x < 0.0f ? -1.0f : x); }
+
+template <class O>
+void LionLoop(float* __restrict__ p, float* __restrict__ m, const float* __restrict__ g,
+              int64_t n, const float* h) {
+  using S = gradtx_layout::scale_by_lion::scalar;
+  const Around<O> around(h);
+  const float b1 = h[S::kB1], ob1 = h[S::kOneMinusB1], b2 = h[S::kB2], ob2 = h[S::kOneMinusB2];
+  for (int64_t i = 0; i < n; ++i) {
+    const float gi = around.In(g[i], p[i]);
+    const float u = Sign(ob1 * gi + b1 * m[i]);
+    m[i] = ob2 * gi + b2 * m[i];
+    p[i] = around.Out(u, p[i]);
+  }
+}
+
 // One handler per kernel rule; out[0] is the params, out[1 + k] the rule's moment k.
 
 ffi::Error SgdImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> hyper, ffi::RemainingArgs args,
@@ -303,6 +335,29 @@ ffi::Error AdamImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> hyper, ffi::Rema
       });
 }
 
+ffi::Error AdagradImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> hyper,
+                       ffi::RemainingArgs args, ffi::RemainingRets rets, int64_t threads,
+                       int64_t flags) {
+  using M = gradtx_layout::scale_by_rss::moment;
+  return Run<gradtx_layout::scale_by_rss>(
+      pool, hyper, args, rets, threads, flags,
+      [](auto o, const Leaf& leaf, int64_t lo, int64_t hi, const float* h) {
+        AdagradLoop<decltype(o)>(leaf.out[0] + lo, leaf.out[1 + M::kSumOfSquares] + lo,
+                                 leaf.grad + lo, hi - lo, h);
+      });
+}
+
+ffi::Error LionImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> hyper, ffi::RemainingArgs args,
+                    ffi::RemainingRets rets, int64_t threads, int64_t flags) {
+  using M = gradtx_layout::scale_by_lion::moment;
+  return Run<gradtx_layout::scale_by_lion>(
+      pool, hyper, args, rets, threads, flags,
+      [](auto o, const Leaf& leaf, int64_t lo, int64_t hi, const float* h) {
+        LionLoop<decltype(o)>(leaf.out[0] + lo, leaf.out[1 + M::kMu] + lo, leaf.grad + lo,
+                              hi - lo, h);
+      });
+}
+
 }  // namespace
 
 #define GRADTX_BINDING                  \
@@ -319,3 +374,5 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(gradtx_sgd, SgdImpl, GRADTX_BINDING);
 XLA_FFI_DEFINE_HANDLER_SYMBOL(gradtx_sgd_momentum, MomentumImpl, GRADTX_BINDING);
 XLA_FFI_DEFINE_HANDLER_SYMBOL(gradtx_rmsprop, RmspropImpl, GRADTX_BINDING);
 XLA_FFI_DEFINE_HANDLER_SYMBOL(gradtx_adam, AdamImpl, GRADTX_BINDING);
+XLA_FFI_DEFINE_HANDLER_SYMBOL(gradtx_adagrad, AdagradImpl, GRADTX_BINDING);
+XLA_FFI_DEFINE_HANDLER_SYMBOL(gradtx_lion, LionImpl, GRADTX_BINDING);

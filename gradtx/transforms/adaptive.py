@@ -23,6 +23,15 @@ SCALE_BY_RMS = recipe.rule(
 )
 
 
+SCALE_BY_RSS = recipe.rule(
+    "scale_by_rss",
+    scalars=("eps",),
+    options=("eps_in_sqrt",),
+    moments=("sum_of_squares",),
+    kernel="gradtx_adagrad",
+)
+
+
 def _inverse_root(v: jax.Array, eps: Any, eps_in_sqrt: bool) -> jax.Array:
     """:math:`1/\\sqrt{v + \\epsilon}` or :math:`1/(\\sqrt{v} + \\epsilon)`."""
     return jax.lax.rsqrt(v + eps) if eps_in_sqrt else 1 / (jnp.sqrt(v) + eps)
@@ -258,7 +267,10 @@ def scale_by_rss(
 
         return jax.tree.map(scaled, updates, sums), ScaleByRssState(sums_stored)
 
-    return GradientTransformation(init, update)
+    tx = GradientTransformation(init, update)
+    if normalize:  # the mean over each leaf is not a per-element rule
+        return tx
+    return recipe.declare(tx, SCALE_BY_RSS, lambda s, u: {"eps": eps}, eps_in_sqrt=eps_in_sqrt)
 
 
 class ScaleByAdadeltaState(NamedTuple):

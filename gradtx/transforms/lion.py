@@ -7,10 +7,17 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from gradtx import checks, tree
+from gradtx import checks, recipe, tree
 from gradtx.core import GradientTransformation
 
 _NO_COMPLEX = " (a sign rule; optax's lion has none either)"
+
+SCALE_BY_LION = recipe.rule(
+    "scale_by_lion",
+    scalars=("b1", "one_minus_b1", "b2", "one_minus_b2"),
+    moments=("mu",),
+    kernel="gradtx_lion",
+)
 
 
 class ScaleByLionState(NamedTuple):
@@ -73,4 +80,5 @@ def scale_by_lion(
         )
         return new_updates, ScaleByLionState(tree.safe_increment(state.count), mu)
 
-    return GradientTransformation(init, update)
+    scalars = {"b1": b1, "one_minus_b1": 1.0 - b1, "b2": b2, "one_minus_b2": 1 - b2}
+    return recipe.declare(GradientTransformation(init, update), SCALE_BY_LION, lambda s, u: scalars)
