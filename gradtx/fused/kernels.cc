@@ -21,7 +21,8 @@
 // builds this file on first use.
 //
 // A kernel for a new rule: declare the rule with kernel="gradtx_<name>" beside
-// its block, write its loop and handler here, and bind the symbol at the end.
+// its block, write its loop here, name it in a one-line struct, and bind the
+// symbol to Kernel<its layout, that struct> at the end.
 
 #include <algorithm>
 #include <atomic>
@@ -31,6 +32,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <utility>
 #include <vector>
 
 #include "gradtx_layout.h"  // generated from gradtx/fused/layout.py at build time
@@ -172,28 +174,6 @@ struct Around {
   }
 };
 
-// Checks a call against its kernel's layout (gradtx_layout.h), then runs
-// loop(options, leaf, lo, hi, scalars) over every range of every leaf.
-template <class Layout, class Loop>
-ffi::Error Run(ffi::ThreadPool& pool, ffi::Buffer<ffi::F32> hyper, ffi::RemainingArgs args,
-               ffi::RemainingRets rets, int64_t threads, int64_t flags, Loop loop) {
-  if (static_cast<int64_t>(hyper.element_count()) != Layout::scalar::kCount) {
-    return ffi::Error::InvalidArgument("gradtx fused: wrong number of scalars");
-  }
-  if (flags < 0 || flags >> Layout::option::kCount) {
-    return ffi::Error::InvalidArgument("gradtx fused: unknown option bits");
-  }
-  auto leaves = Gather(args, rets, 2 + Layout::moment::kCount);
-  if (!leaves.has_value()) return leaves.error();
-  const float* h = hyper.typed_data();
-  WithOptions<Layout::option::kCount>(flags, [&](auto options) {
-    ForEachRange(*leaves, pool, threads, [&](const Leaf& leaf, int64_t lo, int64_t hi) {
-      loop(options, leaf, lo, hi, h);
-    });
-  });
-  return ffi::Error::Success();
-}
-
 // The loops take every array as a restrict pointer and read their scalars into
 // locals first, with the options as template parameters: no loads of captured
 // state and no branches inside, so the compiler vectorises them.
@@ -288,74 +268,42 @@ void LionLoop(float* __restrict__ p, float* __restrict__ m, const float* __restr
   }
 }
 
-// One handler per kernel rule; out[0] is the params, out[1 + k] the rule's moment k.
+// The loops of the kernels, by rule: each takes the params, the rule's moments in the
+// rule's order, the gradients, the length and the scalars.
+struct Sgd { template <class O, class... A> static void Loop(A... a) { SgdLoop<O>(a...); } };
+struct Momentum { template <class O, class... A> static void Loop(A... a) { MomentumLoop<O>(a...); } };
+struct Rmsprop { template <class O, class... A> static void Loop(A... a) { RmspropLoop<O>(a...); } };
+struct Adam { template <class O, class... A> static void Loop(A... a) { AdamLoop<O>(a...); } };
+struct Adagrad { template <class O, class... A> static void Loop(A... a) { AdagradLoop<O>(a...); } };
+struct Lion { template <class O, class... A> static void Loop(A... a) { LionLoop<O>(a...); } };
 
-ffi::Error SgdImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> hyper, ffi::RemainingArgs args,
-                   ffi::RemainingRets rets, int64_t threads, int64_t flags) {
-  return Run<gradtx_layout::sgd>(pool, hyper, args, rets, threads, flags,
-                                 [](auto o, const Leaf& leaf, int64_t lo, int64_t hi,
-                                    const float* h) {
-                                   SgdLoop<decltype(o)>(leaf.out[0] + lo, leaf.grad + lo,
-                                                        hi - lo, h);
-                                 });
+// One range of one leaf through Rule::Loop: out[0] is the params, out[1 + k] moment k.
+template <class Rule, class O, size_t... k>
+void LoopOver(const Leaf& leaf, int64_t lo, int64_t hi, const float* h, std::index_sequence<k...>) {
+  Rule::template Loop<O>(leaf.out[0] + lo, (leaf.out[1 + k] + lo)..., leaf.grad + lo, hi - lo, h);
 }
 
-ffi::Error MomentumImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> hyper,
-                        ffi::RemainingArgs args, ffi::RemainingRets rets, int64_t threads,
-                        int64_t flags) {
-  using M = gradtx_layout::trace::moment;
-  return Run<gradtx_layout::trace>(
-      pool, hyper, args, rets, threads, flags,
-      [](auto o, const Leaf& leaf, int64_t lo, int64_t hi, const float* h) {
-        MomentumLoop<decltype(o)>(leaf.out[0] + lo, leaf.out[1 + M::kTrace] + lo,
-                                  leaf.grad + lo, hi - lo, h);
-      });
-}
-
-ffi::Error RmspropImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> hyper,
-                       ffi::RemainingArgs args, ffi::RemainingRets rets, int64_t threads,
-                       int64_t flags) {
-  using M = gradtx_layout::scale_by_rms::moment;
-  return Run<gradtx_layout::scale_by_rms>(
-      pool, hyper, args, rets, threads, flags,
-      [](auto o, const Leaf& leaf, int64_t lo, int64_t hi, const float* h) {
-        RmspropLoop<decltype(o)>(leaf.out[0] + lo, leaf.out[1 + M::kNu] + lo, leaf.grad + lo,
-                                 hi - lo, h);
-      });
-}
-
-ffi::Error AdamImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> hyper, ffi::RemainingArgs args,
-                    ffi::RemainingRets rets, int64_t threads, int64_t flags) {
-  using M = gradtx_layout::scale_by_adam::moment;
-  return Run<gradtx_layout::scale_by_adam>(
-      pool, hyper, args, rets, threads, flags,
-      [](auto o, const Leaf& leaf, int64_t lo, int64_t hi, const float* h) {
-        AdamLoop<decltype(o)>(leaf.out[0] + lo, leaf.out[1 + M::kMu] + lo,
-                              leaf.out[1 + M::kNu] + lo, leaf.grad + lo, hi - lo, h);
-      });
-}
-
-ffi::Error AdagradImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> hyper,
-                       ffi::RemainingArgs args, ffi::RemainingRets rets, int64_t threads,
-                       int64_t flags) {
-  using M = gradtx_layout::scale_by_rss::moment;
-  return Run<gradtx_layout::scale_by_rss>(
-      pool, hyper, args, rets, threads, flags,
-      [](auto o, const Leaf& leaf, int64_t lo, int64_t hi, const float* h) {
-        AdagradLoop<decltype(o)>(leaf.out[0] + lo, leaf.out[1 + M::kSumOfSquares] + lo,
-                                 leaf.grad + lo, hi - lo, h);
-      });
-}
-
-ffi::Error LionImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> hyper, ffi::RemainingArgs args,
-                    ffi::RemainingRets rets, int64_t threads, int64_t flags) {
-  using M = gradtx_layout::scale_by_lion::moment;
-  return Run<gradtx_layout::scale_by_lion>(
-      pool, hyper, args, rets, threads, flags,
-      [](auto o, const Leaf& leaf, int64_t lo, int64_t hi, const float* h) {
-        LionLoop<decltype(o)>(leaf.out[0] + lo, leaf.out[1 + M::kMu] + lo, leaf.grad + lo,
-                              hi - lo, h);
-      });
+// The handler of one kernel: checks the call against its layout (gradtx_layout.h), then
+// runs Rule::Loop, its options as template parameters, over every range of every leaf.
+template <class Layout, class Rule>
+ffi::Error Kernel(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> hyper, ffi::RemainingArgs args,
+                  ffi::RemainingRets rets, int64_t threads, int64_t flags) {
+  if (static_cast<int64_t>(hyper.element_count()) != Layout::scalar::kCount) {
+    return ffi::Error::InvalidArgument("gradtx fused: wrong number of scalars");
+  }
+  if (flags < 0 || flags >> Layout::option::kCount) {
+    return ffi::Error::InvalidArgument("gradtx fused: unknown option bits");
+  }
+  auto leaves = Gather(args, rets, 2 + Layout::moment::kCount);
+  if (!leaves.has_value()) return leaves.error();
+  const float* h = hyper.typed_data();
+  WithOptions<Layout::option::kCount>(flags, [&](auto options) {
+    ForEachRange(*leaves, pool, threads, [&](const Leaf& leaf, int64_t lo, int64_t hi) {
+      LoopOver<Rule, decltype(options)>(leaf, lo, hi, h,
+                                         std::make_index_sequence<Layout::moment::kCount>{});
+    });
+  });
+  return ffi::Error::Success();
 }
 
 }  // namespace
@@ -370,9 +318,14 @@ ffi::Error LionImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> hyper, ffi::Rema
       .Attr<int64_t>("flags")
 
 // The symbols are the rules' kernel names (gradtx/recipe.py: Rule.kernel).
-XLA_FFI_DEFINE_HANDLER_SYMBOL(gradtx_sgd, SgdImpl, GRADTX_BINDING);
-XLA_FFI_DEFINE_HANDLER_SYMBOL(gradtx_sgd_momentum, MomentumImpl, GRADTX_BINDING);
-XLA_FFI_DEFINE_HANDLER_SYMBOL(gradtx_rmsprop, RmspropImpl, GRADTX_BINDING);
-XLA_FFI_DEFINE_HANDLER_SYMBOL(gradtx_adam, AdamImpl, GRADTX_BINDING);
-XLA_FFI_DEFINE_HANDLER_SYMBOL(gradtx_adagrad, AdagradImpl, GRADTX_BINDING);
-XLA_FFI_DEFINE_HANDLER_SYMBOL(gradtx_lion, LionImpl, GRADTX_BINDING);
+XLA_FFI_DEFINE_HANDLER_SYMBOL(gradtx_sgd, (Kernel<gradtx_layout::sgd, Sgd>), GRADTX_BINDING);
+XLA_FFI_DEFINE_HANDLER_SYMBOL(gradtx_sgd_momentum, (Kernel<gradtx_layout::trace, Momentum>),
+                              GRADTX_BINDING);
+XLA_FFI_DEFINE_HANDLER_SYMBOL(gradtx_rmsprop, (Kernel<gradtx_layout::scale_by_rms, Rmsprop>),
+                              GRADTX_BINDING);
+XLA_FFI_DEFINE_HANDLER_SYMBOL(gradtx_adam, (Kernel<gradtx_layout::scale_by_adam, Adam>),
+                              GRADTX_BINDING);
+XLA_FFI_DEFINE_HANDLER_SYMBOL(gradtx_adagrad, (Kernel<gradtx_layout::scale_by_rss, Adagrad>),
+                              GRADTX_BINDING);
+XLA_FFI_DEFINE_HANDLER_SYMBOL(gradtx_lion, (Kernel<gradtx_layout::scale_by_lion, Lion>),
+                              GRADTX_BINDING);
