@@ -212,27 +212,30 @@ def fused_update(
     """
     extra = extras_filter(learner.update)(extra)  # an optax learner takes none
     plan = _fusable(learner, state)
-    plain = (
-        plan is None
-        or jax.default_backend() != "cpu"
-        or jax.tree.structure(updates) != jax.tree.structure(params)
-        or not _float32_trees(updates, params)
+    fusable = (
+        plan is not None
+        and jax.default_backend() == "cpu"
+        and jax.tree.structure(updates) == jax.tree.structure(params)
+        and _float32_trees(updates, params)
         # A custom call cannot be split over a mesh: XLA would gather the arrays.
-        or any(tree.is_split(x) for x in jax.tree.leaves((updates, state, params)))
+        and not any(tree.is_split(x) for x in jax.tree.leaves((updates, state, params)))
     )
-    if plan is None or plain or not _kernels_registered():  # plan is None: narrows its type
-        new_updates, new_state = learner.update(updates, state, params, **extra)
-        return apply_updates(params, new_updates), new_state
-    hyper = _scalars(plan, updates)
-    if hyper is None:  # a hyperparameter that is not a scalar: the plain path broadcasts it
+    if (
+        plan is None
+        or not fusable
+        or not _kernels_registered()
+        # None where a hyperparameter is not a scalar: the plain path broadcasts it.
+        or (hyper := _scalars(plan, updates)) is None
+    ):
         new_updates, new_state = learner.update(updates, state, params, **extra)
         return apply_updates(params, new_updates), new_state
     # The learner's own update gives every count and scalar of the new state;
     # its moment arithmetic is unused and XLA removes it.
     _, new_state = learner.update(updates, state, params, **extra)
     moments = () if plan.core is None else plan.core.moments
-    call = functools.partial(_call, str(plan.rule.kernel), _flags(plan), hyper)
-    new_params, new_moments = call(params, updates, moments)
+    new_params, new_moments = _call(
+        str(plan.rule.kernel), _flags(plan), hyper, params, updates, moments
+    )
     return new_params, new_state if plan.core is None else plan.core.put(new_state, new_moments)
 
 
