@@ -47,25 +47,21 @@ class Layout:
     def leaves_of(self, buffer: int) -> list[int]:
         """The leaves stored in ``buffer``, by offset."""
         inside = [i for i, s in enumerate(self.slots) if s is not None and s.buffer == buffer]
-        return sorted(inside, key=lambda i: self._slot(i).offset)
+        return sorted(inside, key=lambda i: self.slot(i).offset)
 
     def loose(self) -> list[int]:
         """The leaves that stay arrays of their own, in tree order."""
         return [i for i, s in enumerate(self.slots) if s is None]
 
     def size(self, buffer: int) -> int:
-        return sum(self._slot(i).size for i in self.leaves_of(buffer))
+        return sum(self.slot(i).size for i in self.leaves_of(buffer))
 
     def runs(self, buffer: int) -> list[list[int]]:
         """``buffer``'s leaves in runs of one shape, at most :data:`LEAVES_PER_RUN` each."""
         runs: list[list[int]] = []
         for i in self.leaves_of(buffer):
             run = runs[-1] if runs else []
-            if (
-                run
-                and self._slot(run[0]).shape == self._slot(i).shape
-                and len(run) < LEAVES_PER_RUN
-            ):
+            if run and self.slot(run[0]).shape == self.slot(i).shape and len(run) < LEAVES_PER_RUN:
                 run.append(i)
             else:
                 runs.append([i])
@@ -78,9 +74,11 @@ class Layout:
             for b in range(len(self.keys))
         ]
 
-    def _slot(self, leaf: int) -> Slot:
+    def slot(self, leaf: int) -> Slot:
+        """Where ``leaf`` lives, for a leaf that is in a buffer."""
         slot = self.slots[leaf]
-        assert slot is not None, leaf
+        if slot is None:
+            raise ValueError(f"gradtx.buffers: leaf {leaf} is not in a buffer")
         return slot
 
 

@@ -75,7 +75,7 @@ class Packed:
                     "leaves are its buffers (params, gradients, moments) can be unpacked"
                 )
             indices = layout.leaves_of(b)
-            slots = [_slot(layout, i) for i in indices]
+            slots = [layout.slot(i) for i in indices]
             # split, not slices: its gradient is one concatenate, not a sum of padded copies.
             pieces = jax.lax.split(buffer, [s.size for s in slots]) if len(slots) > 1 else [buffer]
             for i, slot, piece in zip(indices, slots, pieces, strict=True):
@@ -98,7 +98,7 @@ class Packed:
                 f"({layout.treedef}); got {jax.tree.structure(tree)}"
             ) from e
         for i, x in enumerate(leaves):
-            slot = _slot(layout, i)
+            slot = layout.slot(i)
             if jnp.shape(x) != slot.shape:
                 path = _leaf_paths(layout.treedef)[i]
                 raise ValueError(
@@ -216,12 +216,6 @@ def _packed(layout: buffers.Layout, leaves: list[Any]) -> Packed:
     return Packed(dict(zip(layout.keys, layout.concatenate(leaves), strict=True)), layout)
 
 
-def _slot(layout: buffers.Layout, leaf: int) -> buffers.Slot:
-    slot = layout.slots[leaf]
-    assert slot is not None  # pack puts every leaf in a buffer
-    return slot
-
-
 def _spread_over(who: str, what: str, labels: Any, treedef: Any) -> Any:
     """``labels`` spread over the leaves of ``treedef``; a clear error if they do not fit."""
     like = jax.tree.unflatten(treedef, [0] * treedef.num_leaves)
@@ -279,7 +273,7 @@ def _unpack_small(layout: buffers.Layout, tree: dict[str, Any], bases: tuple) ->
     for i, x in zip(layout.loose(), tree["loose"], strict=True):
         out[i] = x
     for run, base in zip(_runs(layout), bases, strict=True):
-        first = _slot(layout, run[0])
+        first = layout.slot(run[0])
         buffer = tree["packed"][layout.keys[first.buffer]]
         # Leaf j of a run at base + j * size: XLA compiles one kernel per (shape, j) and
         # shares it between runs, instead of one kernel per leaf.
@@ -342,7 +336,7 @@ def packed(transform: GradientTransformation, max_leaf_size: int = MAX_LEAF_SIZE
 
     def init(params):
         layout, leaves, _ = layout_of(params)
-        bases = tuple(jnp.asarray(_slot(layout, run[0]).offset, jnp.int32) for run in _runs(layout))
+        bases = tuple(jnp.asarray(layout.slot(run[0]).offset, jnp.int32) for run in _runs(layout))
         return PackedState(transform.init(_pack_small(layout, leaves)), bases)
 
     def update(updates, state, params=None, **extra):
