@@ -131,8 +131,7 @@ def inject_hyperparams(learner_factory: Callable[..., GradientTransformation]):
         def inner_stages(state):
             # The learner this state's hyperparameters build, as update builds it.
             found = recipe.recipe_of(learner(state.hyperparams, evaluate(state.count)))
-            inside = recipe.nested(found, _inner, _with_inner) if found is not None else None
-            return None if inside is None else inside(state)
+            return None if found is None else recipe.nested(found, _inner, _with_inner)(state)
 
         transform = GradientTransformation(init, update)
         has_recipe = recipe.recipe_of(built) is not None
