@@ -22,7 +22,7 @@ import numpy as np
 import optax
 
 import gradtx
-from benchmarks import bench_user_step
+from benchmarks import bench_buffers, bench_user_step
 from benchmarks.bench_train import narrow, train_table, wide
 from benchmarks.hlo import memory_traffic
 from benchmarks.timing import JaxStep, TorchStep, interleaved
@@ -308,6 +308,8 @@ def main() -> None:
     train_table(models, rounds, steps)
     print("\nWhat users call, Adam, batch of 16, each build order in a fresh process:")
     bench_user_step.table(args.quick, rounds, steps)
+    print("\nWhat a jitted step pays per buffer in and out, computing nothing:")
+    bench_buffers.table(args.quick, rounds, steps)
 
 
 if __name__ == "__main__":

@@ -38,7 +38,7 @@ def one_step_by_hand(params, batch) -> None:
     loss, grads = jax.value_and_grad(loss_fn)(trainer.params, batch)  # forward and backward
     print(
         f"forward: loss {float(loss):.4f}; backward: gradient norm "
-        f"{float(gradtx.training.step.norm(grads)):.4f}"
+        f"{float(gradtx.tree.norm(grads)):.4f}"
     )
     metrics = trainer.step(batch)  # forward, backward and update, one jitted call
     print(

@@ -7,21 +7,22 @@
 // call (gradtx/buffers.py: LEAVES_PER_RUN), not one launch per leaf.
 //
 // Each kernel runs one block's per-element rule (a gradtx.recipe.Rule with a
-// kernel) and the steps every kernel shares around it (Around below). Its
+// kernel) and the steps every kernel shares around it (Around and Updates). Its
 // arithmetic is written in the order of gradtx's jax.numpy blocks, with every
 // scalar (1 - b1, the bias corrections, the signed learning rate, ...) computed
 // in Python/JAX and passed in `hyper`, so the results agree with the unfused
 // path to float32 rounding (tested to rtol 1e-6).
 //
 // Operands: hyper (f32[k]), then for each leaf its arrays in a fixed order
-// (params, grads, then the rule's moments). Results: for each leaf params then
-// moments, aliased to the inputs. The positions of the scalars in hyper, of the
+// (params, grads, then the rule's moments, then with the momentum option the
+// trace). Results: the sums of squares, then for each leaf params then moments,
+// aliased to the inputs. The positions of the scalars in hyper, of the
 // option bits in `flags` and of the moments come from gradtx_layout.h, which
 // gradtx/fused/build.py generates from the rules (gradtx/fused/layout.py) when it
 // builds this file on first use.
 //
 // A kernel for a new rule: declare the rule with kernel="gradtx_<name>" beside
-// its block, write its loop here, name it in a one-line struct, and bind the
+// its block, write its Step in a struct here (the rules below), and bind the
 // symbol to Kernel<its layout, that struct> at the end.
 
 #include <algorithm>
@@ -29,6 +30,7 @@
 #include <cmath>
 #include <condition_variable>
 #include <cstdint>
+#include <cstring>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -51,11 +53,12 @@ struct Leaf {
 };
 
 // Calls fn(leaf, lo, hi) over every element of every leaf, split into
-// contiguous ranges of the concatenated leaves. The ranges run on XLA's own
-// intra-op thread pool (its workers would otherwise compete with threads of
-// ours for the cores) and on the calling thread; at most `max_threads` ranges
-// (0: as many as the pool has threads), each of at least kMinPerThread
-// elements.
+// contiguous ranges of the concatenated leaves, and returns the sum of what
+// the calls return (in the order of the ranges, so the same for any timing).
+// The ranges run on XLA's own intra-op thread pool (its workers would
+// otherwise compete with threads of ours for the cores) and on the calling
+// thread; at most `max_threads` ranges (0: as many as the pool has threads),
+// each of at least kMinPerThread elements.
 //
 // Ranges are claimed from a shared counter, by the caller and by the pool
 // tasks alike, and the caller waits only for ranges already claimed. XLA may
@@ -64,25 +67,27 @@ struct Leaf {
 // itself, and the task, when it starts, finds nothing left), so kernels
 // cannot deadlock the pool waiting for each other.
 template <typename Fn>
-void ForEachRange(const std::vector<Leaf>& leaves, ffi::ThreadPool& pool, int64_t max_threads,
+auto ForEachRange(const std::vector<Leaf>& leaves, ffi::ThreadPool& pool, int64_t max_threads,
                   Fn fn) {
+  using Sum = decltype(fn(leaves[0], 0, 0));
   int64_t total = 0;
   for (const Leaf& leaf : leaves) total += leaf.size;
   const int64_t available = max_threads > 0 ? max_threads : pool.num_threads();
   const int64_t threads = std::max<int64_t>(1, std::min(available, total / kMinPerThread));
   const int64_t chunk = (total + threads - 1) / threads;
+  std::vector<Sum> sums(threads);
   auto work = [&](int64_t t) {
     const int64_t begin = t * chunk, end = std::min(total, begin + chunk);
     int64_t start = 0;
     for (const Leaf& leaf : leaves) {
       const int64_t lo = std::max(begin, start), hi = std::min(end, start + leaf.size);
-      if (lo < hi) fn(leaf, lo - start, hi - start);
+      if (lo < hi) sums[t] += fn(leaf, lo - start, hi - start);
       start += leaf.size;
     }
   };
   if (threads == 1) {
     work(0);
-    return;
+    return sums[0];
   }
   struct Shared {
     std::atomic<int64_t> next{0};
@@ -106,16 +111,22 @@ void ForEachRange(const std::vector<Leaf>& leaves, ffi::ThreadPool& pool, int64_
   claim_and_run();
   std::unique_lock<std::mutex> lock(shared->mutex);
   shared->all_done.wait(lock, [&] { return shared->done == threads; });
+  Sum sum{};
+  for (const Sum& part : sums) sum += part;
+  return sum;
 }
 
 // Reads `per_leaf` operands per leaf (params, grads, moments...) and the
-// matching `per_leaf - 1` results (params, moments...).
+// matching `per_leaf - 1` results (params, moments...). Operands after the
+// leaves' are never read: they only order the call after whatever computes
+// them (the loss, which reads the params this call overwrites).
 ffi::ErrorOr<std::vector<Leaf>> Gather(ffi::RemainingArgs args, ffi::RemainingRets rets,
                                        size_t per_leaf) {
-  if (args.size() % per_leaf != 0 || rets.size() != args.size() / per_leaf * (per_leaf - 1)) {
+  const size_t count = rets.size() / (per_leaf - 1);
+  if (rets.size() % (per_leaf - 1) != 0 || args.size() < count * per_leaf) {
     return ffi::Unexpected(ffi::Error::InvalidArgument("gradtx fused: wrong operand count"));
   }
-  std::vector<Leaf> leaves(args.size() / per_leaf);
+  std::vector<Leaf> leaves(count);
   for (size_t i = 0; i < leaves.size(); ++i) {
     Leaf& leaf = leaves[i];
     auto grad = args.get<ffi::Buffer<ffi::F32>>(i * per_leaf + 1);
@@ -134,184 +145,334 @@ ffi::ErrorOr<std::vector<Leaf>> Gather(ffi::RemainingArgs args, ffi::RemainingRe
   return leaves;
 }
 
-// The option bits of one call as compile-time constants: Options<...>::on[bit].
-template <bool... kBits>
+// The option bits of one call as compile-time constants: Options<flags>::on(bit).
+template <int64_t kFlags>
 struct Options {
-  static constexpr bool on[sizeof...(kBits) + 1] = {kBits..., false};
+  static constexpr bool on(int bit) { return (kFlags >> bit) & 1; }
 };
 
-// Calls fn(Options<bit 0 of flags, bit 1, ...>{}), kLeft bits still to read.
-template <int kLeft, bool... kBits, class Fn>
+// Calls fn(Options<the bits of flags within kMask>{}), kFlags holding those read so far:
+// one instantiation per setting of kMask's bits, the others always off.
+template <int64_t kMask, int64_t kFlags = 0, class Fn>
 void WithOptions(int64_t flags, const Fn& fn) {
-  if constexpr (kLeft == 0) {
-    fn(Options<kBits...>{});
-  } else if ((flags >> sizeof...(kBits)) & 1) {
-    WithOptions<kLeft - 1, kBits..., true>(flags, fn);
+  constexpr int64_t kLow = kMask & -kMask;  // the lowest bit still to read
+  if constexpr (kMask == 0) {
+    fn(Options<kFlags>{});
+  } else if (flags & kLow) {
+    WithOptions<kMask - kLow, kFlags | kLow>(flags, fn);
   } else {
-    WithOptions<kLeft - 1, kBits..., false>(flags, fn);
+    WithOptions<kMask - kLow, kFlags>(flags, fn);
   }
 }
 
-// What every kernel does around its rule, in the recipe's order: the gradient is
-// scaled (clip_by_global_norm) and coupled weight decay added before the
-// rule; decoupled weight decay is added to its direction and the rate applied after.
+// Heavy-ball momentum, as gradtx.trace: t = g + mu t (or (1 - mu) g + mu t with
+// unit gain), and the direction t (or, with nesterov, the same sum with the new t).
+// The fmas are written out as XLA contracts those sums (mu t into g, (1 - mu) g into
+// mu t): given rate * d as g, the compiler would contract that product instead.
+// Its options are constants in the trace rule and read at run time by the momentum
+// option, where both sums are computed and one kept (the same roundings), so that
+// its loops are compiled once, not once per setting.
+struct Trace {
+  float mu, omu;
+  bool nesterov, unit_gain;
+  float Add(float g, float t) const {
+    const float unit = std::fma(omu, g, mu * t), plain = std::fma(mu, t, g);
+    return unit_gain ? unit : plain;
+  }
+  float Step(float g, int64_t i, float* t) const {
+    const float ti = Add(g, t[i]);
+    t[i] = ti;
+    const float ahead = Add(g, ti);
+    return nesterov ? ahead : ti;
+  }
+};
+
+// What every kernel does around its rule up to the rate, in the recipe's order:
+// the gradient is scaled (clip_by_global_norm) and coupled weight decay added
+// before the rule; decoupled weight decay is added to its direction after it.
 template <class O>
 struct Around {
   using S = gradtx_layout::shared::scalar;
   using B = gradtx_layout::shared::option;
-  float grad_scale, coupled, decoupled, rate;
+  float grad_scale, coupled, decoupled;
   explicit Around(const float* h)
       : grad_scale(h[S::kGradScale]), coupled(h[S::kCoupledDecay]),
-        decoupled(h[S::kDecoupledDecay]), rate(h[S::kRate]) {}
+        decoupled(h[S::kDecoupledDecay]) {}
   float In(float g, float p) const {
     // Scaling only with the option: a multiplication by 1 would change how the
     // compiler contracts the rule's a * b + c, and so its rounding.
-    const float gi = O::on[B::kGradScale] ? grad_scale * g : g;
-    return O::on[B::kCoupledDecay] ? gi + coupled * p : gi;
+    const float gi = O::on(B::kGradScale) ? grad_scale * g : g;
+    return O::on(B::kCoupledDecay) ? gi + coupled * p : gi;
   }
-  float Out(float u, float p) const {
-    return p + rate * (O::on[B::kDecoupledDecay] ? u + decoupled * p : u);
+  float Decayed(float direction, float p) const {
+    return O::on(B::kDecoupledDecay) ? direction + decoupled * p : direction;
   }
 };
 
-// The loops take every array as a restrict pointer and read their scalars into
-// locals first, with the options as template parameters: no loads of captured
-// state and no branches inside, so the compiler vectorises them.
+// The rules. Each reads its scalars once per call and gives, in Step, one
+// element's direction from its gradient (scaled and decayed), updating that
+// element's moments (m0, m1, ... in the rule's order, layout's moment::k*).
+// The arithmetic follows the jax.numpy block's, operation for operation.
 
 template <class O>
-void SgdLoop(float* __restrict__ p, const float* __restrict__ g, int64_t n, const float* h) {
-  const Around<O> around(h);
-  for (int64_t i = 0; i < n; ++i) p[i] = around.Out(around.In(g[i], p[i]), p[i]);
-}
+struct Sgd {
+  explicit Sgd(const float*) {}
+  float Step(float g, int64_t, float*, float*, float*) const { return g; }
+};
 
 template <class O>
-void MomentumLoop(float* __restrict__ p, float* __restrict__ t, const float* __restrict__ g,
-                  int64_t n, const float* h) {
+struct Momentum {
   using S = gradtx_layout::trace::scalar;
   using B = gradtx_layout::trace::option;
-  constexpr bool kNesterov = O::on[B::kNesterov], kUnitGain = O::on[B::kUnitGain];
-  const Around<O> around(h);
-  const float mu = h[S::kDecay], omu = h[S::kOneMinusDecay];
-  for (int64_t i = 0; i < n; ++i) {
-    const float gi = around.In(g[i], p[i]);
-    const float ti = kUnitGain ? omu * gi + mu * t[i] : gi + mu * t[i];
-    t[i] = ti;
-    const float u = kNesterov ? (kUnitGain ? omu * gi + mu * ti : gi + mu * ti) : ti;
-    p[i] = around.Out(u, p[i]);
-  }
+  Trace trace;
+  explicit Momentum(const float* h)
+      : trace{h[S::kDecay], h[S::kOneMinusDecay], O::on(B::kNesterov), O::on(B::kUnitGain)} {}
+  float Step(float g, int64_t i, float* t, float*, float*) const { return trace.Step(g, i, t); }
+};
+
+// jnp.maximum: the larger, and NaN where either is NaN.
+inline float Max(float a, float b) { return a != a ? a : (a > b ? a : b); }
+
+// _inverse_root in gradtx/transforms/adaptive.py: 1/sqrt(v + eps) or 1/(sqrt(v) + eps).
+template <bool kInSqrt>
+float InverseRoot(float v, float eps) {
+  return kInSqrt ? 1.0f / std::sqrt(v + eps) : 1.0f / (std::sqrt(v) + eps);
 }
 
 template <class O>
-void RmspropLoop(float* __restrict__ p, float* __restrict__ nu, const float* __restrict__ g,
-                 int64_t n, const float* h) {
+struct Rmsprop {
   using S = gradtx_layout::scale_by_rms::scalar;
-  constexpr bool kInSqrt = O::on[gradtx_layout::scale_by_rms::option::kEpsInSqrt];
-  const Around<O> around(h);
-  const float rho = h[S::kDecay], orho = h[S::kOneMinusDecay], eps = h[S::kEps];
-  for (int64_t i = 0; i < n; ++i) {
-    const float gi = around.In(g[i], p[i]);
-    const float ni = orho * (gi * gi) + rho * nu[i];
+  static constexpr bool kInSqrt = O::on(gradtx_layout::scale_by_rms::option::kEpsInSqrt);
+  float rho, orho, eps;
+  explicit Rmsprop(const float* h)
+      : rho(h[S::kDecay]), orho(h[S::kOneMinusDecay]), eps(h[S::kEps]) {}
+  float Step(float g, int64_t i, float* nu, float*, float*) const {
+    const float ni = orho * (g * g) + rho * nu[i];
     nu[i] = ni;
-    const float scale = kInSqrt ? 1.0f / std::sqrt(ni + eps) : 1.0f / (std::sqrt(ni) + eps);
-    p[i] = around.Out(scale * gi, p[i]);
+    return InverseRoot<kInSqrt>(ni, eps) * g;
   }
-}
+};
+
+// scale_by_stddev: the variance nu - mu^2, clamped at 0, in place of nu.
+template <class O>
+struct CenteredRmsprop {
+  using S = gradtx_layout::scale_by_stddev::scalar;
+  static constexpr bool kInSqrt = O::on(gradtx_layout::scale_by_stddev::option::kEpsInSqrt);
+  float rho, orho, eps;
+  explicit CenteredRmsprop(const float* h)
+      : rho(h[S::kDecay]), orho(h[S::kOneMinusDecay]), eps(h[S::kEps]) {}
+  float Step(float g, int64_t i, float* mu, float* nu, float*) const {
+    const float mi = orho * g + rho * mu[i];
+    const float ni = orho * (g * g) + rho * nu[i];
+    mu[i] = mi;
+    nu[i] = ni;
+    return InverseRoot<kInSqrt>(Max(ni - mi * mi, 0.0f), eps) * g;
+  }
+};
 
 template <class O>
-void AdamLoop(float* __restrict__ p, float* __restrict__ m, float* __restrict__ v,
-              const float* __restrict__ g, int64_t n, const float* h) {
+struct Adam {
   using S = gradtx_layout::scale_by_adam::scalar;
-  const Around<O> around(h);
-  const float b1 = h[S::kB1], ob1 = h[S::kOneMinusB1], b2 = h[S::kB2], ob2 = h[S::kOneMinusB2];
+  static constexpr bool kNesterov = O::on(gradtx_layout::scale_by_adam::option::kNesterov);
+  float b1, ob1, b2, ob2, r1_next, r1, r2, eps, eps_root;
   // XLA turns a division by a bias correction into a multiplication by its inverse.
-  const float r1 = h[S::kInvBiasCorrection1], r2 = h[S::kInvBiasCorrection2];
-  const float eps = h[S::kEps], eps_root = h[S::kEpsRoot];
-  for (int64_t i = 0; i < n; ++i) {
-    const float gi = around.In(g[i], p[i]);
-    const float mi = ob1 * gi + b1 * m[i];
-    const float vi = ob2 * (gi * gi) + b2 * v[i];
+  explicit Adam(const float* h)
+      : b1(h[S::kB1]), ob1(h[S::kOneMinusB1]), b2(h[S::kB2]), ob2(h[S::kOneMinusB2]),
+        r1_next(h[S::kInvNextBiasCorrection1]), r1(h[S::kInvBiasCorrection1]),
+        r2(h[S::kInvBiasCorrection2]), eps(h[S::kEps]), eps_root(h[S::kEpsRoot]) {}
+  float Step(float g, int64_t i, float* m, float* v, float*) const {
+    const float mi = ob1 * g + b1 * m[i];
+    const float vi = ob2 * (g * g) + b2 * v[i];
     m[i] = mi;
     v[i] = vi;
-    p[i] = around.Out((mi * r1) / (std::sqrt(vi * r2 + eps_root) + eps), p[i]);
+    // NAdam looks ahead: b1 m_t / (1 - b1^(t+1)) + (1 - b1) g / (1 - b1^t).
+    const float mh = kNesterov ? std::fma(b1, mi * r1_next, ob1 * (g * r1)) : mi * r1;
+    return mh / (std::sqrt(vi * r2 + eps_root) + eps);
   }
-}
+};
+
+// AMSGrad: Adam divided by the running maximum of the bias-corrected nu.
+template <class O>
+struct Amsgrad {
+  using S = gradtx_layout::scale_by_amsgrad::scalar;
+  float b1, ob1, b2, ob2, r1, r2, eps, eps_root;
+  explicit Amsgrad(const float* h)
+      : b1(h[S::kB1]), ob1(h[S::kOneMinusB1]), b2(h[S::kB2]), ob2(h[S::kOneMinusB2]),
+        r1(h[S::kInvBiasCorrection1]), r2(h[S::kInvBiasCorrection2]), eps(h[S::kEps]),
+        eps_root(h[S::kEpsRoot]) {}
+  float Step(float g, int64_t i, float* m, float* v, float* v_max) const {
+    const float mi = ob1 * g + b1 * m[i];
+    const float vi = ob2 * (g * g) + b2 * v[i];
+    const float vmi = Max(v_max[i], vi * r2);
+    m[i] = mi;
+    v[i] = vi;
+    v_max[i] = vmi;
+    return (mi * r1) / (std::sqrt(vmi + eps_root) + eps);
+  }
+};
+
+// Adamax: the first moment over a decaying infinity norm of the gradients.
+template <class O>
+struct Adamax {
+  using S = gradtx_layout::scale_by_adamax::scalar;
+  float b1, ob1, b2, eps, r1;
+  explicit Adamax(const float* h)
+      : b1(h[S::kB1]), ob1(h[S::kOneMinusB1]), b2(h[S::kB2]), eps(h[S::kEps]),
+        r1(h[S::kInvBiasCorrection1]) {}
+  float Step(float g, int64_t i, float* m, float* u, float*) const {
+    const float mi = ob1 * g + b1 * m[i];
+    const float ui = Max(std::fabs(g) + eps, b2 * u[i]);
+    m[i] = mi;
+    u[i] = ui;
+    return (mi * r1) / ui;
+  }
+};
 
 template <class O>
-void AdagradLoop(float* __restrict__ p, float* __restrict__ sums, const float* __restrict__ g,
-                 int64_t n, const float* h) {
-  constexpr bool kInSqrt = O::on[gradtx_layout::scale_by_rss::option::kEpsInSqrt];
-  const Around<O> around(h);
-  const float eps = h[gradtx_layout::scale_by_rss::scalar::kEps];
-  for (int64_t i = 0; i < n; ++i) {
-    const float gi = around.In(g[i], p[i]);
-    const float si = gi * gi + sums[i];
+struct Adagrad {
+  static constexpr bool kInSqrt = O::on(gradtx_layout::scale_by_rss::option::kEpsInSqrt);
+  float eps;
+  explicit Adagrad(const float* h) : eps(h[gradtx_layout::scale_by_rss::scalar::kEps]) {}
+  float Step(float g, int64_t i, float* sums, float*, float*) const {
+    const float si = g * g + sums[i];
     sums[i] = si;
-    const float factor = kInSqrt ? 1.0f / std::sqrt(si + eps) : 1.0f / (std::sqrt(si) + eps);
-    p[i] = around.Out((si > 0.0f ? factor : 0.0f) * gi, p[i]);
+    return (si > 0.0f ? InverseRoot<kInSqrt>(si, eps) : 0.0f) * g;
   }
-}
+};
 
 // jnp.sign: -1 or 1, and zeros and NaNs as they are.
 inline float Sign(float x) { return x > 0.0f ? 1.0f : (x < 0.0f ? -1.0f : x); }
 
 template <class O>
-void LionLoop(float* __restrict__ p, float* __restrict__ m, const float* __restrict__ g,
-              int64_t n, const float* h) {
+struct Lion {
   using S = gradtx_layout::scale_by_lion::scalar;
-  const Around<O> around(h);
-  const float b1 = h[S::kB1], ob1 = h[S::kOneMinusB1], b2 = h[S::kB2], ob2 = h[S::kOneMinusB2];
-  for (int64_t i = 0; i < n; ++i) {
-    const float gi = around.In(g[i], p[i]);
-    const float u = Sign(ob1 * gi + b1 * m[i]);
-    m[i] = ob2 * gi + b2 * m[i];
-    p[i] = around.Out(u, p[i]);
+  float b1, ob1, b2, ob2;
+  explicit Lion(const float* h)
+      : b1(h[S::kB1]), ob1(h[S::kOneMinusB1]), b2(h[S::kB2]), ob2(h[S::kOneMinusB2]) {}
+  float Step(float g, int64_t i, float* m, float*, float*) const {
+    const float u = Sign(ob1 * g + b1 * m[i]);
+    m[i] = ob2 * g + b2 * m[i];
+    return u;
   }
+};
+
+// The sums of squares of one range's gradients (as given, before any scaling) and of
+// its updates, for make_train_step's grad_norm and update_norm.
+struct Squares {
+  double grad = 0.0, update = 0.0;
+  Squares& operator+=(const Squares& other) {
+    grad += other.grad;
+    update += other.update;
+    return *this;
+  }
+};
+
+// One range of one leaf: every array a restrict pointer and every scalar read into
+// a local first, the options template parameters (the momentum's own aside: see
+// Trace), so the loop has no loads of captured state and no branches, and the
+// compiler vectorises it. m0, m1, m2 are the rule's moments and t the momentum
+// option's trace, each null where absent.
+template <template <class> class Rule, class O>
+Squares Loop(float* __restrict__ p, float* __restrict__ m0, float* __restrict__ m1,
+             float* __restrict__ m2, float* __restrict__ t, const float* __restrict__ g,
+             int64_t n, const float* h, int64_t flags) {
+  using S = gradtx_layout::shared::scalar;
+  using B = gradtx_layout::shared::option;
+  const Around<O> around(h);
+  const Rule<O> rule(h);
+  const float rate = h[S::kRate];
+  const Trace momentum{h[S::kMomentum], h[S::kOneMinusMomentum],
+                       ((flags >> B::kMomentumNesterov) & 1) != 0,
+                       ((flags >> B::kMomentumUnitGain) & 1) != 0};
+  double grad = 0.0, update = 0.0;
+#pragma omp simd reduction(+ : grad, update)
+  for (int64_t i = 0; i < n; ++i) {
+    const float d = around.Decayed(rule.Step(around.In(g[i], p[i]), i, m0, m1, m2), p[i]);
+    float u;
+    if constexpr (O::on(B::kMomentum)) {  // the trace of the scaled steps, then p + t
+      u = momentum.Step(rate * d, i, t);
+      p[i] = p[i] + u;
+    } else {
+      // p + rate * d in one rounding, as XLA contracts apply_updates(p, scale(rate)(d));
+      // the update the norm sums is rounded on its own (a product with two uses is
+      // never contracted).
+      p[i] = std::fma(rate, d, p[i]);
+      u = rate * d;
+    }
+    grad += static_cast<double>(g[i]) * g[i];
+    update += static_cast<double>(u) * u;
+  }
+  return {grad, update};
 }
 
-// The loops of the kernels, by rule: each takes the params, the rule's moments in the
-// rule's order, the gradients, the length and the scalars.
-struct Sgd { template <class O, class... A> static void Loop(A... a) { SgdLoop<O>(a...); } };
-struct Momentum { template <class O, class... A> static void Loop(A... a) { MomentumLoop<O>(a...); } };
-struct Rmsprop { template <class O, class... A> static void Loop(A... a) { RmspropLoop<O>(a...); } };
-struct Adam { template <class O, class... A> static void Loop(A... a) { AdamLoop<O>(a...); } };
-struct Adagrad { template <class O, class... A> static void Loop(A... a) { AdagradLoop<O>(a...); } };
-struct Lion { template <class O, class... A> static void Loop(A... a) { LionLoop<O>(a...); } };
-
-// One range of one leaf through Rule::Loop: out[0] is the params, out[1 + k] moment k.
-template <class Rule, class O, size_t... k>
-void LoopOver(const Leaf& leaf, int64_t lo, int64_t hi, const float* h, std::index_sequence<k...>) {
-  Rule::template Loop<O>(leaf.out[0] + lo, (leaf.out[1 + k] + lo)..., leaf.grad + lo, hi - lo, h);
-}
+using LoopFn = Squares (*)(float*, float*, float*, float*, float*, const float*, int64_t,
+                           const float*, int64_t);
 
 // The handler of one kernel: checks the call against its layout (gradtx_layout.h), then
-// runs Rule::Loop, its options as template parameters, over every range of every leaf.
-template <class Layout, class Rule>
-ffi::Error Kernel(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> hyper, ffi::RemainingArgs args,
+// runs Rule, its options as template parameters, over every range of every leaf, and
+// writes the sums of squares of the gradients and updates to `squares`.
+template <class Layout, template <class> class Rule>
+ffi::Error Kernel(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> hyper,
+                  ffi::ResultBuffer<ffi::F32> squares, ffi::RemainingArgs args,
                   ffi::RemainingRets rets, int64_t threads, int64_t flags) {
+  constexpr size_t kMoments = Layout::moment::kCount;
+  static_assert(kMoments <= 3, "Loop takes at most three moments of the rule");
   if (static_cast<int64_t>(hyper.element_count()) != Layout::scalar::kCount) {
     return ffi::Error::InvalidArgument("gradtx fused: wrong number of scalars");
   }
   if (flags < 0 || flags >> Layout::option::kCount) {
     return ffi::Error::InvalidArgument("gradtx fused: unknown option bits");
   }
-  auto leaves = Gather(args, rets, 2 + Layout::moment::kCount);
+  if (squares->element_count() != 2) {
+    return ffi::Error::InvalidArgument("gradtx fused: the squares result takes two floats");
+  }
+  // With the momentum option each leaf's trace follows the rule's moments.
+  using B = gradtx_layout::shared::option;
+  const size_t traced = (flags >> B::kMomentum) & 1;
+  auto leaves = Gather(args, rets, 2 + kMoments + traced);
   if (!leaves.has_value()) return leaves.error();
+  // One loop per setting of the options (but the momentum's own, read at run time),
+  // chosen here, so that the rest is compiled once per kernel.
+  constexpr int64_t kOfMomentum = (1 << B::kMomentumNesterov) | (1 << B::kMomentumUnitGain);
+  LoopFn loop = nullptr;
+  WithOptions<((int64_t{1} << Layout::option::kCount) - 1) & ~kOfMomentum>(
+      flags, [&](auto options) { loop = &Loop<Rule, decltype(options)>; });
   const float* h = hyper.typed_data();
-  WithOptions<Layout::option::kCount>(flags, [&](auto options) {
-    ForEachRange(*leaves, pool, threads, [&](const Leaf& leaf, int64_t lo, int64_t hi) {
-      LoopOver<Rule, decltype(options)>(leaf, lo, hi, h,
-                                         std::make_index_sequence<Layout::moment::kCount>{});
-    });
-  });
+  const Squares total =
+      ForEachRange(*leaves, pool, threads, [&](const Leaf& leaf, int64_t lo, int64_t hi) {
+        float* m[4] = {nullptr, nullptr, nullptr, nullptr};
+        for (size_t k = 0; k < kMoments + traced; ++k) m[k] = leaf.out[1 + k] + lo;
+        return loop(leaf.out[0] + lo, m[0], m[1], m[2], m[kMoments], leaf.grad + lo, hi - lo, h,
+                    flags);
+      });
+  squares->typed_data()[0] = static_cast<float>(total.grad);
+  squares->typed_data()[1] = static_cast<float>(total.update);
+  return ffi::Error::Success();
+}
+
+// Its first operand, unchanged; the others are never read. Whatever uses the
+// result runs after whatever computes them (gradtx/fused/__init__.py: after).
+ffi::Error After(ffi::AnyBuffer value, ffi::Result<ffi::AnyBuffer> out, ffi::RemainingArgs) {
+  if (value.size_bytes() != out->size_bytes()) {
+    return ffi::Error::InvalidArgument("gradtx after: the result must match the value");
+  }
+  if (out->untyped_data() != value.untyped_data()) {
+    std::memcpy(out->untyped_data(), value.untyped_data(), value.size_bytes());
+  }
   return ffi::Error::Success();
 }
 
 }  // namespace
 
+XLA_FFI_DEFINE_HANDLER_SYMBOL(
+    gradtx_after, After,
+    ffi::Ffi::Bind().Arg<ffi::AnyBuffer>().Ret<ffi::AnyBuffer>().RemainingArgs());
+
 #define GRADTX_BINDING                  \
   ffi::Ffi::Bind()                      \
       .Ctx<ffi::ThreadPool>()           \
       .Arg<ffi::Buffer<ffi::F32>>()     \
+      .Ret<ffi::Buffer<ffi::F32>>()     \
       .RemainingArgs()                  \
       .RemainingRets()                  \
       .Attr<int64_t>("threads")         \
@@ -328,4 +489,11 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(gradtx_adam, (Kernel<gradtx_layout::scale_by_adam,
 XLA_FFI_DEFINE_HANDLER_SYMBOL(gradtx_adagrad, (Kernel<gradtx_layout::scale_by_rss, Adagrad>),
                               GRADTX_BINDING);
 XLA_FFI_DEFINE_HANDLER_SYMBOL(gradtx_lion, (Kernel<gradtx_layout::scale_by_lion, Lion>),
+                              GRADTX_BINDING);
+XLA_FFI_DEFINE_HANDLER_SYMBOL(gradtx_rmsprop_centered,
+                              (Kernel<gradtx_layout::scale_by_stddev, CenteredRmsprop>),
+                              GRADTX_BINDING);
+XLA_FFI_DEFINE_HANDLER_SYMBOL(gradtx_amsgrad, (Kernel<gradtx_layout::scale_by_amsgrad, Amsgrad>),
+                              GRADTX_BINDING);
+XLA_FFI_DEFINE_HANDLER_SYMBOL(gradtx_adamax, (Kernel<gradtx_layout::scale_by_adamax, Adamax>),
                               GRADTX_BINDING);

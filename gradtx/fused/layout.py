@@ -3,18 +3,22 @@
 A kernel runs one rule (a :class:`gradtx.recipe.Rule` with a ``kernel``) and
 the steps every kernel shares around it, in the order a recipe lists them:
 ``clip_by_global_norm``'s scale and coupled weight decay before the rule,
-decoupled weight decay and the final ``scale`` (the signed learning rate)
-after it. Its scalars are the shared ones, then the rule's; its option bits
-likewise. :func:`header` writes that layout as the C++ header that
-``kernels.cc`` includes (``gradtx_layout.h``), so the two sides cannot drift.
+decoupled weight decay, the final ``scale`` (the signed learning rate) and a
+``trace`` of the scaled steps (rmsprop's momentum) after it. Its scalars are
+the shared ones, then the rule's; its option bits likewise; its moments the
+rule's, then (with the ``momentum`` option) the trace's. :func:`header` writes
+that layout as the C++ header that ``kernels.cc`` includes (``gradtx_layout.h``),
+so the two sides cannot drift.
 """
 
 from __future__ import annotations
 
 from gradtx import recipe
 
-SHARED_SCALARS = ("grad_scale", "coupled_decay", "decoupled_decay", "rate")
-SHARED_OPTIONS = ("grad_scale", "coupled_decay", "decoupled_decay")
+SHARED_SCALARS = ("grad_scale", "coupled_decay", "decoupled_decay", "rate",
+                  "momentum", "one_minus_momentum")  # fmt: skip
+SHARED_OPTIONS = ("grad_scale", "coupled_decay", "decoupled_decay",
+                  "momentum", "momentum_nesterov", "momentum_unit_gain")  # fmt: skip
 
 # A recipe with no rule of its own between the decay and the rate: plain SGD.
 SGD = recipe.rule("sgd", kernel="gradtx_sgd")

@@ -62,10 +62,11 @@ class Trainer:
         ``PartitionSpec`` for all, a tree of them shaped like the params, or a
         function ``(path, leaf) -> PartitionSpec``.
       data_axis: with a mesh, the axis the batches are split over.
-      fused: run each update through :func:`gradtx.fused_update` (one pass over
-        memory on CPU; the history then has no ``update_norm``). Without kernels
-        (no compiler, nothing cached) it trains through the plain path, with one
-        :class:`gradtx.FusedFallbackWarning`.
+      fused: as in :func:`make_train_step`: None (the default) runs each update
+        through :func:`gradtx.fused_update` on one device (one pass over memory
+        on CPU for learners with a kernel, the same numbers and history), False
+        never does. Without kernels (no compiler, nothing cached) it trains
+        through the plain path, with one :class:`gradtx.FusedFallbackWarning`.
     """
 
     def __init__(
@@ -79,7 +80,7 @@ class Trainer:
         mesh: Mesh | None = None,
         param_specs: Any = None,
         data_axis: str = "data",
-        fused: bool = False,
+        fused: bool | None = None,
     ):
         self._train_step = make_train_step(
             loss_fn, optimizer, has_aux=has_aux, mesh=mesh, data_axis=data_axis, fused=fused

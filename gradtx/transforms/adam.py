@@ -10,13 +10,31 @@ import jax.numpy as jnp
 from gradtx import checks, recipe, tree
 from gradtx.core import GradientTransformation
 
+# inv_bias_correction1 is 1 / (1 - b1^t) at this step's t; NAdam's look-ahead also
+# reads it at t + 1 (inv_next_bias_correction1).
 SCALE_BY_ADAM = recipe.rule(
     "scale_by_adam",
-    scalars=("b1", "one_minus_b1", "b2", "one_minus_b2", "inv_bias_correction1",
-             "inv_bias_correction2", "eps", "eps_root"),
+    scalars=("b1", "one_minus_b1", "b2", "one_minus_b2", "inv_next_bias_correction1",
+             "inv_bias_correction1", "inv_bias_correction2", "eps", "eps_root"),
+    options=("nesterov",),
     moments=("mu", "nu"),
     kernel="gradtx_adam",
 )  # fmt: skip
+
+SCALE_BY_AMSGRAD = recipe.rule(
+    "scale_by_amsgrad",
+    scalars=("b1", "one_minus_b1", "b2", "one_minus_b2", "inv_bias_correction1",
+             "inv_bias_correction2", "eps", "eps_root"),
+    moments=("mu", "nu", "nu_max"),
+    kernel="gradtx_amsgrad",
+)  # fmt: skip
+
+SCALE_BY_ADAMAX = recipe.rule(
+    "scale_by_adamax",
+    scalars=("b1", "one_minus_b1", "b2", "eps", "inv_bias_correction1"),
+    moments=("mu", "nu"),
+    kernel="gradtx_adamax",
+)
 
 
 class ScaleByAdamState(NamedTuple):
@@ -47,6 +65,18 @@ def _first(updates: Any, b1: Any) -> Any:
 def _second(updates: Any, b2: Any) -> Any:
     """The second moment's rule: an average of their squared moduli (real for complex ones)."""
     return lambda v: tree.update_moment_per_elem_norm(updates, v, b2, 2)
+
+
+def _scalars(rule: recipe.Rule, state: Any, b1: Any, b2: Any, **given: Any) -> dict[str, Any]:
+    """``rule``'s scalars for the step ``state`` is about to take: the decays, one minus each,
+    and the inverse bias corrections (XLA multiplies by them where the blocks divide)."""
+    count = tree.safe_increment(state.count)
+    correction1, correction2 = tree.bias_corrections((b1, b2), count)
+    (next_correction1,) = tree.bias_corrections((b1,), tree.safe_increment(count))
+    given.update(b1=b1, one_minus_b1=1 - b1, b2=b2, one_minus_b2=1 - b2,
+                 inv_bias_correction1=1 / correction1, inv_bias_correction2=1 / correction2,
+                 inv_next_bias_correction1=1 / next_correction1)  # fmt: skip
+    return {name: given[name] for name in rule.scalars}
 
 
 def _init_adam(params: Any, dtype: Any) -> ScaleByAdamState:
@@ -130,14 +160,10 @@ def scale_by_adam(
         return updates, ScaleByAdamState(count, mu_stored, nu_stored)
 
     def scalars(state, updates):
-        # 1/(1 - b^t): XLA turns the division by a bias correction into this multiplication.
-        inverse = [1 / c for c in tree.bias_corrections((b1, b2), tree.safe_increment(state.count))]
-        return dict(b1=b1, one_minus_b1=1 - b1, b2=b2, one_minus_b2=1 - b2, eps=eps,
-                    eps_root=eps_root, inv_bias_correction1=inverse[0],
-                    inv_bias_correction2=inverse[1])  # fmt: skip
+        return _scalars(SCALE_BY_ADAM, state, b1, b2, eps=eps, eps_root=eps_root)
 
     tx = GradientTransformation(lambda params: _init_adam(params, state_dtype), update)
-    return tx if nesterov else recipe.declare(tx, SCALE_BY_ADAM, scalars)
+    return recipe.declare(tx, SCALE_BY_ADAM, scalars, nesterov=nesterov)
 
 
 class ScaleByAmsgradState(NamedTuple):
@@ -216,7 +242,10 @@ def scale_by_amsgrad(
         updates = jax.tree.map(lambda m, v: m / (jnp.sqrt(v + eps_root) + eps), mu_hat, nu_max)
         return updates, ScaleByAmsgradState(count, mu_stored, nu_stored, nu_max_stored)
 
-    return GradientTransformation(init, update)
+    def scalars(state, updates):
+        return _scalars(SCALE_BY_AMSGRAD, state, b1, b2, eps=eps, eps_root=eps_root)
+
+    return recipe.declare(GradientTransformation(init, update), SCALE_BY_AMSGRAD, scalars)
 
 
 def scale_by_adamax(
@@ -269,4 +298,8 @@ def scale_by_adamax(
         updates = jax.tree.map(lambda m, n: m / n, tree.bias_correction(mu, b1, count), nu)
         return updates, ScaleByAdamState(count, mu_stored, nu_stored)
 
-    return GradientTransformation(lambda params: _init_adam(params, state_dtype), update)
+    def scalars(state, updates):
+        return _scalars(SCALE_BY_ADAMAX, state, b1, b2, eps=eps)
+
+    tx = GradientTransformation(lambda params: _init_adam(params, state_dtype), update)
+    return recipe.declare(tx, SCALE_BY_ADAMAX, scalars)

@@ -22,6 +22,13 @@ SCALE_BY_RMS = recipe.rule(
     kernel="gradtx_rmsprop",
 )
 
+SCALE_BY_STDDEV = recipe.rule(
+    "scale_by_stddev",
+    scalars=("decay", "one_minus_decay", "eps"),
+    options=("eps_in_sqrt",),
+    moments=("mu", "nu"),
+    kernel="gradtx_rmsprop_centered",
+)
 
 SCALE_BY_RSS = recipe.rule(
     "scale_by_rss",
@@ -190,7 +197,9 @@ def scale_by_stddev(
         )
         return updates, ScaleByStddevState(mu_stored, nu_stored)
 
-    return GradientTransformation(init, update)
+    tx = GradientTransformation(init, update)
+    scalars = {"decay": decay, "one_minus_decay": 1 - decay, "eps": eps}
+    return recipe.declare(tx, SCALE_BY_STDDEV, lambda s, u: scalars, eps_in_sqrt=eps_in_sqrt)
 
 
 class ScaleByRssState(NamedTuple):

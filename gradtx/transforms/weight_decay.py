@@ -11,7 +11,8 @@ import numpy as np
 from gradtx import checks, labels, recipe, tree
 from gradtx.core import IDENTITY, EmptyState, GradientTransformation, ScalarOrSchedule
 
-# Without a mask: u = g + weight_decay * params.
+# u = g + weight_decay * params. With a mask, weight_decay is given per leaf (a tree
+# shaped like the updates): the decay where the mask is True, None where the leaf has none.
 ADD_DECAYED_WEIGHTS = recipe.rule("add_decayed_weights", scalars=("weight_decay",))
 
 
@@ -89,12 +90,18 @@ def add_decayed_weights(
             )
         return updates, new_state
 
+    def scalars(state, updates):
+        decay = decay_at(state)
+        if mask is None:
+            return {"weight_decay": decay}
+        where = labels.labels_for("add_decayed_weights", mask, updates, what="mask")
+        per_leaf = lambda m, _: decay if _as_bool(m) else None  # noqa: E731
+        return {"weight_decay": jax.tree.map(per_leaf, where, updates)}
+
     tx = GradientTransformation(init, update)
     if is_zero:
         return recipe.declare(tx, IDENTITY)
-    if mask is not None:  # which leaves decay is not a per-element rule
-        return tx
-    return recipe.declare(tx, ADD_DECAYED_WEIGHTS, lambda s, u: {"weight_decay": decay_at(s)})
+    return recipe.declare(tx, ADD_DECAYED_WEIGHTS, scalars)
 
 
 def _as_bool(flag: Any) -> bool:
