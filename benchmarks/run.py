@@ -1,7 +1,7 @@
 """gradtx's benchmark suite: step time against optax, torch's fused kernels and the roofline.
 
     python -m benchmarks            # the full table (a few minutes)
-    python -m benchmarks --quick    # smaller arrays and trees, under a minute
+    python -m benchmarks --quick    # smaller arrays and trees, about 75 s
 
 Every figure is a median over rounds in which the contenders take turns, so
 machine noise hits them alike; read ratios, not single timings. Nothing here is
@@ -36,6 +36,7 @@ class Learner:
     theirs: Callable[[], Any]
     torch: Callable[[list], Any] | None
     ideal_bytes: int  # bytes per float32 parameter of a single pass: reads plus writes
+    packs: bool = True  # whether it runs on gradtx.pack's buffers (a per-leaf mask does not)
 
 
 def _torch(name: str, **kwargs: Any) -> Callable[[list], Any]:
@@ -86,6 +87,39 @@ LEARNERS = {
         None,
         20,
     ),
+    "nadam": Learner(
+        lambda: gradtx.nadam(1e-3), lambda: optax.nadam(1e-3), _torch("NAdam", lr=1e-3), 28
+    ),
+    # AMSGrad keeps a third moment, the running maximum: 20 bytes read, 16 written.
+    "amsgrad": Learner(
+        lambda: gradtx.amsgrad(1e-3),
+        lambda: optax.amsgrad(1e-3),
+        _torch("Adam", lr=1e-3, amsgrad=True, fused=True),
+        36,
+    ),
+    "adamax": Learner(
+        lambda: gradtx.adamax(1e-3), lambda: optax.adamax(1e-3), _torch("Adamax", lr=1e-3), 28
+    ),
+    "rmsprop_centered": Learner(
+        lambda: gradtx.rmsprop(1e-3, centered=True),
+        lambda: optax.rmsprop(1e-3, centered=True),
+        _torch("RMSprop", lr=1e-3, alpha=0.9, centered=True, foreach=True),
+        28,
+    ),
+    "rmsprop_momentum": Learner(
+        lambda: gradtx.rmsprop(1e-3, momentum=0.9),
+        lambda: optax.rmsprop(1e-3, momentum=0.9),
+        _torch("RMSprop", lr=1e-3, alpha=0.9, momentum=0.9, foreach=True),
+        28,
+    ),
+    # Weight decay on the matrices only: the mask splits the kernel calls by kind.
+    "adamw_masked": Learner(
+        lambda: gradtx.adamw(1e-3, weight_decay=1e-2, mask=_matrices),
+        lambda: optax.adamw(1e-3, weight_decay=1e-2, mask=_matrices),
+        None,
+        28,
+        packs=False,
+    ),
     # Moments in bfloat16: 4 + 4 + 2 + 2 read, 4 + 2 + 2 written.
     "adam_bf16_state": Learner(
         lambda: gradtx.adam(1e-3, state_dtype=jnp.bfloat16),
@@ -94,6 +128,11 @@ LEARNERS = {
         20,
     ),
 }
+
+
+def _matrices(params: Any) -> Any:
+    """Decay the weights, not the biases (the single leaf is a weight)."""
+    return jax.tree.map(lambda x: x.size > 1024, params)
 
 
 def single_leaf(n: int) -> dict[str, jax.Array]:
@@ -148,7 +187,13 @@ def _fmt(x: float | None, spec: str = ".2f") -> str:
     return "-" if x is None else format(x, spec)
 
 
-def step_table(cases: dict[str, Any], rounds: int, steps: int) -> None:
+# The learners --quick times: Adam, a three-moment kernel, momentum after the rate, a mask.
+QUICK = ("adam", "amsgrad", "rmsprop_momentum", "adamw_masked")
+
+
+def step_table(
+    cases: dict[str, Any], rounds: int, steps: int, learners: tuple[str, ...] = tuple(LEARNERS)
+) -> None:
     """Each learner's step, plain (update + apply) and fused, against optax, torch, the roofline.
 
     All runners of a case and learner take turns in the same rounds.
@@ -163,12 +208,13 @@ def step_table(cases: dict[str, Any], rounds: int, steps: int) -> None:
         leaves = len(jax.tree.leaves(params))
         grads = _grads(params)
         floors[case] = _dispatch_floor(params, grads, rounds, steps)
-        for name, learner in LEARNERS.items():
+        for name in learners:
+            learner = LEARNERS[name]
             ours = learner.ours()
             paths = {"plain": JaxStep(ours, gradtx.apply_updates, params, grads)}
             if gradtx.is_fused(ours):
                 paths["fused"] = JaxStep(ours, gradtx.apply_updates, params, grads, fused=True)
-            if leaves > 1:  # params and grads kept packed by gradtx.pack: one buffer
+            if leaves > 1 and learner.packs:  # params, grads kept by gradtx.pack: one buffer
                 packed = gradtx.pack(params), gradtx.pack(grads)
                 paths["packed"] = JaxStep(ours, gradtx.apply_updates, *packed)
                 if gradtx.is_fused(ours):
@@ -280,13 +326,13 @@ def compile_table(counts: list[int], rounds: int, steps: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="small sizes, under a minute")
+    parser.add_argument("--quick", action="store_true", help="small sizes, about 75 s")
     args = parser.parse_args()
     torch_note = "torch not importable" if not HAVE_TORCH else "torch fused kernels"
     print(f"jax {jax.__version__}, optax {optax.__version__}, {jax.devices()[0]}, {torch_note}")
     if args.quick:
         cases = {"1 leaf, 2M": single_leaf(2_000_000), "300 leaves, 2M": layered_tree(100, 128)}
-        rounds, steps, counts = 5, 5, [300]
+        rounds, steps, counts = 5, 5, [200]
         models = {"wide, 60 leaves, 0.4M": (*wide(20, 128), 128)}
     else:
         cases = {"1 leaf, 10M": single_leaf(10_000_000), "300 leaves, 8M": layered_tree(100, 256)}
@@ -301,7 +347,7 @@ def main() -> None:
         "(trees only);\npk fused: both. kernels: per leaf (plain) or per step (the others); "
         "B/param: bytes read and written per parameter, from the HLO."
     )
-    step_table(cases, rounds, steps)
+    step_table(cases, rounds, steps, QUICK if args.quick else tuple(LEARNERS))
     print()
     compile_table(counts, rounds, steps)
     print("\nA whole training step (gradient of the loss, then Adam), batch of 16.")
