@@ -77,6 +77,8 @@ class Stage(NamedTuple):
     options: Mapping[str, bool]
     moments: tuple[Any, ...]  # the moment trees of the state read, in the rule's order
     put: Callable[[Any, tuple[Any, ...]], Any]  # (a new state of the whole, new moments) -> it
+    # What the block's moments round with into a narrow state dtype (tree.moment's seed).
+    seed: Any = 0
 
     def values(self, updates: Any) -> list[Any]:
         """The rule's scalars in its order, given the updates that reach the block."""
@@ -120,6 +122,7 @@ def declare(
     transform: Any,
     rule: Rule,
     scalars: Callable[[Any, Any], Mapping[str, Any]] = lambda state, updates: {},
+    seed: Callable[[Any], Any] = lambda state: 0,
     **options: bool,
 ) -> Any:
     """Declare that the block ``transform`` applies ``rule``; return it.
@@ -129,6 +132,8 @@ def declare(
       rule: what it does per element.
       scalars: ``(block state, incoming updates) -> {name: value}`` for the rule's
         scalars at the step that state is about to take.
+      seed: ``block state -> the seed`` its update passes ``tree.moment`` (the
+        stochastic rounding into a bfloat16 state) at that step.
       **options: the rule's options, as the block was built.
     """
     if set(options) != set(rule.options):
@@ -137,7 +142,8 @@ def declare(
     def recipe(state: Any) -> tuple[Stage, ...]:
         moments = tuple(getattr(state, name) for name in rule.moments)
         put = functools.partial(_put_moments, rule.moments)
-        return (Stage(rule, functools.partial(scalars, state), options, moments, put),)
+        stage = Stage(rule, functools.partial(scalars, state), options, moments, put, seed(state))
+        return (stage,)
 
     return with_recipe(transform, recipe)
 

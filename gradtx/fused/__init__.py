@@ -20,6 +20,11 @@ with kernels are ``scale_by_adam`` (also with ``nesterov``),
 ``scale_by_stddev`` (centered RMSProp), ``scale_by_rss`` (Adagrad) and
 ``scale_by_lion``. A weight decay with a mask runs as one call per set of
 leaves that decay alike: a leaf it leaves out gets no decay at all.
+Moments kept in bfloat16 (``state_dtype=jnp.bfloat16``) run the same loops
+with each moment widened on the way in and rounded on the way out exactly as
+:func:`gradtx.tree.stochastic_round` rounds it, with the seed each block
+declares (its ``recipe.declare(seed=...)``): the bits the plain path stores
+wherever the float32 value before rounding is the plain path's.
 Each block's moments are found through the recipe, so a chain in another order,
 or inside a wrapper that keeps no recipe, takes the plain path; it never feeds
 a kernel the wrong state.
@@ -95,6 +100,18 @@ class _Plan(NamedTuple):
         """The kernel's moment trees: the rule's, then the momentum's trace."""
         return tuple(m for s in (self.core, self.momentum) if s is not None for m in s.moments)
 
+    @property
+    def seeds(self) -> jax.Array:
+        """The stochastic-rounding seeds of the rule's moments and of the trace, as uint32."""
+        seeds = [0 if s is None else s.seed for s in (self.core, self.momentum)]
+        return jnp.stack([jnp.asarray(seed).astype(jnp.uint32) for seed in seeds])
+
+    @property
+    def symbol(self) -> str:
+        """The kernel's FFI target, for the dtype its moments are kept in."""
+        dtypes = {jnp.result_type(m).name for m in jax.tree.leaves(self.moments)}
+        return layout.symbol(self.rule, dtypes.pop() if dtypes else "float32")
+
     def put(self, state: Any, moments: tuple[Any, ...]) -> Any:
         """``state`` with the kernel's new moments (in :attr:`moments`' order) put back."""
         for stage in (self.core, self.momentum):
@@ -126,25 +143,25 @@ def _plan(stages: tuple[recipe.Stage, ...] | None) -> _Plan | None:
 
 
 def _fusable(learner: GradientTransformation, state: Any) -> _Plan | None:
-    """The plan for ``learner`` at ``state``, if its recipe has one with float32 moments."""
+    """The plan for ``learner`` at ``state``, if its recipe has one and its moments are all
+    float32 or all bfloat16 (a ``state_dtype``, rounded stochastically as the blocks do)."""
     found = recipe.recipe_of(learner)
     plan = None if found is None else _plan(found(state))
     moments = [] if plan is None else plan.moments
-    if any(jnp.result_type(m) != jnp.float32 for m in jax.tree.leaves(moments)):
-        return None
-    return plan
+    dtypes = {jnp.result_type(m).name for m in jax.tree.leaves(moments)}
+    return plan if len(dtypes) <= 1 and dtypes <= set(layout.MOMENT_DTYPES) else None
 
 
 def is_fused(learner: GradientTransformation) -> bool:
     """Whether :func:`fused_update` has a single-pass kernel for ``learner``.
 
     True where the learner's recipe (see :mod:`gradtx.fused`) matches a kernel
-    and its moments are float32: ``gradtx.adam``, ``gradtx.adamw`` and
-    ``gradtx.nadam`` (``nesterov`` and ``mask`` included), ``gradtx.amsgrad``,
-    ``gradtx.adamax``, ``gradtx.sgd``, ``gradtx.rmsprop`` (centered or not,
-    with or without momentum), ``gradtx.adagrad`` and ``gradtx.lion`` (with
-    or without ``mask``), with float32 moments (``state_dtype`` None or
-    float32), and the same blocks chained by hand, after
+    and its moments are all float32 or all bfloat16: ``gradtx.adam``,
+    ``gradtx.adamw`` and ``gradtx.nadam`` (``nesterov`` and ``mask``
+    included), ``gradtx.amsgrad``, ``gradtx.adamax``, ``gradtx.sgd``,
+    ``gradtx.rmsprop`` (centered or not, with or without momentum),
+    ``gradtx.adagrad`` and ``gradtx.lion`` (with or without ``mask``), with
+    ``state_dtype`` None, float32 or bfloat16, and the same blocks chained by hand, after
     ``clip_by_global_norm``, or built by ``inject_hyperparams``. A property of
     the learner only: whether a kernel can run on this machine (CPU, a
     compiler or a cached library) is :func:`fused_available`'s question.
@@ -344,8 +361,9 @@ def update_and_apply(
     # its moment arithmetic is unused and XLA removes it.
     _, new_state = learner.update(updates, state, params, **extra)
     new_params, new_moments, squares = _call(
-        str(plan.rule.kernel), _flags(plan, updates), hyper, params, updates, plan.moments, wait_for
-    )
+        plan.symbol, _flags(plan, updates), hyper, plan.seeds, params, updates, plan.moments,
+        wait_for,
+    )  # fmt: skip
     new_state = plan.put(new_state, new_moments)
     grad_norm, update_norm = jnp.sqrt(squares)
     return Applied(new_params, new_state, grad_norm, update_norm)
@@ -413,6 +431,7 @@ def _call(
     kernel: str,
     flags: int | list[int],
     hyper: jax.Array,
+    seeds: jax.Array,
     params: Any,
     updates: Any,
     moments: tuple[Any, ...],
@@ -421,7 +440,8 @@ def _call(
     """Run ``kernel`` in place, each call after the arrays of ``wait_for``: new params, new
     moments (in its rule's order), and the sums of squares of the gradients and updates.
 
-    ``flags``: the option bits of every leaf, or a list of each leaf's.
+    ``flags``: the option bits of every leaf, or a list of each leaf's. ``seeds``: the
+    rule's and the trace's rounding seeds (uint32[2]; read for bfloat16 moments only).
     """
     param_leaves, treedef = jax.tree.flatten(params)
     grad_leaves = jax.tree.leaves(updates)
@@ -433,16 +453,16 @@ def _call(
     outputs: list[Any] = [None] * len(param_leaves)  # each leaf's new params and moments
     squares = jnp.zeros(2, jnp.float32)
     for bits, group in _runs(flags):
-        operands = [hyper]
+        operands = [hyper, seeds]
         results = [jax.ShapeDtypeStruct((2,), jnp.float32)]  # the run's two sums of squares
         for i in group:
             p, g = param_leaves[i], grad_leaves[i]
             own = [m[i] for m in moment_leaves]
             operands += [p, g, *own]
-            results += [jax.ShapeDtypeStruct(p.shape, jnp.float32)] * (1 + len(own))
+            results += [jax.ShapeDtypeStruct(x.shape, jnp.result_type(x)) for x in (p, *own)]
         # Each leaf's params and moments are written over its inputs (result 0 is the sums).
         aliases = {
-            1 + k * per_leaf + j: 1 + k * stride + (j - 1 if j else 0)
+            2 + k * per_leaf + j: 1 + k * stride + (j - 1 if j else 0)
             for k in range(len(group))
             for j in [0, *range(2, per_leaf)]
         }

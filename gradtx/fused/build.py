@@ -34,7 +34,10 @@ HEADER = "gradtx_layout.h"  # written from layout.header() beside the build, nev
 # rounding; -fno-math-errno lets it vectorise sqrt (errno is never read); -fopenmp-simd
 # lets it vectorise the norms' sums (their `omp simd` pragma; no OpenMP runtime).
 FLAGS = ("-O3", "-march=native", "-ffp-contract=fast", "-fno-math-errno", "-fopenmp-simd",
-         "-std=c++17", "-shared", "-fPIC", "-pthread", "-w")  # fmt: skip
+         "-std=c++17", "-fPIC", "-pthread", "-w")  # fmt: skip
+# One compilation of kernels.cc per moment dtype (layout.MOMENT_DTYPES), run side by side
+# (each takes about as long as the other), then linked into one library.
+PARTS = {"float32": "-DGRADTX_BF16=0", "bfloat16": "-DGRADTX_BF16=1"}
 CPUINFO = Path("/proc/cpuinfo")
 # The /proc/cpuinfo fields that name the CPU and its instruction sets, which is what
 # -march=native reads: x86's vendor, family, model and flags; Arm's implementer, part
@@ -124,8 +127,9 @@ def _sysctl(*names: str) -> str:
 
 def cache_key() -> str:
     """The library's cache key: a hash of the source, the layout, jaxlib, the flags and the CPU."""
+    flags = " ".join([*FLAGS, *PARTS.values()])
     described = [SOURCE.read_bytes(), layout.header().encode(), jaxlib.version.__version__.encode(),
-                 " ".join(FLAGS).encode(), cpu_description().encode()]  # fmt: skip
+                 flags.encode(), cpu_description().encode()]  # fmt: skip
     return hashlib.sha256(b"\0".join(described)).hexdigest()[:16]
 
 
@@ -163,20 +167,32 @@ def library_path() -> Path:
 def _build(compiler: str, scratch: Path, path: Path) -> Path:
     (scratch.parent / HEADER).write_text(layout.header())
     includes = [f"-I{jax.ffi.include_dir()}", f"-I{scratch.parent}"]
-    command = [compiler, *FLAGS, *includes, str(SOURCE), "-o", str(scratch)]
+    objects = [scratch.with_suffix(f".{dtype}.o") for dtype in PARTS]
+    compiles = [
+        [compiler, *FLAGS, define, *includes, "-c", str(SOURCE), "-o", str(obj)]
+        for define, obj in zip(PARTS.values(), objects, strict=True)
+    ]
+    _run(compiler, *compiles)
+    _run(compiler, [compiler, *FLAGS, "-shared", *map(str, objects), "-o", str(scratch)])
+    os.replace(scratch, path)
+    return path
+
+
+def _run(compiler: str, *commands: list[str]) -> None:
+    """Run the compiler commands side by side; raise if one cannot run or fails."""
     try:
-        result = subprocess.run(command, capture_output=True, text=True)
+        running = [subprocess.Popen(c, stderr=subprocess.PIPE, text=True) for c in commands]
     except OSError as error:  # found on PATH but not runnable
         raise FusedKernelsUnavailable(
             f"gradtx.fused_update: could not run the compiler {compiler}: {error}"
         ) from error
-    if result.returncode != 0:
-        raise FusedKernelsUnavailable(
-            f"gradtx.fused_update: building the CPU kernels failed:\n{' '.join(command)}\n"
-            f"{result.stderr[-3000:]}"
-        )
-    os.replace(scratch, path)
-    return path
+    for command, process in zip(commands, running, strict=True):
+        _, stderr = process.communicate()
+        if process.returncode != 0:
+            raise FusedKernelsUnavailable(
+                f"gradtx.fused_update: building the CPU kernels failed:\n{' '.join(command)}\n"
+                f"{stderr[-3000:]}"
+            )
 
 
 @functools.cache
@@ -190,7 +206,7 @@ def registration_error() -> FusedKernelsUnavailable | None:
         path = library_path()
         try:
             library = ctypes.cdll.LoadLibrary(str(path))
-            targets = [str(rule.kernel) for rule in layout.kernels()] + [AFTER]
+            targets = [*layout.symbols(), AFTER]
             kernels = [getattr(library, name) for name in targets]
         except (OSError, AttributeError) as error:
             raise FusedKernelsUnavailable(

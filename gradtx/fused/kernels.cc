@@ -47,9 +47,49 @@ namespace {
 constexpr int64_t kMinPerThread = 1 << 16;
 
 struct Leaf {
-  std::vector<float*> out;      // params, then moments (updated in place)
+  float* params = nullptr;      // updated in place, as are the moments
+  std::vector<void*> moments;   // float32 or bfloat16 (the kernel's Moment type)
   const float* grad = nullptr;  // read only
   int64_t size = 0;
+};
+
+// A moment kept in float32.
+struct F32 {
+  using Elem = float;
+  static constexpr ffi::DataType kType = ffi::F32;
+  float* p;
+  uint32_t key;  // unused: nothing is rounded
+  float Get(int64_t i) const { return p[i]; }
+  float Put(int64_t i, float x) const {
+    p[i] = x;
+    return x;
+  }
+};
+
+// A moment kept in bfloat16: widened exactly to compute with, and rounded back as
+// gradtx.tree.stochastic_round does (the same bits), with key = seed * 0x9E3779B9.
+// Put returns the stored value widened: the plain path computes with what it stores.
+struct Bf16 {
+  using Elem = uint16_t;
+  static constexpr ffi::DataType kType = ffi::BF16;
+  uint16_t* p;
+  uint32_t key;
+  float Get(int64_t i) const {
+    const uint32_t bits = static_cast<uint32_t>(p[i]) << 16;
+    float x;
+    std::memcpy(&x, &bits, sizeof x);
+    return x;
+  }
+  float Put(int64_t i, float x) const {
+    uint32_t bits;
+    std::memcpy(&bits, &x, sizeof bits);
+    const uint32_t noise = ((bits ^ key) * 0xC2B2AE35u) >> 16;
+    const uint32_t kept = (bits + noise) & 0xFFFF0000u;
+    p[i] = static_cast<uint16_t>(kept >> 16);
+    float y;
+    std::memcpy(&y, &kept, sizeof y);
+    return y;
+  }
 };
 
 // Calls fn(leaf, lo, hi) over every element of every leaf, split into
@@ -117,9 +157,11 @@ auto ForEachRange(const std::vector<Leaf>& leaves, ffi::ThreadPool& pool, int64_
 }
 
 // Reads `per_leaf` operands per leaf (params, grads, moments...) and the
-// matching `per_leaf - 1` results (params, moments...). Operands after the
-// leaves' are never read: they only order the call after whatever computes
-// them (the loss, which reads the params this call overwrites).
+// matching `per_leaf - 1` results (params, moments...), the moments of type
+// kMoment. Operands after the leaves' are never read: they only order the call
+// after whatever computes them (the loss, which reads the params this call
+// overwrites).
+template <ffi::DataType kMoment>
 ffi::ErrorOr<std::vector<Leaf>> Gather(ffi::RemainingArgs args, ffi::RemainingRets rets,
                                        size_t per_leaf) {
   const size_t count = rets.size() / (per_leaf - 1);
@@ -133,13 +175,19 @@ ffi::ErrorOr<std::vector<Leaf>> Gather(ffi::RemainingArgs args, ffi::RemainingRe
     if (!grad.has_value()) return ffi::Unexpected(grad.error());
     leaf.grad = grad->typed_data();
     leaf.size = static_cast<int64_t>(grad->element_count());
-    for (size_t j = 0; j + 1 < per_leaf; ++j) {
-      auto out = rets.get<ffi::Buffer<ffi::F32>>(i * (per_leaf - 1) + j);
+    auto params = rets.get<ffi::Buffer<ffi::F32>>(i * (per_leaf - 1));
+    if (!params.has_value()) return ffi::Unexpected(params.error());
+    if (static_cast<int64_t>((*params)->element_count()) != leaf.size) {
+      return ffi::Unexpected(ffi::Error::InvalidArgument("gradtx fused: shape mismatch"));
+    }
+    leaf.params = (*params)->typed_data();
+    for (size_t j = 1; j + 1 < per_leaf; ++j) {
+      auto out = rets.get<ffi::Buffer<kMoment>>(i * (per_leaf - 1) + j);
       if (!out.has_value()) return ffi::Unexpected(out.error());
       if (static_cast<int64_t>((*out)->element_count()) != leaf.size) {
         return ffi::Unexpected(ffi::Error::InvalidArgument("gradtx fused: shape mismatch"));
       }
-      leaf.out.push_back((*out)->typed_data());
+      leaf.moments.push_back((*out)->typed_data());
     }
   }
   return leaves;
@@ -179,9 +227,9 @@ struct Trace {
     const float unit = std::fma(omu, g, mu * t), plain = std::fma(mu, t, g);
     return unit_gain ? unit : plain;
   }
-  float Step(float g, int64_t i, float* t) const {
-    const float ti = Add(g, t[i]);
-    t[i] = ti;
+  template <class M>
+  float Step(float g, int64_t i, const M& t) const {
+    const float ti = t.Put(i, Add(g, t.Get(i)));
     const float ahead = Add(g, ti);
     return nesterov ? ahead : ti;
   }
@@ -211,13 +259,17 @@ struct Around {
 
 // The rules. Each reads its scalars once per call and gives, in Step, one
 // element's direction from its gradient (scaled and decayed), updating that
-// element's moments (m0, m1, ... in the rule's order, layout's moment::k*).
-// The arithmetic follows the jax.numpy block's, operation for operation.
+// element's moments (m0, m1, ... in the rule's order, layout's moment::k*)
+// through Get and Put (F32 or Bf16). The arithmetic follows the jax.numpy
+// block's, operation for operation.
 
 template <class O>
 struct Sgd {
   explicit Sgd(const float*) {}
-  float Step(float g, int64_t, float*, float*, float*) const { return g; }
+  template <class M>
+  float Step(float g, int64_t, const M&, const M&, const M&) const {
+    return g;
+  }
 };
 
 template <class O>
@@ -227,7 +279,10 @@ struct Momentum {
   Trace trace;
   explicit Momentum(const float* h)
       : trace{h[S::kDecay], h[S::kOneMinusDecay], O::on(B::kNesterov), O::on(B::kUnitGain)} {}
-  float Step(float g, int64_t i, float* t, float*, float*) const { return trace.Step(g, i, t); }
+  template <class M>
+  float Step(float g, int64_t i, const M& t, const M&, const M&) const {
+    return trace.Step(g, i, t);
+  }
 };
 
 // jnp.maximum: the larger, and NaN where either is NaN.
@@ -246,9 +301,9 @@ struct Rmsprop {
   float rho, orho, eps;
   explicit Rmsprop(const float* h)
       : rho(h[S::kDecay]), orho(h[S::kOneMinusDecay]), eps(h[S::kEps]) {}
-  float Step(float g, int64_t i, float* nu, float*, float*) const {
-    const float ni = orho * (g * g) + rho * nu[i];
-    nu[i] = ni;
+  template <class M>
+  float Step(float g, int64_t i, const M& nu, const M&, const M&) const {
+    const float ni = nu.Put(i, orho * (g * g) + rho * nu.Get(i));
     return InverseRoot<kInSqrt>(ni, eps) * g;
   }
 };
@@ -261,11 +316,10 @@ struct CenteredRmsprop {
   float rho, orho, eps;
   explicit CenteredRmsprop(const float* h)
       : rho(h[S::kDecay]), orho(h[S::kOneMinusDecay]), eps(h[S::kEps]) {}
-  float Step(float g, int64_t i, float* mu, float* nu, float*) const {
-    const float mi = orho * g + rho * mu[i];
-    const float ni = orho * (g * g) + rho * nu[i];
-    mu[i] = mi;
-    nu[i] = ni;
+  template <class M>
+  float Step(float g, int64_t i, const M& mu, const M& nu, const M&) const {
+    const float mi = mu.Put(i, orho * g + rho * mu.Get(i));
+    const float ni = nu.Put(i, orho * (g * g) + rho * nu.Get(i));
     return InverseRoot<kInSqrt>(Max(ni - mi * mi, 0.0f), eps) * g;
   }
 };
@@ -280,11 +334,10 @@ struct Adam {
       : b1(h[S::kB1]), ob1(h[S::kOneMinusB1]), b2(h[S::kB2]), ob2(h[S::kOneMinusB2]),
         r1_next(h[S::kInvNextBiasCorrection1]), r1(h[S::kInvBiasCorrection1]),
         r2(h[S::kInvBiasCorrection2]), eps(h[S::kEps]), eps_root(h[S::kEpsRoot]) {}
-  float Step(float g, int64_t i, float* m, float* v, float*) const {
-    const float mi = ob1 * g + b1 * m[i];
-    const float vi = ob2 * (g * g) + b2 * v[i];
-    m[i] = mi;
-    v[i] = vi;
+  template <class M>
+  float Step(float g, int64_t i, const M& m, const M& v, const M&) const {
+    const float mi = m.Put(i, ob1 * g + b1 * m.Get(i));
+    const float vi = v.Put(i, ob2 * (g * g) + b2 * v.Get(i));
     // NAdam looks ahead: b1 m_t / (1 - b1^(t+1)) + (1 - b1) g / (1 - b1^t).
     const float mh = kNesterov ? std::fma(b1, mi * r1_next, ob1 * (g * r1)) : mi * r1;
     return mh / (std::sqrt(vi * r2 + eps_root) + eps);
@@ -300,13 +353,11 @@ struct Amsgrad {
       : b1(h[S::kB1]), ob1(h[S::kOneMinusB1]), b2(h[S::kB2]), ob2(h[S::kOneMinusB2]),
         r1(h[S::kInvBiasCorrection1]), r2(h[S::kInvBiasCorrection2]), eps(h[S::kEps]),
         eps_root(h[S::kEpsRoot]) {}
-  float Step(float g, int64_t i, float* m, float* v, float* v_max) const {
-    const float mi = ob1 * g + b1 * m[i];
-    const float vi = ob2 * (g * g) + b2 * v[i];
-    const float vmi = Max(v_max[i], vi * r2);
-    m[i] = mi;
-    v[i] = vi;
-    v_max[i] = vmi;
+  template <class M>
+  float Step(float g, int64_t i, const M& m, const M& v, const M& v_max) const {
+    const float mi = m.Put(i, ob1 * g + b1 * m.Get(i));
+    const float vi = v.Put(i, ob2 * (g * g) + b2 * v.Get(i));
+    const float vmi = v_max.Put(i, Max(v_max.Get(i), vi * r2));
     return (mi * r1) / (std::sqrt(vmi + eps_root) + eps);
   }
 };
@@ -319,11 +370,10 @@ struct Adamax {
   explicit Adamax(const float* h)
       : b1(h[S::kB1]), ob1(h[S::kOneMinusB1]), b2(h[S::kB2]), eps(h[S::kEps]),
         r1(h[S::kInvBiasCorrection1]) {}
-  float Step(float g, int64_t i, float* m, float* u, float*) const {
-    const float mi = ob1 * g + b1 * m[i];
-    const float ui = Max(std::fabs(g) + eps, b2 * u[i]);
-    m[i] = mi;
-    u[i] = ui;
+  template <class M>
+  float Step(float g, int64_t i, const M& m, const M& u, const M&) const {
+    const float mi = m.Put(i, ob1 * g + b1 * m.Get(i));
+    const float ui = u.Put(i, Max(std::fabs(g) + eps, b2 * u.Get(i)));
     return (mi * r1) / ui;
   }
 };
@@ -333,9 +383,9 @@ struct Adagrad {
   static constexpr bool kInSqrt = O::on(gradtx_layout::scale_by_rss::option::kEpsInSqrt);
   float eps;
   explicit Adagrad(const float* h) : eps(h[gradtx_layout::scale_by_rss::scalar::kEps]) {}
-  float Step(float g, int64_t i, float* sums, float*, float*) const {
-    const float si = g * g + sums[i];
-    sums[i] = si;
+  template <class M>
+  float Step(float g, int64_t i, const M& sums, const M&, const M&) const {
+    const float si = sums.Put(i, g * g + sums.Get(i));
     return (si > 0.0f ? InverseRoot<kInSqrt>(si, eps) : 0.0f) * g;
   }
 };
@@ -349,10 +399,11 @@ struct Lion {
   float b1, ob1, b2, ob2;
   explicit Lion(const float* h)
       : b1(h[S::kB1]), ob1(h[S::kOneMinusB1]), b2(h[S::kB2]), ob2(h[S::kOneMinusB2]) {}
-  float Step(float g, int64_t i, float* m, float*, float*) const {
-    const float u = Sign(ob1 * g + b1 * m[i]);
-    m[i] = ob2 * g + b2 * m[i];
-    return u;
+  template <class M>
+  float Step(float g, int64_t i, const M& m, const M&, const M&) const {
+    const float old = m.Get(i);
+    m.Put(i, ob2 * g + b2 * old);
+    return Sign(ob1 * g + b1 * old);
   }
 };
 
@@ -371,11 +422,13 @@ struct Squares {
 // a local first, the options template parameters (the momentum's own aside: see
 // Trace), so the loop has no loads of captured state and no branches, and the
 // compiler vectorises it. m0, m1, m2 are the rule's moments and t the momentum
-// option's trace, each null where absent.
-template <template <class> class Rule, class O>
-Squares Loop(float* __restrict__ p, float* __restrict__ m0, float* __restrict__ m1,
-             float* __restrict__ m2, float* __restrict__ t, const float* __restrict__ g,
-             int64_t n, const float* h, int64_t flags) {
+// option's trace, each null where absent, all stored as M (F32 or Bf16); the
+// rule's moments round with the key of seeds[0], the trace with that of seeds[1].
+template <template <class> class Rule, class O, class M>
+Squares Loop(float* __restrict__ p, typename M::Elem* __restrict__ m0,
+             typename M::Elem* __restrict__ m1, typename M::Elem* __restrict__ m2,
+             typename M::Elem* __restrict__ t, const float* __restrict__ g, int64_t n,
+             const float* h, const uint32_t* seeds, int64_t flags) {
   using S = gradtx_layout::shared::scalar;
   using B = gradtx_layout::shared::option;
   const Around<O> around(h);
@@ -384,13 +437,15 @@ Squares Loop(float* __restrict__ p, float* __restrict__ m0, float* __restrict__ 
   const Trace momentum{h[S::kMomentum], h[S::kOneMinusMomentum],
                        ((flags >> B::kMomentumNesterov) & 1) != 0,
                        ((flags >> B::kMomentumUnitGain) & 1) != 0};
+  const uint32_t key = seeds[0] * 0x9E3779B9u, trace_key = seeds[1] * 0x9E3779B9u;
+  const M a0{m0, key}, a1{m1, key}, a2{m2, key}, trace{t, trace_key};
   double grad = 0.0, update = 0.0;
 #pragma omp simd reduction(+ : grad, update)
   for (int64_t i = 0; i < n; ++i) {
-    const float d = around.Decayed(rule.Step(around.In(g[i], p[i]), i, m0, m1, m2), p[i]);
+    const float d = around.Decayed(rule.Step(around.In(g[i], p[i]), i, a0, a1, a2), p[i]);
     float u;
     if constexpr (O::on(B::kMomentum)) {  // the trace of the scaled steps, then p + t
-      u = momentum.Step(rate * d, i, t);
+      u = momentum.Step(rate * d, i, trace);
       p[i] = p[i] + u;
     } else {
       // p + rate * d in one rounding, as XLA contracts apply_updates(p, scale(rate)(d));
@@ -405,14 +460,17 @@ Squares Loop(float* __restrict__ p, float* __restrict__ m0, float* __restrict__ 
   return {grad, update};
 }
 
-using LoopFn = Squares (*)(float*, float*, float*, float*, float*, const float*, int64_t,
-                           const float*, int64_t);
+template <class M>
+using LoopFn = Squares (*)(float*, typename M::Elem*, typename M::Elem*, typename M::Elem*,
+                           typename M::Elem*, const float*, int64_t, const float*,
+                           const uint32_t*, int64_t);
 
 // The handler of one kernel: checks the call against its layout (gradtx_layout.h), then
-// runs Rule, its options as template parameters, over every range of every leaf, and
-// writes the sums of squares of the gradients and updates to `squares`.
-template <class Layout, template <class> class Rule>
-ffi::Error Kernel(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> hyper,
+// runs Rule, its options as template parameters and its moments stored as M, over every
+// range of every leaf, and writes the sums of squares of the gradients and updates to
+// `squares`. `seeds` holds the rule's and the momentum's rounding seeds (see Bf16).
+template <class Layout, template <class> class Rule, class M>
+ffi::Error Kernel(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> hyper, ffi::Buffer<ffi::U32> seeds,
                   ffi::ResultBuffer<ffi::F32> squares, ffi::RemainingArgs args,
                   ffi::RemainingRets rets, int64_t threads, int64_t flags) {
   constexpr size_t kMoments = Layout::moment::kCount;
@@ -423,27 +481,32 @@ ffi::Error Kernel(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> hyper,
   if (flags < 0 || flags >> Layout::option::kCount) {
     return ffi::Error::InvalidArgument("gradtx fused: unknown option bits");
   }
+  if (seeds.element_count() != 2) {
+    return ffi::Error::InvalidArgument("gradtx fused: the seeds operand takes two integers");
+  }
   if (squares->element_count() != 2) {
     return ffi::Error::InvalidArgument("gradtx fused: the squares result takes two floats");
   }
   // With the momentum option each leaf's trace follows the rule's moments.
   using B = gradtx_layout::shared::option;
   const size_t traced = (flags >> B::kMomentum) & 1;
-  auto leaves = Gather(args, rets, 2 + kMoments + traced);
+  auto leaves = Gather<M::kType>(args, rets, 2 + kMoments + traced);
   if (!leaves.has_value()) return leaves.error();
   // One loop per setting of the options (but the momentum's own, read at run time),
   // chosen here, so that the rest is compiled once per kernel.
   constexpr int64_t kOfMomentum = (1 << B::kMomentumNesterov) | (1 << B::kMomentumUnitGain);
-  LoopFn loop = nullptr;
+  LoopFn<M> loop = nullptr;
   WithOptions<((int64_t{1} << Layout::option::kCount) - 1) & ~kOfMomentum>(
-      flags, [&](auto options) { loop = &Loop<Rule, decltype(options)>; });
+      flags, [&](auto options) { loop = &Loop<Rule, decltype(options), M>; });
   const float* h = hyper.typed_data();
+  const uint32_t* s = seeds.typed_data();
+  using E = typename M::Elem;
   const Squares total =
       ForEachRange(*leaves, pool, threads, [&](const Leaf& leaf, int64_t lo, int64_t hi) {
-        float* m[4] = {nullptr, nullptr, nullptr, nullptr};
-        for (size_t k = 0; k < kMoments + traced; ++k) m[k] = leaf.out[1 + k] + lo;
-        return loop(leaf.out[0] + lo, m[0], m[1], m[2], m[kMoments], leaf.grad + lo, hi - lo, h,
-                    flags);
+        E* m[4] = {nullptr, nullptr, nullptr, nullptr};
+        for (size_t k = 0; k < kMoments + traced; ++k) m[k] = static_cast<E*>(leaf.moments[k]) + lo;
+        return loop(leaf.params + lo, m[0], m[1], m[2], m[kMoments], leaf.grad + lo, hi - lo, h,
+                    s, flags);
       });
   squares->typed_data()[0] = static_cast<float>(total.grad);
   squares->typed_data()[1] = static_cast<float>(total.update);
@@ -464,36 +527,40 @@ ffi::Error After(ffi::AnyBuffer value, ffi::Result<ffi::AnyBuffer> out, ffi::Rem
 
 }  // namespace
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(
-    gradtx_after, After,
-    ffi::Ffi::Bind().Arg<ffi::AnyBuffer>().Ret<ffi::AnyBuffer>().RemainingArgs());
-
 #define GRADTX_BINDING                  \
   ffi::Ffi::Bind()                      \
       .Ctx<ffi::ThreadPool>()           \
       .Arg<ffi::Buffer<ffi::F32>>()     \
+      .Arg<ffi::Buffer<ffi::U32>>()     \
       .Ret<ffi::Buffer<ffi::F32>>()     \
       .RemainingArgs()                  \
       .RemainingRets()                  \
       .Attr<int64_t>("threads")         \
       .Attr<int64_t>("flags")
 
-// The symbols are the rules' kernel names (gradtx/recipe.py: Rule.kernel).
-XLA_FFI_DEFINE_HANDLER_SYMBOL(gradtx_sgd, (Kernel<gradtx_layout::sgd, Sgd>), GRADTX_BINDING);
-XLA_FFI_DEFINE_HANDLER_SYMBOL(gradtx_sgd_momentum, (Kernel<gradtx_layout::trace, Momentum>),
-                              GRADTX_BINDING);
-XLA_FFI_DEFINE_HANDLER_SYMBOL(gradtx_rmsprop, (Kernel<gradtx_layout::scale_by_rms, Rmsprop>),
-                              GRADTX_BINDING);
-XLA_FFI_DEFINE_HANDLER_SYMBOL(gradtx_adam, (Kernel<gradtx_layout::scale_by_adam, Adam>),
-                              GRADTX_BINDING);
-XLA_FFI_DEFINE_HANDLER_SYMBOL(gradtx_adagrad, (Kernel<gradtx_layout::scale_by_rss, Adagrad>),
-                              GRADTX_BINDING);
-XLA_FFI_DEFINE_HANDLER_SYMBOL(gradtx_lion, (Kernel<gradtx_layout::scale_by_lion, Lion>),
-                              GRADTX_BINDING);
-XLA_FFI_DEFINE_HANDLER_SYMBOL(gradtx_rmsprop_centered,
-                              (Kernel<gradtx_layout::scale_by_stddev, CenteredRmsprop>),
-                              GRADTX_BINDING);
-XLA_FFI_DEFINE_HANDLER_SYMBOL(gradtx_amsgrad, (Kernel<gradtx_layout::scale_by_amsgrad, Amsgrad>),
-                              GRADTX_BINDING);
-XLA_FFI_DEFINE_HANDLER_SYMBOL(gradtx_adamax, (Kernel<gradtx_layout::scale_by_adamax, Adamax>),
-                              GRADTX_BINDING);
+// The symbols are the rules' kernel names (gradtx/recipe.py: Rule.kernel) for float32
+// moments, and the same with _bf16 for bfloat16 ones. build.py compiles this file once
+// for each (GRADTX_BF16 0 or 1), side by side, and links both (gradtx/fused/layout.py:
+// symbol).
+#if GRADTX_BF16
+#define GRADTX_KERNEL(name, layout, rule) \
+  XLA_FFI_DEFINE_HANDLER_SYMBOL(name##_bf16, (Kernel<gradtx_layout::layout, rule, Bf16>), \
+                                GRADTX_BINDING);
+#else
+#define GRADTX_KERNEL(name, layout, rule) \
+  XLA_FFI_DEFINE_HANDLER_SYMBOL(name, (Kernel<gradtx_layout::layout, rule, F32>), \
+                                GRADTX_BINDING);
+XLA_FFI_DEFINE_HANDLER_SYMBOL(
+    gradtx_after, After,
+    ffi::Ffi::Bind().Arg<ffi::AnyBuffer>().Ret<ffi::AnyBuffer>().RemainingArgs());
+#endif
+
+GRADTX_KERNEL(gradtx_sgd, sgd, Sgd)
+GRADTX_KERNEL(gradtx_sgd_momentum, trace, Momentum)
+GRADTX_KERNEL(gradtx_rmsprop, scale_by_rms, Rmsprop)
+GRADTX_KERNEL(gradtx_rmsprop_centered, scale_by_stddev, CenteredRmsprop)
+GRADTX_KERNEL(gradtx_adam, scale_by_adam, Adam)
+GRADTX_KERNEL(gradtx_amsgrad, scale_by_amsgrad, Amsgrad)
+GRADTX_KERNEL(gradtx_adamax, scale_by_adamax, Adamax)
+GRADTX_KERNEL(gradtx_adagrad, scale_by_rss, Adagrad)
+GRADTX_KERNEL(gradtx_lion, scale_by_lion, Lion)

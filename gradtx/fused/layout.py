@@ -29,6 +29,21 @@ def kernels() -> list[recipe.Rule]:
     return sorted((r for r in recipe.RULES.values() if r.kernel), key=lambda r: r.name)
 
 
+# The dtypes a kernel keeps moments in, and the suffix of its symbol for each: bfloat16
+# moments round as gradtx.tree.stochastic_round does (a state_dtype of bfloat16).
+MOMENT_DTYPES = {"float32": "", "bfloat16": "_bf16"}
+
+
+def symbol(rule: recipe.Rule, moment_dtype: str) -> str:
+    """The FFI target of ``rule``'s kernel for moments kept in ``moment_dtype``."""
+    return f"{rule.kernel}{MOMENT_DTYPES[moment_dtype]}"
+
+
+def symbols() -> list[str]:
+    """Every kernel's FFI target, for every moment dtype."""
+    return [symbol(rule, dtype) for rule in kernels() for dtype in MOMENT_DTYPES]
+
+
 def scalars(rule: recipe.Rule) -> tuple[str, ...]:
     """The kernel's scalar operand, in order."""
     return SHARED_SCALARS + rule.scalars

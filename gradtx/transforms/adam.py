@@ -79,6 +79,11 @@ def _scalars(rule: recipe.Rule, state: Any, b1: Any, b2: Any, **given: Any) -> d
     return {name: given[name] for name in rule.scalars}
 
 
+def _next_count(state: Any) -> Any:
+    """The seed the Adam family's moments round with (see ``tree.moment``): the new count."""
+    return tree.safe_increment(state.count)
+
+
 def _init_adam(params: Any, dtype: Any) -> ScaleByAdamState:
     # Two separate buffers: a donated state must not hold the same array twice.
     # nu holds |g|^2: real for complex params (their real dtype), as optax's values.
@@ -163,7 +168,7 @@ def scale_by_adam(
         return _scalars(SCALE_BY_ADAM, state, b1, b2, eps=eps, eps_root=eps_root)
 
     tx = GradientTransformation(lambda params: _init_adam(params, state_dtype), update)
-    return recipe.declare(tx, SCALE_BY_ADAM, scalars, nesterov=nesterov)
+    return recipe.declare(tx, SCALE_BY_ADAM, scalars, seed=_next_count, nesterov=nesterov)
 
 
 class ScaleByAmsgradState(NamedTuple):
@@ -245,7 +250,8 @@ def scale_by_amsgrad(
     def scalars(state, updates):
         return _scalars(SCALE_BY_AMSGRAD, state, b1, b2, eps=eps, eps_root=eps_root)
 
-    return recipe.declare(GradientTransformation(init, update), SCALE_BY_AMSGRAD, scalars)
+    tx = GradientTransformation(init, update)
+    return recipe.declare(tx, SCALE_BY_AMSGRAD, scalars, seed=_next_count)
 
 
 def scale_by_adamax(
@@ -302,4 +308,4 @@ def scale_by_adamax(
         return _scalars(SCALE_BY_ADAMAX, state, b1, b2, eps=eps)
 
     tx = GradientTransformation(lambda params: _init_adam(params, state_dtype), update)
-    return recipe.declare(tx, SCALE_BY_ADAMAX, scalars)
+    return recipe.declare(tx, SCALE_BY_ADAMAX, scalars, seed=_next_count)

@@ -91,7 +91,9 @@ def trace(
         return {"decay": mu, "one_minus_decay": 1 - mu}
 
     tx = GradientTransformation(init, update)
-    return recipe.declare(tx, TRACE, scalars, nesterov=nesterov, unit_gain=unit_gain)
+    return recipe.declare(
+        tx, TRACE, scalars, seed=lambda s: s.count, nesterov=nesterov, unit_gain=unit_gain
+    )
 
 
 class EmaState(NamedTuple):

@@ -81,4 +81,5 @@ def scale_by_lion(
         return new_updates, ScaleByLionState(tree.safe_increment(state.count), mu)
 
     scalars = {"b1": b1, "one_minus_b1": 1.0 - b1, "b2": b2, "one_minus_b2": 1 - b2}
-    return recipe.declare(GradientTransformation(init, update), SCALE_BY_LION, lambda s, u: scalars)
+    tx = GradientTransformation(init, update)
+    return recipe.declare(tx, SCALE_BY_LION, lambda s, u: scalars, seed=lambda s: s.count)
