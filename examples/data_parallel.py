@@ -89,7 +89,7 @@ def train(steps: int, processes: int, process_id: int, port: int) -> None:
             print(f"step {step + 1:>4}  loss {loss:.4f}  grad norm {grad_norm:.4f}")
     # --8<-- [end:processes]
     w1 = trainer.params[0]["w"]
-    mu = trainer.opt_state[1].mu[0]["w"]
+    mu = trainer.opt_state[0].mu[0]["w"]
     if lead:
         print(f"params[0]['w'] {w1.sharding.spec}, its Adam moment {mu.sharding.spec}")
     from jax.experimental import multihost_utils

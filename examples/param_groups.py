@@ -111,7 +111,7 @@ def cntk_learners(epochs: int):
             ),
             # A bare number is a rate per minibatch: 0.1 / 64 per sample here.
             "adam": gradtx.inject_hyperparams(gradtx.cntk.adam)(lr=0.1, momentum=0.9),
-            "frozen": gradtx.freeze(),
+            "frozen": gradtx.set_to_zero(),
         },
         gradtx.groups_by_path({"**/b": "frozen", "layer1/**": "sgd"}, init_mlp(), default="adam"),
     )

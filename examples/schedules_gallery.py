@@ -39,7 +39,7 @@ GALLERY = {
         0.1, 1.0, 150, mode="exp_range", gamma=0.998
     ),
     "warmup(cosine_decay(1, 1200), 300)": S.warmup(S.cosine_decay(1.0, 1200), 300),
-    "exponential_decay(1, 0.5, 300)": S.exponential_decay(1.0, 0.5, 300),
+    "geometric_decay(1, 0.5, 300)": S.geometric_decay(1.0, 0.5, 300),
     "inverse_sqrt(1, 100)": S.inverse_sqrt(1.0, 100),
 }
 

@@ -10,11 +10,30 @@ A learner is a pure ``(init, update)`` pair built by chaining small blocks::
 """
 
 from gradtx import cntk, schedules, training, transforms
+from gradtx import tree as tree  # optax.tree's helpers; gradtx.tree_utils is optax.tree_utils
+from gradtx import tree_utils as tree_utils
 from gradtx.checks import TreeMismatchError
-from gradtx.combine import PartitionState, freeze, groups_by_path, masked, partition
+from gradtx.combine import (
+    MaskedState,
+    PartitionState,
+    freeze,
+    groups_by_path,
+    masked,
+    multi_transform,
+    partition,
+    selective_transform,
+    set_to_zero,
+)
+from gradtx.conditional import (
+    ConditionallyMaskState,
+    ConditionallyTransformState,
+    conditionally_mask,
+    conditionally_transform,
+)
 from gradtx.core import (
     EmptyState,
     GradientTransformation,
+    GradientTransformationExtraArgs,
     Params,
     ScalarOrSchedule,
     Schedule,
@@ -25,7 +44,10 @@ from gradtx.core import (
     float_leaves,
     identity,
     init_empty_state,
+    named_chain,
     stateless,
+    stateless_with_tree_map,
+    with_extra_args_support,
 )
 from gradtx.fused import (
     FusedFallbackWarning,
@@ -36,8 +58,11 @@ from gradtx.fused import (
 )
 from gradtx.hyperparams import (
     InjectHyperparamsState,
+    InjectStatefulHyperparamsState,
+    WrappedSchedule,
     get_hyperparams,
     inject_hyperparams,
+    inject_stateful_hyperparams,
     set_hyperparams,
 )
 from gradtx.learners import (
@@ -52,7 +77,31 @@ from gradtx.learners import (
     rmsprop,
     sgd,
 )
+from gradtx.monitoring import MonitorState, SnapshotState, measure_with_ema, monitor, snapshot
+from gradtx.multi_steps import (
+    MultiSteps,
+    MultiStepsState,
+    ShouldSkipUpdateFunction,
+    skip_large_updates,
+    skip_not_finite,
+)
 from gradtx.packing import GroupedState, Packed, PackedState, grouped, pack, packed
+from gradtx.schedules.optax_schedules import (
+    constant_schedule,
+    cosine_decay_schedule,
+    cosine_onecycle_schedule,
+    exponential_decay,
+    join_schedules,
+    linear_onecycle_schedule,
+    linear_schedule,
+    piecewise_constant_schedule,
+    piecewise_interpolate_schedule,
+    polynomial_schedule,
+    sgdr_schedule,
+    warmup_constant_schedule,
+    warmup_cosine_decay_schedule,
+    warmup_exponential_decay_schedule,
+)
 from gradtx.state_dict import load_state_dict, state_dict
 from gradtx.training import (
     LRFinderResult,
@@ -64,21 +113,60 @@ from gradtx.training import (
     zero_shardings,
 )
 from gradtx.transforms import *  # noqa: F403
+from gradtx.tree import tree_map_params
+from gradtx.utils import (
+    global_norm,
+    incremental_update,
+    periodic_update,
+    safe_norm,
+    safe_root_mean_squares,
+    scale_gradient,
+)
 from gradtx.wrappers import (
     AccumulateState,
+    ApplyEvery,
     ApplyIfFiniteState,
     EmaParamsState,
+    LookaheadParams,
     LookaheadState,
+    LookaheadWithSlowWeightsState,
     accumulate,
+    apply_every,
     apply_if_finite,
     ema_params,
     lookahead,
+    lookahead_with_slow_weights,
 )
 
 __version__ = "0.1.0"
 
 __all__ = [
     "AccumulateState",
+    "ApplyEvery",
+    "ConditionallyMaskState",
+    "ConditionallyTransformState",
+    "GradientTransformationExtraArgs",
+    "LookaheadParams",
+    "LookaheadWithSlowWeightsState",
+    "MonitorState",
+    "MultiSteps",
+    "MultiStepsState",
+    "ShouldSkipUpdateFunction",
+    "SnapshotState",
+    "apply_every",
+    "conditionally_mask",
+    "conditionally_transform",
+    "lookahead_with_slow_weights",
+    "measure_with_ema",
+    "monitor",
+    "named_chain",
+    "selective_transform",
+    "set_to_zero",
+    "skip_large_updates",
+    "skip_not_finite",
+    "snapshot",
+    "stateless_with_tree_map",
+    "with_extra_args_support",
     "ApplyIfFiniteState",
     "EmaParamsState",
     "LookaheadState",
@@ -90,10 +178,21 @@ __all__ = [
     "FusedKernelsUnavailable",
     "GradientTransformation",
     "InjectHyperparamsState",
+    "InjectStatefulHyperparamsState",
+    "WrappedSchedule",
+    "global_norm",
+    "incremental_update",
+    "inject_stateful_hyperparams",
+    "periodic_update",
+    "safe_norm",
+    "safe_root_mean_squares",
+    "scale_gradient",
+    "tree_map_params",
     "GroupedState",
     "Packed",
     "PackedState",
     "PartitionState",
+    "MaskedState",
     "Params",
     "ScalarOrSchedule",
     "Schedule",
@@ -133,8 +232,23 @@ __all__ = [
     "pack",
     "packed",
     "partition",
+    "multi_transform",
     "rmsprop",
     "schedules",
+    "constant_schedule",
+    "cosine_decay_schedule",
+    "cosine_onecycle_schedule",
+    "exponential_decay",
+    "join_schedules",
+    "linear_onecycle_schedule",
+    "linear_schedule",
+    "piecewise_constant_schedule",
+    "piecewise_interpolate_schedule",
+    "polynomial_schedule",
+    "sgdr_schedule",
+    "warmup_constant_schedule",
+    "warmup_cosine_decay_schedule",
+    "warmup_exponential_decay_schedule",
     "set_hyperparams",
     "sgd",
     "state_dict",

@@ -121,6 +121,33 @@ def check_state_dtype(who: str, dtype: Any) -> Any:
     return canonical
 
 
+def check_optax_dtype(who: str, name: str, dtype: Any, state_dtype: Any = None) -> Any:
+    """Return optax's ``mu_dtype`` / ``accumulator_dtype`` canonical (as optax does), or raise.
+
+    It must be a floating or complex dtype (or None), and not given together
+    with gradtx's ``state_dtype``: both say how the same moment is stored.
+    """
+    if dtype is None:
+        return None
+    reported, argument = reported_name(who, name)
+    if state_dtype is not None:
+        raise ValueError(
+            f"{reported}: give {argument} or state_dtype, not both ({argument} stores the "
+            f"moment rounded to nearest, as optax; state_dtype stores every moment, rounding "
+            f"bfloat16 stochastically)"
+        )
+    try:
+        canonical = jax.numpy.dtype(dtype)
+    except TypeError:
+        canonical = None
+    if canonical is None or not jax.numpy.issubdtype(canonical, jax.numpy.inexact):
+        raise ValueError(
+            f"{reported}: {argument} must be a floating or complex dtype such as "
+            f"jnp.bfloat16, got {dtype!r}"
+        )
+    return jax.dtypes.canonicalize_dtype(canonical)
+
+
 def check_hyperparams(who: str, **specs: tuple[Any, str]) -> None:
     """Validate several hyperparameters: ``check_hyperparams("adam", b1=(0.9, "[0, 1)"))``."""
     for name, (value, interval) in specs.items():

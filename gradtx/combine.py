@@ -17,7 +17,7 @@ import jax.numpy as jnp
 
 from gradtx import checks
 from gradtx.core import GradientTransformation, extras_filter, init_empty_state
-from gradtx.labels import labels_for
+from gradtx.labels import is_label_function, labels_for
 
 Labels = Any | Callable[[Any], Any]
 
@@ -39,7 +39,7 @@ def _check_labels(who: str, labels: Any, transforms: Mapping) -> None:
         label = missing[0]
         raise ValueError(
             f"{who}: label {label!r} has no transform; it labels {_paths(labels, label)[:5]}. "
-            f"Add it to the transforms (or map it to gradtx.freeze())"
+            f"Add it to the transforms (or map it to gradtx.set_to_zero())"
         )
     idle = [l for l in transforms if l not in used]
     if idle and used:  # an empty tree leaves every transform idle, and that is fine
@@ -49,13 +49,33 @@ def _check_labels(who: str, labels: Any, transforms: Mapping) -> None:
         )
 
 
+class MaskedState(NamedTuple):
+    """State of :func:`masked`: the inner transform's, kept for the masked leaves only."""
+
+    inner_state: Any
+
+
 class PartitionState(NamedTuple):
-    """State of :func:`partition` and :func:`masked`: each label's transform state."""
+    """State of :func:`partition`: each label's :class:`MaskedState`, as in optax."""
 
-    inner: dict  # label -> that transform's state
+    inner_states: dict  # label -> MaskedState(that transform's state)
 
 
-def partition(transforms: Mapping[Hashable, GradientTransformation], labels: Labels):
+def _masked_extras(extra: dict, updates: Any, tree: Any, label: Hashable) -> dict:
+    """The extras shaped like the updates, cut to the leaves labelled ``label``."""
+    structure = jax.tree.structure(updates)
+    return {
+        k: _only(v, tree, label) if jax.tree.structure(v) == structure else v
+        for k, v in extra.items()
+    }
+
+
+def partition(
+    transforms: Mapping[Hashable, GradientTransformation],
+    param_labels: Labels,
+    *,
+    mask_compatible_extra_args: bool = False,
+):
     """Give each labelled group of leaves its own transform (torch's param groups).
 
     .. math:: u_i = T_{\\ell(i)}(g)_i
@@ -65,10 +85,12 @@ def partition(transforms: Mapping[Hashable, GradientTransformation], labels: Lab
     ``None`` in the trees it gets).
 
     Args:
-      transforms: maps each label to a transform; ``freeze()`` leaves a group untouched.
-      labels: a tree of labels shaped like the params, or a prefix of it (a label on
-        a subtree labels all its leaves: ``["body", "head"]`` for a two-layer list), or
+      transforms: maps each label to a transform; ``set_to_zero()`` leaves a group untouched.
+      param_labels: a tree of labels shaped like the params, or a prefix of it (a label
+        on a subtree labels all its leaves: ``["body", "head"]`` for a two-layer list), or
         a function of the params returning one (see :func:`groups_by_path`).
+      mask_compatible_extra_args: also cut every keyword extra shaped like the updates
+        to each group's leaves.
 
     Examples:
       >>> import jax.numpy as jnp, gradtx
@@ -88,23 +110,33 @@ def partition(transforms: Mapping[Hashable, GradientTransformation], labels: Lab
     keep = {label: extras_filter(t.update) for label, t in transforms.items()}
 
     def init(params):
-        tree = labels_for("partition", labels, params)
+        tree = labels_for("partition", param_labels, params)
         _check_labels("partition", tree, transforms)
         return PartitionState(
-            {label: t.init(_only(params, tree, label)) for label, t in transforms.items()}
+            {
+                label: MaskedState(t.init(_only(params, tree, label)))
+                for label, t in transforms.items()
+            }
         )
 
     def update(updates, state, params=None, **extra):
-        tree = labels_for("partition", labels, updates if params is None else params)
+        tree = labels_for("partition", param_labels, updates if params is None else params)
         if params is not None:
             checks.check_trees_match("partition", "params", params, updates=updates)
         _check_labels("partition", tree, transforms)
         outputs, inner = {}, {}
         for label, t in transforms.items():
             sub_params = None if params is None else _only(params, tree, label)
-            outputs[label], inner[label] = t.update(
-                _only(updates, tree, label), state.inner[label], sub_params, **keep[label](extra)
+            given = (
+                _masked_extras(extra, updates, tree, label) if mask_compatible_extra_args else extra
             )
+            outputs[label], new = t.update(
+                _only(updates, tree, label),
+                state.inner_states[label].inner_state,
+                sub_params,
+                **keep[label](given),
+            )
+            inner[label] = MaskedState(new)
         # Each output holds its group's leaves in tree order: deal them back by label.
         flat_labels, treedef = jax.tree.flatten(tree)
         per_label = {label: iter(jax.tree.leaves(out)) for label, out in outputs.items()}
@@ -114,12 +146,15 @@ def partition(transforms: Mapping[Hashable, GradientTransformation], labels: Lab
     return GradientTransformation(init, update)
 
 
-def freeze() -> GradientTransformation:
+multi_transform = partition  # optax's earlier name, which optax still exports
+
+
+def set_to_zero() -> GradientTransformation:
     """Zero updates, no state (:math:`u = 0`): map a label to it to keep its params as they are.
 
     Examples:
       >>> import jax.numpy as jnp, gradtx
-      >>> opt = gradtx.partition({"train": gradtx.sgd(0.1), "frozen": gradtx.freeze()},
+      >>> opt = gradtx.partition({"train": gradtx.sgd(0.1), "frozen": gradtx.set_to_zero()},
       ...                        {"w": "train", "b": "frozen"})
       >>> grads = {"w": jnp.ones(2), "b": jnp.ones(2)}
       >>> updates, state = opt.update(grads, opt.init(grads))
@@ -127,7 +162,7 @@ def freeze() -> GradientTransformation:
       [-0.1 -0.1] [0. 0.]
 
     References:
-      optax: ``optax.set_to_zero`` (``optax.transforms.freeze`` takes the mask itself).
+      optax: ``optax.set_to_zero``.
     """
 
     def update(updates, state, params=None, **extra):
@@ -136,13 +171,84 @@ def freeze() -> GradientTransformation:
     return GradientTransformation(init_empty_state, update)
 
 
-def masked(transform: GradientTransformation, mask: Labels) -> GradientTransformation:
-    """Apply ``transform`` where ``mask`` is True and pass the other updates through.
+def freeze(mask: Labels) -> GradientTransformation:
+    """Zero the updates where ``mask`` is True, pass the others: :math:`u_i = [\\neg m_i]\\, g_i`.
+
+    ``masked(set_to_zero(), mask)``: frozen params stay as they are, the other
+    updates are left for the rest of a chain.
 
     Args:
-      transform: run on the masked leaves only (it sees the rest as ``None``).
+      mask: True to freeze: one bool for the whole tree, a tree of bools shaped
+        like the params (or a prefix of it), or a function of the params returning one.
+
+    Examples:
+      >>> import jax.numpy as jnp, gradtx
+      >>> opt = gradtx.chain(gradtx.freeze({"w": False, "b": True}), gradtx.scale(0.5))
+      >>> grads = {"w": jnp.ones(2), "b": jnp.ones(2)}
+      >>> updates, state = opt.update(grads, opt.init(grads))
+      >>> print(updates["w"], updates["b"])
+      [0.5 0.5] [0. 0.]
+
+    References:
+      optax: ``optax.freeze``.
+    """
+    return masked(set_to_zero(), mask)
+
+
+def selective_transform(
+    optimizer: GradientTransformation, *, freeze_mask: Any
+) -> GradientTransformation:
+    """Run ``optimizer`` on the leaves ``freeze_mask`` leaves unfrozen and zero the frozen ones.
+
+    .. math:: u_i = \\begin{cases} 0 & m_i \\\\ T(g)_i & \\text{otherwise} \\end{cases}
+
+    Unlike :func:`freeze` before a learner, ``optimizer`` keeps no state for,
+    and spends no work on, the frozen leaves (a :func:`partition` into
+    ``"train"`` and ``"freeze"``).
+
+    Args:
+      optimizer: the transform of the trained leaves.
+      freeze_mask: True to freeze: one bool for the whole tree, or a tree of bools
+        shaped like the params (or a prefix of it).
+
+    Examples:
+      >>> import jax.numpy as jnp, gradtx
+      >>> opt = gradtx.selective_transform(gradtx.sgd(0.1), freeze_mask={"w": False, "b": True})
+      >>> grads = {"w": jnp.ones(2), "b": jnp.ones(2)}
+      >>> updates, state = opt.update(grads, opt.init(grads))
+      >>> print(updates["w"], updates["b"])
+      [-0.1 -0.1] [0. 0.]
+
+    References:
+      optax: ``optax.selective_transform``.
+    """
+    if is_label_function(freeze_mask):
+        # optax would take the function for one truthy leaf and freeze every param.
+        raise ValueError(
+            "selective_transform: freeze_mask must be a bool or a tree of bools, got a function; "
+            "call it on the params first, or use gradtx.freeze(fn) before the optimizer"
+        )
+    frozen = {bool(m) for m in jax.tree.leaves(freeze_mask)}
+    # partition refuses a label with no leaves, so a mask that is all one way is that one transform.
+    if frozen == {True}:
+        return set_to_zero()
+    if frozen != {False, True}:
+        return optimizer
+    labels = jax.tree.map(lambda m: "freeze" if m else "train", freeze_mask)
+    return partition({"train": optimizer, "freeze": set_to_zero()}, labels)
+
+
+def masked(
+    inner: GradientTransformation, mask: Labels, *, mask_compatible_extra_args: bool = False
+) -> GradientTransformation:
+    """Apply ``inner`` where ``mask`` is True and pass the other updates through.
+
+    Args:
+      inner: run on the masked leaves only (it sees the rest as ``None``).
       mask: a tree of bools shaped like the params (or a prefix of it), or a function
         of the params.
+      mask_compatible_extra_args: also cut every keyword extra shaped like the updates
+        to the masked leaves.
 
     Examples:
       >>> import jax.numpy as jnp, gradtx
@@ -156,34 +262,31 @@ def masked(transform: GradientTransformation, mask: Labels) -> GradientTransform
       optax: ``optax.masked``.
     """
 
-    keep = extras_filter(transform.update)
+    keep = extras_filter(inner.update)
 
     def labels(params):
         return jax.tree.map(bool, labels_for("masked", mask, params, what="mask"))
 
-    def pass_through(updates, state, params=None, **extra):
-        return updates, state
-
-    both = partition(
-        {True: transform, False: GradientTransformation(init_empty_state, pass_through)}, labels
-    )
-
     def init(params):
-        used = set(jax.tree.leaves(labels(params)))
-        if used == {True}:  # nothing to pass through: the transform sees every leaf
-            return PartitionState({True: transform.init(params)})
-        if used == {False} or not used:
-            return PartitionState({})
-        return both.init(params)
+        # With no leaf masked, inner sees none: its state is that of an empty tree.
+        return MaskedState(inner.init(_only(params, labels(params), True)))
 
     def update(updates, state, params=None, **extra):
-        if set(state.inner) == {True, False}:
-            return both.update(updates, state, params, **extra)
-        labels(updates if params is None else params)  # a mask that no longer fits raises
-        if True in state.inner:
-            new, inner = transform.update(updates, state.inner[True], params, **keep(extra))
-            return new, PartitionState({True: inner})
-        return updates, state
+        tree = labels(updates if params is None else params)
+        if params is not None:
+            checks.check_trees_match("masked", "params", params, updates=updates)
+        given = _masked_extras(extra, updates, tree, True) if mask_compatible_extra_args else extra
+        new, inner_state = inner.update(
+            _only(updates, tree, True),
+            state.inner_state,
+            None if params is None else _only(params, tree, True),
+            **keep(given),
+        )
+        new_leaves = iter(jax.tree.leaves(new))
+        flat_labels, treedef = jax.tree.flatten(tree)
+        passed = jax.tree.leaves(updates)
+        leaves = [next(new_leaves) if l else g for l, g in zip(flat_labels, passed, strict=True)]
+        return jax.tree.unflatten(treedef, leaves), MaskedState(inner_state)
 
     return GradientTransformation(init, update)
 

@@ -8,6 +8,7 @@ optax transforms, which take no extras, compose with gradtx ones both ways.
 
 from __future__ import annotations
 
+import collections
 import inspect
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -48,6 +49,31 @@ class GradientTransformation(NamedTuple):
 
     init: Callable[[Params], State]
     update: Callable[..., tuple[Updates, State]]
+
+
+class GradientTransformationExtraArgs(GradientTransformation):
+    """A transform whose ``update`` takes keyword extras: optax's marker class.
+
+    Every gradtx transform already takes extras (the combinators hand each
+    member only those it accepts), so this class only marks a transform for
+    code that checks ``isinstance(tx, GradientTransformationExtraArgs)``, as
+    optax's combinators do; :func:`with_extra_args_support` returns one.
+
+    Attributes:
+      init: ``init(params) -> state``.
+      update: ``update(updates, state, params=None, **extra) -> (updates, state)``.
+
+    Examples:
+      >>> import jax.numpy as jnp, gradtx
+      >>> tx = gradtx.GradientTransformationExtraArgs(
+      ...     lambda params: gradtx.EmptyState(),
+      ...     lambda updates, state, params=None, *, scale=1.0: (scale * updates, state))
+      >>> print(tx.update(jnp.ones(2), tx.init(None), scale=3.0)[0])
+      [3. 3.]
+
+    References:
+      optax: ``optax.GradientTransformationExtraArgs``.
+    """
 
 
 IDENTITY = recipe.rule("identity")
@@ -111,14 +137,14 @@ def extras_filter(fn: Callable, slots: int = 3) -> Callable[[dict], dict]:
     return lambda extra: {k: v for k, v in extra.items() if k in names}
 
 
-def stateless(fn: Callable[..., Updates]) -> GradientTransformation:
-    """Build a transform from ``fn(updates, params) -> updates`` that keeps no state.
+def stateless(f: Callable[..., Updates]) -> GradientTransformation:
+    """Build a transform from ``f(updates, params) -> updates`` that keeps no state.
 
-    Extras reach ``fn`` when it accepts them as keywords, e.g.
-    ``stateless(lambda g, p, *, batch_size: ...)``.
+    ``f`` is optax's: it is called as ``f(updates, params)``. Extras reach it
+    when it accepts them as keywords, e.g. ``stateless(lambda g, p, *, batch_size: ...)``.
 
     Args:
-      fn: a pure function of the updates and the params (which may be ``None``).
+      f: a pure function of the updates and the params (which may be ``None``).
 
     Examples:
       >>> import jax, jax.numpy as jnp, gradtx
@@ -130,12 +156,77 @@ def stateless(fn: Callable[..., Updates]) -> GradientTransformation:
     References:
       optax: ``optax.stateless``.
     """
-    keep = extras_filter(fn, slots=2)
+    keep = extras_filter(f, slots=2)
 
     def update(updates, state, params=None, **extra):
-        return fn(updates, params, **keep(extra)), state
+        return f(updates, params, **keep(extra)), state
 
     return GradientTransformation(init_empty_state, update)
+
+
+def stateless_with_tree_map(
+    f: Callable[[jax.Array, jax.Array | None], jax.Array],
+) -> GradientTransformation:
+    """Build a stateless transform from a per-leaf ``f(update, param) -> update``.
+
+    .. math:: u_i \\leftarrow f(g_i, \\theta_i)
+
+    ``f`` is mapped over the leaves of the updates and the params; without
+    params it gets ``None`` for each leaf's param.
+
+    Args:
+      f: a pure function of one update array and its param array (or ``None``).
+
+    Examples:
+      >>> import jax.numpy as jnp, gradtx
+      >>> decay = gradtx.stateless_with_tree_map(lambda g, p: g + 0.5 * p)
+      >>> params = {"w": jnp.array([2.0, -4.0])}
+      >>> updates, state = decay.update({"w": jnp.ones(2)}, decay.init(params), params)
+      >>> print(updates["w"])
+      [ 2. -1.]
+
+    References:
+      optax: ``optax.stateless_with_tree_map``.
+    """
+
+    def update(updates, state, params=None, **extra):
+        if params is None:
+            return jax.tree.map(lambda u: f(u, None), updates), state
+        return jax.tree.map(f, updates, params), state
+
+    return GradientTransformation(init_empty_state, update)
+
+
+def with_extra_args_support(tx: GradientTransformation) -> GradientTransformationExtraArgs:
+    """Wrap ``tx`` so that its ``update`` takes (and drops) any keyword extras.
+
+    The wrapper hands ``tx`` the extras its ``update`` accepts by name, or all
+    of them if it takes ``**extra`` (the rule of :func:`chain`); optax drops
+    them all for a transform that is not a ``GradientTransformationExtraArgs``,
+    which gives the same result for optax's transforms. ``tx`` is returned
+    as it is when it is already a :class:`GradientTransformationExtraArgs`.
+
+    Args:
+      tx: a gradtx or optax gradient transformation.
+
+    Examples:
+      >>> import jax.numpy as jnp, optax, gradtx
+      >>> tx = gradtx.with_extra_args_support(optax.scale(2.0))  # takes no extras itself
+      >>> updates, _ = tx.update(jnp.ones(2), tx.init(None), None, value=1.0)
+      >>> print(updates)
+      [2. 2.]
+
+    References:
+      optax: ``optax.with_extra_args_support``.
+    """
+    if isinstance(tx, GradientTransformationExtraArgs):
+        return tx
+    keep = extras_filter(tx.update)
+
+    def update(updates, state, params=None, **extra):
+        return tx.update(updates, state, params, **keep(extra))
+
+    return GradientTransformationExtraArgs(tx.init, update)
 
 
 def chain(*transforms: GradientTransformation) -> GradientTransformation:
@@ -185,6 +276,53 @@ def chain(*transforms: GradientTransformation) -> GradientTransformation:
         return updates, tuple(new_state)
 
     return recipe.with_recipe(GradientTransformation(init, update), recipe.chained(transforms))
+
+
+def named_chain(*transforms: tuple[str, GradientTransformation]) -> GradientTransformation:
+    """:func:`chain` with a name for each member; the state maps each name to its state.
+
+    .. math:: u \\leftarrow T_n(\\cdots T_2(T_1(g)))
+
+    The state is an ``OrderedDict`` (as optax's), so ``state["name"]`` reads a
+    member's state and the members' order survives ``jax.tree`` (which sorts
+    the keys of a plain dict).
+
+    Args:
+      *transforms: ``(name, transform)`` pairs, the names unique strings.
+
+    Examples:
+      >>> import jax.numpy as jnp, gradtx
+      >>> opt = gradtx.named_chain(("clip", gradtx.clip(1.0)), ("scale", gradtx.scale(-0.5)))
+      >>> updates, state = opt.update(jnp.array([3.0, -0.5]), opt.init(jnp.zeros(2)))
+      >>> print(updates, list(state))
+      [-0.5   0.25] ['clip', 'scale']
+
+    References:
+      optax: ``optax.named_chain``.
+    """
+    for i, pair in enumerate(transforms):
+        if not (isinstance(pair, tuple) and len(pair) == 2 and isinstance(pair[0], str)):
+            raise ValueError(
+                f"named_chain: argument {i} must be a (name, transform) pair with a string "
+                f"name, got {type(pair).__name__}"
+            )
+    names = [name for name, _ in transforms]
+    if len(names) != len(set(names)):
+        duplicate = next(n for n in names if names.count(n) > 1)
+        raise ValueError(f"named_chain: names must be unique, got {duplicate!r} twice in {names}")
+    filters = {name: extras_filter(t.update) for name, t in transforms}
+
+    def init(params):
+        return collections.OrderedDict((name, t.init(params)) for name, t in transforms)
+
+    def update(updates, state, params=None, **extra):
+        new_state = collections.OrderedDict()
+        for name, t in transforms:
+            keep = filters[name]
+            updates, new_state[name] = t.update(updates, state[name], params, **keep(extra))
+        return updates, new_state
+
+    return GradientTransformation(init, update)
 
 
 def apply_updates(params: Params, updates: Updates) -> Params:

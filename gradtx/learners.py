@@ -45,13 +45,24 @@ from gradtx.transforms import (
 _MOMENTUM = {"decay": "momentum"}
 
 
+def _coupled_decay(weight_decay: Any) -> tuple[GradientTransformation, ...]:
+    """torch's coupled L2 decay before the rule, or no block for a concrete zero (the default).
+
+    Without it the learner's state is optax's, block for block (``state[0].mu`` of
+    ``adam`` is the first moment in both); a tracer or a schedule keeps the block.
+    """
+    zero = type(weight_decay) in (int, float) and weight_decay == 0
+    return () if zero else (add_decayed_weights(weight_decay),)
+
+
 def sgd(
     learning_rate: ScalarOrSchedule,
     momentum: ScalarOrSchedule | None = None,
     nesterov: bool = False,
+    accumulator_dtype: Any = None,
+    *,
     unit_gain: bool = False,
     weight_decay: ScalarOrSchedule = 0.0,
-    *,
     state_dtype: Any = None,
 ) -> GradientTransformation:
     """Stochastic gradient descent, optionally with (Nesterov) momentum.
@@ -65,7 +76,7 @@ def sgd(
     with :math:`k = 1-\\mu` if ``unit_gain`` else 1. Without momentum,
     :math:`\\theta_{t+1} = \\theta_t - \\eta_t g'_t`.
 
-    optax: ``optax.sgd(lr, momentum, nesterov)`` at the defaults.
+    optax: ``optax.sgd(lr, momentum, nesterov, accumulator_dtype)`` at the defaults.
     torch: ``torch.optim.SGD(lr, momentum, weight_decay, nesterov, dampening=0)``
     is ``sgd(lr, momentum, nesterov, weight_decay=weight_decay)``.
 
@@ -73,10 +84,12 @@ def sgd(
       learning_rate: :math:`\\eta \\ge 0` or a schedule.
       momentum: :math:`\\mu` in [0, 1) or a schedule; ``None`` for plain SGD.
       nesterov: Nesterov's look-ahead momentum.
+      accumulator_dtype: optax's dtype of the stored momentum, rounded to nearest
+        (None: the params'). Not with ``state_dtype``.
       unit_gain: scale the gradient by :math:`1-\\mu` inside the momentum (CNTK).
       weight_decay: coupled L2 coefficient :math:`\\lambda \\ge 0` (torch's).
       state_dtype: dtype of the stored moments, e.g. ``jnp.bfloat16`` to halve
-        their memory; arithmetic stays in the gradients' dtype.
+        their memory (rounded stochastically); arithmetic stays in the gradients' dtype.
 
     Examples:
       >>> import jax.numpy as jnp, numpy as np, gradtx
@@ -101,13 +114,20 @@ def sgd(
       optax: ``optax.sgd``; torch: ``torch.optim.SGD``.
     """
     with checks.named("sgd", trace=_MOMENTUM):
-        if momentum is None:  # no block keeps moments, so none checks state_dtype
+        if momentum is None:  # no block keeps moments, so none checks the dtypes
             checks.check_state_dtype("sgd", state_dtype)
+            checks.check_optax_dtype("sgd", "accumulator_dtype", accumulator_dtype, state_dtype)
         return float_leaves(
             chain(
-                add_decayed_weights(weight_decay),
+                *_coupled_decay(weight_decay),
                 (
-                    trace(momentum, nesterov, unit_gain, state_dtype=state_dtype)
+                    trace(
+                        momentum,
+                        nesterov,
+                        accumulator_dtype,
+                        unit_gain=unit_gain,
+                        state_dtype=state_dtype,
+                    )
                     if momentum is not None
                     else identity()
                 ),
@@ -120,9 +140,9 @@ def adagrad(
     learning_rate: ScalarOrSchedule,
     initial_accumulator_value: Scalar = 0.1,
     eps: Scalar = 1e-7,
+    *,
     eps_in_sqrt: bool = True,
     weight_decay: ScalarOrSchedule = 0.0,
-    *,
     state_dtype: Any = None,
 ) -> GradientTransformation:
     """Adagrad: per-coordinate rates from the sum of all squared gradients.
@@ -164,8 +184,10 @@ def adagrad(
     with checks.named("adagrad"):
         return float_leaves(
             chain(
-                add_decayed_weights(weight_decay),
-                scale_by_rss(initial_accumulator_value, eps, eps_in_sqrt, state_dtype=state_dtype),
+                *_coupled_decay(weight_decay),
+                scale_by_rss(
+                    initial_accumulator_value, eps, eps_in_sqrt=eps_in_sqrt, state_dtype=state_dtype
+                ),
                 scale_by_learning_rate(learning_rate),
             )
         )
@@ -180,8 +202,9 @@ def rmsprop(
     centered: bool = False,
     momentum: ScalarOrSchedule | None = None,
     nesterov: bool = False,
-    weight_decay: ScalarOrSchedule = 0.0,
+    bias_correction: bool = False,
     *,
+    weight_decay: ScalarOrSchedule = 0.0,
     state_dtype: Any = None,
 ) -> GradientTransformation:
     """RMSProp, optionally centered and with momentum.
@@ -193,7 +216,8 @@ def rmsprop(
         \\theta_{t+1} = \\theta_t - \\eta_t g_t / d_t
 
     where :math:`\\bar g_t = \\rho \\bar g_{t-1} + (1-\\rho) g_t` and :math:`c = 1`
-    if ``centered`` else 0. With momentum the step :math:`-\\eta_t g_t/d_t` is
+    if ``centered`` else 0; with ``bias_correction`` both averages are divided by
+    :math:`1-\\rho^t` first. With momentum the step :math:`-\\eta_t g_t/d_t` is
     fed through :func:`gradtx.trace`, as optax does; for a constant learning rate
     this equals torch's buffer :math:`b_t = \\mu b_{t-1} + g_t/d_t`,
     :math:`\\theta_{t+1} = \\theta_t - \\eta b_t`.
@@ -213,6 +237,7 @@ def rmsprop(
       centered: divide by the standard deviation instead of the RMS.
       momentum: :math:`\\mu` in [0, 1) or a schedule; ``None`` for none.
       nesterov: Nesterov momentum (only with ``momentum``).
+      bias_correction: divide the running averages by :math:`1-\\rho^t`, as Adam does.
       weight_decay: coupled L2 coefficient (torch's).
       state_dtype: dtype of the stored moments, e.g. ``jnp.bfloat16`` to halve
         their memory; arithmetic stays in the gradients' dtype.
@@ -237,9 +262,9 @@ def rmsprop(
     with checks.named("rmsprop", trace=_MOMENTUM):
         return float_leaves(
             chain(
-                add_decayed_weights(weight_decay),
+                *_coupled_decay(weight_decay),
                 scale_by_second_moment(
-                    decay, eps, initial_scale, eps_in_sqrt, state_dtype=state_dtype
+                    decay, eps, initial_scale, eps_in_sqrt, bias_correction, state_dtype=state_dtype
                 ),
                 scale_by_learning_rate(learning_rate),
                 (
@@ -257,6 +282,7 @@ def adam(
     b2: Scalar = 0.999,
     eps: Scalar = 1e-8,
     eps_root: Scalar = 0.0,
+    mu_dtype: Any = None,
     *,
     nesterov: bool = False,
     weight_decay: ScalarOrSchedule = 0.0,
@@ -268,7 +294,7 @@ def adam(
         \\theta_{t+1} = \\theta_t
         - \\eta_t\\, \\hat m_t / (\\sqrt{\\hat v_t + \\epsilon_{root}} + \\epsilon)
 
-    optax: ``optax.adam(lr, b1, b2, eps, eps_root, nesterov=...)`` at the defaults.
+    optax: ``optax.adam(lr, b1, b2, eps, eps_root, mu_dtype, nesterov=...)`` at the defaults.
     torch: ``torch.optim.Adam(lr, betas=(b1, b2), eps, weight_decay)`` is
     ``adam(lr, b1, b2, eps, weight_decay=weight_decay)``; torch's
     ``sqrt(v)/sqrt(1-b2^t)`` equals :math:`\\sqrt{\\hat v_t}` up to rounding.
@@ -279,6 +305,8 @@ def adam(
       b2: :math:`\\beta_2` in [0, 1).
       eps: :math:`\\epsilon \\ge 0`, outside the root.
       eps_root: :math:`\\epsilon_{root} \\ge 0`, inside the root.
+      mu_dtype: optax's dtype of the stored first moment, rounded to nearest
+        (None: the params'). Not with ``state_dtype``.
       nesterov: NAdam's look-ahead first moment.
       weight_decay: coupled L2 coefficient (torch's Adam); see :func:`adamw`.
       state_dtype: dtype of the stored moments, e.g. ``jnp.bfloat16`` to halve
@@ -300,8 +328,10 @@ def adam(
     with checks.named("adam"):
         return float_leaves(
             chain(
-                add_decayed_weights(weight_decay),
-                scale_by_adam(b1, b2, eps, eps_root, nesterov=nesterov, state_dtype=state_dtype),
+                *_coupled_decay(weight_decay),
+                scale_by_adam(
+                    b1, b2, eps, eps_root, mu_dtype, nesterov=nesterov, state_dtype=state_dtype
+                ),
                 scale_by_learning_rate(learning_rate),
             )
         )
@@ -313,7 +343,9 @@ def nadam(
     b2: Scalar = 0.999,
     eps: Scalar = 1e-8,
     eps_root: Scalar = 0.0,
+    mu_dtype: Any = None,
     *,
+    nesterov: bool = True,
     weight_decay: ScalarOrSchedule = 0.0,
     state_dtype: Any = None,
 ) -> GradientTransformation:
@@ -333,6 +365,9 @@ def nadam(
       b2: :math:`\\beta_2` in [0, 1).
       eps: :math:`\\epsilon \\ge 0`, outside the root.
       eps_root: :math:`\\epsilon_{root} \\ge 0`, inside the root.
+      mu_dtype: optax's dtype of the stored first moment, rounded to nearest
+        (None: the params'). Not with ``state_dtype``.
+      nesterov: the look-ahead first moment (optax's switch: False is :func:`adam`).
       weight_decay: coupled L2 coefficient.
       state_dtype: dtype of the stored moments, e.g. ``jnp.bfloat16`` to halve
         their memory; arithmetic stays in the gradients' dtype.
@@ -357,7 +392,8 @@ def nadam(
             b2,
             eps,
             eps_root,
-            nesterov=True,
+            mu_dtype,
+            nesterov=nesterov,
             weight_decay=weight_decay,
             state_dtype=state_dtype,
         )
@@ -369,6 +405,7 @@ def adamw(
     b2: Scalar = 0.999,
     eps: Scalar = 1e-8,
     eps_root: Scalar = 0.0,
+    mu_dtype: Any = None,
     weight_decay: ScalarOrSchedule = 1e-4,
     mask: Any | Callable[[Any], Any] | None = None,
     *,
@@ -392,6 +429,8 @@ def adamw(
       b2: :math:`\\beta_2` in [0, 1).
       eps: :math:`\\epsilon \\ge 0`, outside the root.
       eps_root: :math:`\\epsilon_{root} \\ge 0`, inside the root.
+      mu_dtype: optax's dtype of the stored first moment, rounded to nearest
+        (None: the params'). Not with ``state_dtype``.
       weight_decay: decoupled coefficient :math:`\\lambda \\ge 0` or a schedule.
       mask: tree of bools (or function of params) saying which leaves decay.
       nesterov: NAdam's look-ahead first moment (NAdamW).
@@ -414,7 +453,9 @@ def adamw(
     with checks.named("adamw"):
         return float_leaves(
             chain(
-                scale_by_adam(b1, b2, eps, eps_root, nesterov=nesterov, state_dtype=state_dtype),
+                scale_by_adam(
+                    b1, b2, eps, eps_root, mu_dtype, nesterov=nesterov, state_dtype=state_dtype
+                ),
                 add_decayed_weights(weight_decay, mask),
                 scale_by_learning_rate(learning_rate),
             )
@@ -427,6 +468,9 @@ def amsgrad(
     b2: Scalar = 0.999,
     eps: Scalar = 1e-8,
     eps_root: Scalar = 0.0,
+    mu_dtype: Any = None,
+    bias_correction_mu: bool = True,
+    bias_correction_nu: bool = True,
     *,
     state_dtype: Any = None,
 ) -> GradientTransformation:
@@ -438,6 +482,7 @@ def amsgrad(
 
     optax: ``optax.amsgrad`` at the defaults. torch's ``Adam(amsgrad=True)``
     takes the maximum before bias correction, so it differs in early steps.
+    ``bias_correction_mu=False, bias_correction_nu=False`` is Reddi et al.'s original.
 
     Args:
       learning_rate: :math:`\\eta \\ge 0` or a schedule.
@@ -445,6 +490,10 @@ def amsgrad(
       b2: :math:`\\beta_2` in [0, 1).
       eps: :math:`\\epsilon \\ge 0`, outside the root.
       eps_root: :math:`\\epsilon_{root} \\ge 0`, inside the root.
+      mu_dtype: optax's dtype of the stored first moment, rounded to nearest
+        (None: the params'). Not with ``state_dtype``.
+      bias_correction_mu: divide :math:`m_t` by :math:`1-\\beta_1^t`.
+      bias_correction_nu: divide :math:`v_t` by :math:`1-\\beta_2^t` before the maximum.
       state_dtype: dtype of the stored moments, e.g. ``jnp.bfloat16`` to halve
         their memory; arithmetic stays in the gradients' dtype.
 
@@ -465,7 +514,16 @@ def amsgrad(
     with checks.named("amsgrad"):
         return float_leaves(
             chain(
-                scale_by_amsgrad(b1, b2, eps, eps_root, state_dtype=state_dtype),
+                scale_by_amsgrad(
+                    b1,
+                    b2,
+                    eps,
+                    eps_root,
+                    mu_dtype,
+                    bias_correction_mu,
+                    bias_correction_nu,
+                    state_dtype=state_dtype,
+                ),
                 scale_by_learning_rate(learning_rate),
             )
         )
@@ -476,8 +534,8 @@ def adamax(
     b1: Scalar = 0.9,
     b2: Scalar = 0.999,
     eps: Scalar = 1e-8,
-    weight_decay: ScalarOrSchedule = 0.0,
     *,
+    weight_decay: ScalarOrSchedule = 0.0,
     state_dtype: Any = None,
 ) -> GradientTransformation:
     """Adamax: Adam with an infinity-norm second moment (see :func:`gradtx.scale_by_adamax`).
@@ -487,7 +545,7 @@ def adamax(
 
     optax: ``optax.adamax`` at the defaults.
     torch: ``torch.optim.Adamax(lr, betas=(b1, b2), eps, weight_decay)`` is
-    ``adamax(lr, b1, b2, eps, weight_decay)``; torch's default lr is 2e-3.
+    ``adamax(lr, b1, b2, eps, weight_decay=weight_decay)``; torch's default lr is 2e-3.
 
     Args:
       learning_rate: :math:`\\eta \\ge 0` or a schedule.
@@ -514,7 +572,7 @@ def adamax(
     with checks.named("adamax"):
         return float_leaves(
             chain(
-                add_decayed_weights(weight_decay),
+                *_coupled_decay(weight_decay),
                 scale_by_adamax(b1, b2, eps, state_dtype=state_dtype),
                 scale_by_learning_rate(learning_rate),
             )
@@ -522,10 +580,11 @@ def adamax(
 
 
 def adadelta(
-    learning_rate: ScalarOrSchedule = 1.0,
+    learning_rate: ScalarOrSchedule | None = None,
     rho: Scalar = 0.9,
     eps: Scalar = 1e-6,
     weight_decay: ScalarOrSchedule = 0.0,
+    weight_decay_mask: Any | Callable[[Any], Any] | None = None,
     *,
     state_dtype: Any = None,
 ) -> GradientTransformation:
@@ -534,22 +593,26 @@ def adadelta(
     .. math:: \\theta_{t+1} = \\theta_t - \\eta_t\\, \\frac{\\sqrt{E[\\Delta^2]_{t-1} + \\epsilon}}
         {\\sqrt{E[g^2]_t + \\epsilon}}\\, g_t
 
-    optax: ``optax.adadelta(lr, rho, eps)`` at the defaults (pass ``lr``; optax's
-    ``None`` skips the sign flip).
+    optax: ``optax.adadelta(lr, rho, eps, weight_decay, weight_decay_mask)`` for
+    every rate. Without a rate optax skips the learning-rate block, sign flip
+    included, so its updates climb the loss; gradtx raises ``ValueError`` there
+    instead of ascending silently.
     torch: ``torch.optim.Adadelta(lr=1.0, rho=0.9, eps=1e-6, weight_decay)`` is
-    ``adadelta(lr, rho, eps, weight_decay)``; the defaults agree.
+    ``adadelta(lr, rho, eps, weight_decay)``; pass torch's ``lr=1.0``.
 
     Args:
       learning_rate: :math:`\\eta \\ge 0` or a schedule; Zeiler's original is 1.
+        Required: None (optax's default) raises ``ValueError``.
       rho: :math:`\\rho` in [0, 1).
       eps: :math:`\\epsilon \\ge 0`.
       weight_decay: coupled L2 coefficient (torch's).
+      weight_decay_mask: tree of bools (or function of params) saying which leaves decay.
       state_dtype: dtype of the stored moments, e.g. ``jnp.bfloat16`` to halve
         their memory; arithmetic stays in the gradients' dtype.
 
     Examples:
       >>> import jax.numpy as jnp, numpy as np, gradtx
-      >>> opt = gradtx.adadelta()
+      >>> opt = gradtx.adadelta(1.0)
       >>> grads = {"w": jnp.array([1.0, -2.0])}
       >>> updates, state = opt.update(grads, opt.init(grads))
       >>> print(np.asarray(updates["w"]).round(4))  # about -sqrt(1e-6 / (0.1 * g**2)) * g
@@ -561,19 +624,25 @@ def adadelta(
       optax: ``optax.adadelta``; torch: ``torch.optim.Adadelta``.
     """
     with checks.named("adadelta"):
-        return float_leaves(
-            chain(
-                add_decayed_weights(weight_decay),
-                scale_by_adadelta(rho, eps, state_dtype=state_dtype),
-                scale_by_learning_rate(learning_rate),
-            )
+        blocks = (
+            add_decayed_weights(weight_decay, weight_decay_mask),
+            scale_by_adadelta(rho, eps, state_dtype=state_dtype),
         )
+    if learning_rate is None:  # after the blocks: their errors about rho and eps come first
+        raise ValueError(
+            "adadelta: learning_rate is required; optax's default None leaves AdaDelta's "
+            "step unsigned, so its updates ascend the loss. Pass learning_rate=1.0 for "
+            "Zeiler's AdaDelta (torch's default)"
+        )
+    with checks.named("adadelta"):
+        return float_leaves(chain(*blocks, scale_by_learning_rate(learning_rate)))
 
 
 def lion(
     learning_rate: ScalarOrSchedule,
     b1: Scalar = 0.9,
     b2: Scalar = 0.99,
+    mu_dtype: Any = None,
     weight_decay: ScalarOrSchedule = 1e-3,
     mask: Any | Callable[[Any], Any] | None = None,
     *,
@@ -592,6 +661,8 @@ def lion(
       learning_rate: :math:`\\eta \\ge 0` or a schedule.
       b1: :math:`\\beta_1` in [0, 1).
       b2: :math:`\\beta_2` in [0, 1).
+      mu_dtype: optax's dtype of the stored momentum, rounded to nearest
+        (None: the params'). Not with ``state_dtype``.
       weight_decay: decoupled coefficient :math:`\\lambda \\ge 0` or a schedule.
       mask: tree of bools (or function of params) saying which leaves decay.
       state_dtype: dtype of the stored moments, e.g. ``jnp.bfloat16`` to halve
@@ -613,7 +684,7 @@ def lion(
     with checks.named("lion"):
         return float_leaves(
             chain(
-                scale_by_lion(b1, b2, state_dtype=state_dtype),
+                scale_by_lion(b1, b2, mu_dtype, state_dtype=state_dtype),
                 add_decayed_weights(weight_decay, mask),
                 scale_by_learning_rate(learning_rate),
             )

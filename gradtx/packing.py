@@ -313,7 +313,7 @@ def packed(transform: GradientTransformation, max_leaf_size: int = MAX_LEAF_SIZE
       >>> opt = gradtx.packed(gradtx.sgd(0.1, momentum=0.9))
       >>> grads = {f"b{i}": jnp.ones(3) for i in range(100)}  # 100 small leaves
       >>> state = opt.init(grads)
-      >>> state.inner[1].trace["packed"]["float32"].shape  # one momentum buffer for all
+      >>> state.inner[0].trace["packed"]["float32"].shape  # one momentum buffer for all
       (300,)
       >>> updates, state = opt.update(grads, state)
       >>> print(updates["b7"])

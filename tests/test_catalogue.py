@@ -29,6 +29,27 @@ EXTRA = {"value": 1.0, "batch_size": 8}  # the extras a train step passes; other
 LR = gradtx.cntk.learning_rate_schedule(0.01, gradtx.cntk.UnitType.sample)
 MOMENTUM = gradtx.cntk.momentum_as_time_constant_schedule(100)
 
+
+def _odd(step):
+    return step % 2 == 1
+
+
+def _total_abs(tree):
+    return sum((jnp.sum(jnp.abs(x)) for x in jax.tree.leaves(tree)), jnp.zeros(()))
+
+
+def _lookahead_on_a_plain_tree():
+    """lookahead's params are LookaheadParams: synced pairs made from the drawn tree."""
+    inner = gradtx.lookahead(gradtx.adam(1e-2), 2, 0.5)
+
+    def update(updates, state, params=None, **extra):
+        pair = gradtx.LookaheadParams.init_synced(params)
+        new, state = inner.update(updates, state, pair, **extra)
+        return new.fast, state
+
+    return gradtx.GradientTransformation(inner.init, update)
+
+
 # Factories whose arguments are transforms, functions or CNTK schedules: built by hand.
 BUILDERS = {
     "accumulate": lambda: gradtx.accumulate(gradtx.adam(1e-2), 2),
@@ -37,9 +58,32 @@ BUILDERS = {
     "float_leaves": lambda: gradtx.float_leaves(gradtx.scale_by_adam()),
     "packed": lambda: gradtx.packed(gradtx.adamw(1e-2), max_leaf_size=8),
     "inject_hyperparams": lambda: gradtx.inject_hyperparams(gradtx.adam)(learning_rate=1e-2),
-    "lookahead": lambda: gradtx.lookahead(gradtx.adam(1e-2), 2, 0.5),
+    "inject_stateful_hyperparams": lambda: gradtx.inject_stateful_hyperparams(gradtx.sgd)(
+        gradtx.WrappedSchedule(S.cosine_decay(0.1, 10)), 0.9
+    ),
+    "lookahead": lambda: _lookahead_on_a_plain_tree(),
+    "lookahead_with_slow_weights": lambda: gradtx.lookahead_with_slow_weights(
+        gradtx.adam(1e-2), 2, 0.5
+    ),
+    "MultiSteps": lambda: gradtx.MultiSteps(gradtx.adam(1e-2), 2),  # a class, not a function
+    "apply_every": lambda: gradtx.apply_every(3),
+    "conditionally_mask": lambda: gradtx.conditionally_mask(gradtx.adam(1e-2), _odd),
+    "conditionally_transform": lambda: gradtx.conditionally_transform(gradtx.adam(1e-2), _odd),
+    "freeze": lambda: gradtx.freeze(lambda p: jax.tree.map(lambda x: x.ndim > 1, p)),
+    "selective_transform": lambda: gradtx.selective_transform(gradtx.adam(1e-2), freeze_mask=False),
+    "named_chain": lambda: gradtx.named_chain(
+        ("clip", gradtx.clip_by_global_norm(1.0)), ("sgd", gradtx.sgd(0.1))
+    ),
+    "with_extra_args_support": lambda: gradtx.with_extra_args_support(gradtx.adam(1e-2)),
+    "stateless_with_tree_map": lambda: gradtx.stateless_with_tree_map(lambda g, p: 2 * g),
+    "snapshot": lambda: gradtx.snapshot("total", _total_abs),
+    "monitor": lambda: gradtx.monitor({"total": _total_abs, "big": lambda u: _total_abs(u) > 1}),
+    "measure_with_ema": lambda: gradtx.monitor({"ema": gradtx.measure_with_ema(_total_abs, 0.9)}),
     "masked": lambda: gradtx.masked(
         gradtx.adam(1e-2), lambda p: jax.tree.map(lambda x: x.ndim > 1, p)
+    ),
+    "multi_transform": lambda: gradtx.multi_transform(
+        {"weights": gradtx.adam(1e-2)}, lambda p: jax.tree.map(lambda _: "weights", p)
     ),
     "partition": lambda: gradtx.partition(
         {"weights": gradtx.adam(1e-2)}, lambda p: jax.tree.map(lambda _: "weights", p)
@@ -67,6 +111,10 @@ NOT_TRANSFORMS = {
     "apply_updates", "find_learning_rate", "fused_available", "fused_update", "get_hyperparams",
     "groups_by_path", "init_empty_state", "is_fused", "load_state_dict", "make_train_step", "pack",
     "set_hyperparams", "state_dict", "sweep", "zero_shardings",
+    "skip_large_updates", "skip_not_finite",  # MultiSteps' skip rules
+    "global_norm", "incremental_update", "periodic_update", "safe_norm",  # gradtx.utils
+    "safe_root_mean_squares", "scale_gradient", "tree_map_params",
+    *gradtx.schedules.optax_schedules.__all__,  # optax's schedules, at the top level as in optax
 }  # fmt: skip
 
 
@@ -157,6 +205,7 @@ def test_transform_passes_the_checks_on_a_tree_with_a_complex_leaf(name, params,
 values = st.floats(1e-3, 10.0)
 lengths = st.integers(1, 10_000)
 decays = st.floats(0.05, 1.0)
+scales = st.dictionaries(st.integers(0, 10**6), st.floats(0, 2), max_size=3)  # {count: scale}
 
 SCHEDULES = {
     "constant": st.builds(S.constant, values),
@@ -172,8 +221,8 @@ SCHEDULES = {
         st.lists(values, min_size=4, max_size=4),
     ),
     "polynomial_decay": st.builds(S.polynomial_decay, values, values, st.floats(0.5, 3), lengths),
-    "exponential_decay": st.builds(S.exponential_decay, values, st.floats(0.1, 0.99), lengths,
-                                   st.booleans()),
+    "geometric_decay": st.builds(S.geometric_decay, values, st.floats(0.1, 0.99), lengths,
+                                 st.booleans()),
     "cosine_decay": st.builds(S.cosine_decay, values, lengths, st.floats(0, 1e-3)),
     "inverse_sqrt": st.builds(S.inverse_sqrt, values, lengths),
     "triangular": st.builds(S.triangular, st.floats(0, 1), values, st.integers(2, 10_000),
@@ -195,6 +244,34 @@ SCHEDULES = {
                                  st.integers(1, 5000), st.integers(1, 3), decays),
     "one_cycle": st.builds(lambda n, c: S.one_cycle(0.1, 1.0, n, c, 0.01),
                            st.integers(2, 5000), st.integers(1, 5000)),
+    # optax's schedules under optax's names
+    "constant_schedule": st.builds(S.constant_schedule, values),
+    "linear_schedule": st.builds(S.linear_schedule, values, values, lengths, st.integers(0, 10**6)),
+    "polynomial_schedule": st.builds(S.polynomial_schedule, values, values, st.floats(0.5, 3),
+                                     lengths, st.integers(0, 10**6)),
+    "exponential_decay": st.builds(S.exponential_decay, values, lengths, st.floats(0.1, 1.0),
+                                   st.integers(0, 10**6), st.booleans()),
+    "cosine_decay_schedule": st.builds(S.cosine_decay_schedule, values, lengths, st.floats(0, 1),
+                                       st.floats(0.5, 3)),
+    "piecewise_constant_schedule": st.builds(S.piecewise_constant_schedule, values, scales),
+    "piecewise_interpolate_schedule": st.builds(S.piecewise_interpolate_schedule,
+                                                st.sampled_from(["linear", "cosine"]), values,
+                                                scales),
+    "linear_onecycle_schedule": st.builds(S.linear_onecycle_schedule, lengths, values),
+    "cosine_onecycle_schedule": st.builds(S.cosine_onecycle_schedule, lengths, values),
+    "warmup_constant_schedule": st.builds(S.warmup_constant_schedule, values, values, lengths),
+    "warmup_cosine_decay_schedule": st.builds(
+        lambda a, b, w, d: S.warmup_cosine_decay_schedule(a, b, w, w + d), values, values,
+        lengths, lengths),
+    "warmup_exponential_decay_schedule": st.builds(S.warmup_exponential_decay_schedule, values,
+                                                   values, lengths, lengths, st.floats(0.1, 0.99)),
+    "sgdr_schedule": st.builds(
+        lambda w, d: S.sgdr_schedule(
+            [dict(init_value=0.0, peak_value=1.0, warmup_steps=w, decay_steps=w + d)] * 2),
+        lengths, lengths),
+    "join_schedules": st.builds(
+        lambda v, n: S.join_schedules([S.constant_schedule(v), S.linear_schedule(v, 0.0, n)], [n]),
+        values, lengths),
 }  # fmt: skip
 
 NOT_SCHEDULES = {"plot_schedule", "reduce_on_plateau"}

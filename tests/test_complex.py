@@ -156,7 +156,7 @@ def test_global_norm_of_a_complex_tree_is_optaxs():
 
 NO_COMPLEX_RULE = {
     "lion": lambda: gradtx.lion(1e-3),
-    "adadelta": lambda: gradtx.adadelta(),
+    "adadelta": lambda: gradtx.adadelta(1.0),
     "scale_by_lion": lambda: gradtx.scale_by_lion(),
     "scale_by_adadelta": lambda: gradtx.scale_by_adadelta(),
     "clip": lambda: gradtx.clip(1.0),

@@ -510,7 +510,8 @@ REORDERED = {
         lambda: gradtx.masked(gradtx.adam(1e-2), {"dense": True, "conv": False, "head": True}),
         False),
     "apply_if_finite": (lambda: gradtx.apply_if_finite(gradtx.adam(1e-2), 3), False),
-    "lookahead": (lambda: gradtx.lookahead(gradtx.adam(1e-2), 2, 0.5), False),
+    "lookahead_with_slow_weights": (
+        lambda: gradtx.lookahead_with_slow_weights(gradtx.adam(1e-2), 2, 0.5), False),
     "optax.chain of gradtx blocks": (lambda: optax.chain(*_adam_blocks()), False),
     "injected, in another order": (
         lambda: gradtx.inject_hyperparams(

@@ -78,13 +78,13 @@ def test_apply_if_finite_skips_nan_and_inf_and_loses_nothing(name):
     good = {"w": jnp.ones((2, 3)), "b": jnp.ones(3)}
     state = opt.init(params())
     _, state = opt.update(good, state, params(), **EXTRA)
-    before = state.inner
+    before = state.inner_state
     for bad in (jnp.nan, jnp.inf):
         grads = jax.tree.map(lambda x, bad=bad: x * bad, good)
         u, state = opt.update(grads, state, params(), **EXTRA)
         assert all(not np.any(np.asarray(x)) for x in jax.tree.leaves(u))
-        jax.tree.map(np.testing.assert_array_equal, state.inner, before)
-    assert int(state.total_errors) == 2
+        jax.tree.map(np.testing.assert_array_equal, state.inner_state, before)
+    assert int(state.total_notfinite) == 2
 
 
 @pytest.mark.parametrize("name", LEARNERS)

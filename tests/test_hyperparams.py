@@ -28,12 +28,15 @@ class InjectTest(chex.TestCase):
         ),
         ("rmsprop", gradtx.rmsprop, dict(learning_rate=1e-2, centered=True, momentum=0.5)),
     )
-    def test_same_numbers_as_the_plain_learner(self, factory, kwargs):
+    def test_same_numbers_as_optax_injected(self, factory, kwargs):
+        # The defaults (adam's b2, eps, ...) are injected as float32 arrays too, as in optax, so
+        # the oracle is optax's injected learner, not the plain one (1 - b2 rounds differently).
         params = make_params()
         injected = gradtx.inject_hyperparams(factory)(**kwargs)
+        theirs = optax.inject_hyperparams(getattr(optax, factory.__name__))(**kwargs)
         assert_trees_close(
-            run(injected, params, update=self.variant(injected.update)),
-            run(factory(**kwargs), params),
+            run(injected, params, steps=50, update=self.variant(injected.update)),
+            run(theirs, params, steps=50),
         )
 
 
@@ -53,7 +56,10 @@ def test_paths_through_chains_and_partitions():
     for _ in range(3):
         _, state = opt.update(params, state, params)
     found = gradtx.get_hyperparams(state)
-    assert set(found) == {"slow/learning_rate", "slow/momentum", "fast/learning_rate"}
+    # adam's defaults are injected, as optax injects them; sgd's keyword-only ones are not.
+    assert set(found) == {"slow/learning_rate", "slow/momentum", "fast/learning_rate"} | {
+        f"fast/{name}" for name in ("b1", "b2", "eps", "eps_root")
+    }
     np.testing.assert_allclose(found["fast/learning_rate"], 0.1 - 0.1 * 2 / 4)  # used at count 2
     assert all(v.dtype == jnp.float32 for v in found.values())
 
@@ -109,10 +115,29 @@ def test_torch_lab_two_groups_with_a_learning_rate_cut():
         np.testing.assert_allclose(actual, expected, rtol=2e-5, atol=1e-6)
 
 
-def test_hyperparameters_stay_float32_for_bfloat16_params():
-    params = {"w": jnp.ones(3, jnp.bfloat16)}
+def test_hyperparameter_dtypes_follow_optax_but_never_narrower_than_float32():
+    """optax infers the params' highest dtype; for bfloat16 params that rounds Adam's
+    b2 = 0.999 to 1, so gradtx keeps them float32 there, and float64 for float64 params."""
+    params = {"w": jnp.ones(3, jnp.bfloat16), "step": jnp.zeros((), jnp.int32)}
     state = gradtx.inject_hyperparams(gradtx.adam)(learning_rate=1e-3).init(params)
-    assert gradtx.get_hyperparams(state)["learning_rate"].dtype == jnp.float32
+    reference = optax.inject_hyperparams(optax.adam)(learning_rate=1e-3).init(params)
+    assert reference.hyperparams["b2"].dtype == jnp.bfloat16 and reference.hyperparams["b2"] == 1
+    assert {v.dtype for v in state.hyperparams.values()} == {jnp.dtype(jnp.float32)}
+    # An explicit hyperparam_dtype is optax's: every floating hyperparameter in it.
+    f32 = {"w": jnp.ones(3)}
+    for dtype in (jnp.float32, jnp.float16):
+        ours = gradtx.inject_hyperparams(gradtx.sgd, hyperparam_dtype=dtype)(0.1, 0.9)
+        theirs = optax.inject_hyperparams(optax.sgd, hyperparam_dtype=dtype)(0.1, 0.9)
+        s1, s2 = ours.init(f32), theirs.init(f32)
+        assert {k: v.dtype for k, v in s1.hyperparams.items()} == {
+            k: v.dtype for k, v in s2.hyperparams.items()
+        }
+        u1, _ = ours.update(f32, s1, f32)
+        u2, _ = theirs.update(f32, s2, f32)
+        assert_trees_close(u1, u2, rtol=1e-6)
+    # set_hyperparams keeps the dtype, so a jitted step sees the same types.
+    changed = gradtx.set_hyperparams(s1, learning_rate=0.5)
+    assert changed.hyperparams["learning_rate"].dtype == jnp.float16
 
 
 def test_vmap_over_an_injected_learning_rate():
@@ -133,8 +158,8 @@ def test_errors():
         gradtx.set_hyperparams(state, learning_rate=0.2)
     with pytest.raises(KeyError, match="no hyperparameter 'momentum'"):
         gradtx.set_hyperparams(state, momentum=0.2)
-    with pytest.raises(TypeError, match="pass hyperparameters by name"):
-        gradtx.inject_hyperparams(gradtx.adam)(0.1)
+    with pytest.raises(ValueError, match="static_args must name arguments of 'adam'"):
+        gradtx.inject_hyperparams(gradtx.adam, static_args="lr")
     with pytest.raises(ValueError, match="adam: b1 must be in"):
         gradtx.inject_hyperparams(gradtx.adam)(learning_rate=0.1, b1=2.0)
 
@@ -184,9 +209,9 @@ def test_inject_hyperparams_of_an_optax_factory_gives_it_no_extras():
     params = {"a": jnp.arange(3.0)}
     tx = gradtx.inject_hyperparams(optax.scale_by_adam)(b1=0.8)
     ours, _ = tx.update(params, tx.init(params), params, value=1.0, batch_size=8)
-    adam = optax.scale_by_adam(b1=0.8)
+    adam = optax.inject_hyperparams(optax.scale_by_adam)(b1=0.8)
     expected, _ = adam.update(params, adam.init(params), params)
-    assert_trees_close(ours, expected, rtol=1e-6)  # b1 kept as float32: rounding differs
+    assert_trees_close(ours, expected, rtol=1e-6)
 
 
 def test_inject_hyperparams_keeps_keys_and_integers_as_they_are():
@@ -210,7 +235,8 @@ def test_inject_hyperparams_keeps_keys_and_integers_as_they_are():
     u, _ = tx.update({"w": jnp.ones(4)}, state, params)
     np.testing.assert_array_equal(u["w"], 1.5)
     plateau = gradtx.inject_hyperparams(gradtx.schedules.reduce_on_plateau)(factor=0.5, patience=2)
-    assert set(plateau.init(params).hyperparams) == {"factor"}
+    # patience and cooldown default to ints: static; the floats are injected, as in optax.
+    assert set(plateau.init(params).hyperparams) == {"factor", "threshold", "min_scale"}
     with pytest.raises(TypeError, match="steps is int32"):
         gradtx.set_hyperparams(state, steps=2.5)
     changed = gradtx.set_hyperparams(state, steps=jnp.asarray(4, jnp.int32))

@@ -219,8 +219,8 @@ def test_a_checkpoint_keys_a_packed_moment_by_buffer():
     state = opt.init(params)
     _, state = opt.update(params.repack({"a": jnp.ones(3), "b": jnp.ones(2)}), state, params)
     saved = gradtx.state_dict(state)
-    assert set(saved["1"]["mu"]) == {"float32", "bfloat16"}
-    assert saved["1"]["mu"]["float32"].shape == (3,)
+    assert set(saved["0"]["mu"]) == {"float32", "bfloat16"}
+    assert saved["0"]["mu"]["float32"].shape == (3,)
     chex.assert_trees_all_equal(gradtx.load_state_dict(state, saved), state)
 
 
@@ -306,7 +306,7 @@ def test_packed_clip_adamw_equals_optax_chain():
 def test_state_is_packed():
     params = many_leaves()
     state = gradtx.packed(gradtx.adam(1e-3)).init(params)
-    mu = state.inner[1].mu
+    mu = state.inner[0].mu
     assert set(mu["packed"]) == {"float32", "bfloat16"}
     assert mu["packed"]["float32"].shape == (70 * 16 + 3 * 15 + 1,)
     assert [x.shape for x in mu["loose"]] == [(80, 80)]

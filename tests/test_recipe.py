@@ -36,11 +36,11 @@ def test_a_stage_finds_and_puts_its_moments_where_the_learner_keeps_them():
     tx = gradtx.chain(gradtx.clip_by_global_norm(1.0), gradtx.adam(0.1))
     state = tx.init(PARAMS)
     adam = next(s for s in recipe.recipe_of(tx)(state) if s.rule is SCALE_BY_ADAM)
-    assert adam.moments[0] is state[1][1].mu and adam.moments[1] is state[1][1].nu
+    assert adam.moments[0] is state[1][0].mu and adam.moments[1] is state[1][0].nu
     new_mu, new_nu = ({"w": jnp.full(2, k), "b": jnp.array(k)} for k in (7.0, 9.0))
     put = adam.put(state, (new_mu, new_nu))
-    assert put[1][1].mu is new_mu and put[1][1].nu is new_nu
-    assert put[0] is state[0] and put[1][0] is state[1][0] and put[1][1].count is state[1][1].count
+    assert put[1][0].mu is new_mu and put[1][0].nu is new_nu
+    assert put[0] is state[0] and put[1][1] is state[1][1] and put[1][0].count is state[1][0].count
 
 
 def test_scheduled_hyperparameters_are_read_at_the_states_count():
@@ -62,8 +62,8 @@ def test_injected_hyperparameters_come_from_the_state():
     *_, rate = recipe.recipe_of(tx)(state)
     np.testing.assert_allclose(rate.values(PARAMS), [-0.25])
     adam = next(s for s in recipe.recipe_of(tx)(state) if s.rule is SCALE_BY_ADAM)
-    assert adam.moments[0] is state.inner[1].mu
-    assert adam.put(state, adam.moments).inner[1].mu is state.inner[1].mu
+    assert adam.moments[0] is state.inner_state[0].mu
+    assert adam.put(state, adam.moments).inner_state[0].mu is state.inner_state[0].mu
 
 
 def test_clip_reads_its_scale_from_the_gradients():

@@ -236,10 +236,10 @@ def test_step_and_multistep_are_torch():
     )
 
 
-def test_exponential_is_torch_exponential_lr():
-    check(S.exponential_decay(0.1, 0.999), lambda t: 0.1 * 0.999**t)
+def test_geometric_decay_is_torch_exponential_lr():
+    check(S.geometric_decay(0.1, 0.999), lambda t: 0.1 * 0.999**t)
     check(
-        S.exponential_decay(0.1, 0.5, 100, staircase=True, end_value=1e-3),
+        S.geometric_decay(0.1, 0.5, 100, staircase=True, end_value=1e-3),
         lambda t: max(0.1 * 0.5 ** (t // 100), 1e-3),
     )
 
@@ -292,7 +292,7 @@ def test_cyclic_lr_is_torch_cyclic_lr(mode, down):
 
 def test_join_is_torch_sequential_lr():
     warm = S.linear(0.01, 0.1, 100)
-    decay = S.exponential_decay(0.1, 0.99)
+    decay = S.geometric_decay(0.1, 0.99)
     check(
         S.join([warm, decay], [100]),
         lambda t: 0.01 + 0.09 * t / 100 if t < 100 else 0.1 * 0.99 ** (t - 100),
@@ -424,7 +424,7 @@ BAD = [
         lambda: S.join([S.constant(1.0)], [10]),
         "join: schedules must have len(boundaries) + 1 = 2 entries, got 1",
     ),
-    (lambda: S.exponential_decay(1.0, 1.5), "exponential_decay: decay_rate 1.5 > 1 grows"),
+    (lambda: S.geometric_decay(1.0, 1.5), "geometric_decay: decay_rate 1.5 > 1 grows"),
     (lambda: S.warmup(S.constant(1.0), 0), "warmup: length must be > 0, got 0"),
     (lambda: S.reduce_on_plateau(threshold_mode="max"), "reduce_on_plateau: threshold_mode must"),
     (lambda: S.cosine_restarts(1.0, 10, 0), "cosine_restarts: cycle_mult must be > 0, got 0"),
@@ -485,6 +485,17 @@ def cyclic_lr_reference(base, top, up, down, t, halving=False):
     return base + (top - base) * height * (0.5 ** (cycle - 1) if halving else 1.0)
 
 
+def onecycle_reference(bounds, values, t, cosine):
+    """optax's piecewise interpolation from 0 through ``bounds`` between ``values``, in float64."""
+    t = np.asarray(t, np.float64)
+    result = np.full(t.shape, values[-1])
+    for start, end, a, b in zip([0, *bounds[:-1]], bounds, values[:-1], values[1:], strict=True):
+        p = (t - start) / max(end - start, 1)
+        between = b + (a - b) * (np.cos(np.pi * p) + 1) / 2 if cosine else a + (b - a) * p
+        result = np.where((start <= t) & (t < end), between, result)
+    return result
+
+
 # Every length argument of every public schedule: (schedule of a length n, closed form of
 # (n, t) in float64, valid for t < n).
 LONG_LENGTHS = {
@@ -504,12 +515,12 @@ LONG_LENGTHS = {
         lambda n: S.multistep_decay(1.0, [100, n], 0.5),
         lambda n, t: 0.5 ** (np.asarray(t >= 100, float) + np.asarray(t >= n, float)),
     ),
-    "exponential_decay(transition_steps)": (
-        lambda n: S.exponential_decay(2.0, 0.5, n),
+    "geometric_decay(transition_steps)": (
+        lambda n: S.geometric_decay(2.0, 0.5, n),
         lambda n, t: 2.0 * 0.5 ** (t / n),
     ),
-    "exponential_decay(transition_steps, staircase)": (
-        lambda n: S.exponential_decay(2.0, 0.5, n, staircase=True),
+    "geometric_decay(transition_steps, staircase)": (
+        lambda n: S.geometric_decay(2.0, 0.5, n, staircase=True),
         lambda n, t: 2.0 * 0.5 ** (t // n),
     ),
     "polynomial_decay(transition_steps)": (
@@ -574,6 +585,66 @@ LONG_LENGTHS = {
     ),
     "join(boundaries)": (
         lambda n: S.join([S.constant(1.0), S.linear(1.0, 0.5, 1000), S.constant(5.0)], [100, n]),
+        lambda n, t: np.where(t < 100, 1.0, np.where(t < n, linear_1000(t - 100), 5.0)),
+    ),
+    # optax's schedules under optax's names (tests/test_optax_schedules.py compares them
+    # with optax itself where optax computes such lengths).
+    "linear_schedule(transition_steps)": (
+        lambda n: S.linear_schedule(0.3, 0.01, n),
+        lambda n, t: 0.3 + (0.01 - 0.3) * np.minimum(t / n, 1.0),
+    ),
+    "polynomial_schedule(transition_steps)": (
+        lambda n: S.polynomial_schedule(1.0, 0.1, 2.0, n),
+        lambda n, t: 0.1 + 0.9 * (1 - np.minimum(t, n) / n) ** 2,
+    ),
+    "exponential_decay(transition_steps)": (
+        lambda n: S.exponential_decay(2.0, n, 0.5),
+        lambda n, t: 2.0 * 0.5 ** (t / n),
+    ),
+    "exponential_decay(transition_steps, staircase)": (
+        lambda n: S.exponential_decay(2.0, n, 0.5, staircase=True),
+        lambda n, t: 2.0 * 0.5 ** (t // n),
+    ),
+    "cosine_decay_schedule(decay_steps)": (
+        lambda n: S.cosine_decay_schedule(1000.0, n, 0.001),
+        lambda n, t: 1000.0 * (0.999 * cosine_shape(np.minimum(t, n) / n) + 0.001),
+    ),
+    "warmup_constant_schedule(warmup_steps)": (
+        lambda n: S.warmup_constant_schedule(0.1, 1.0, n),
+        lambda n, t: 0.1 + 0.9 * np.minimum(t / n, 1.0),
+    ),
+    "warmup_cosine_decay_schedule(warmup_steps)": (
+        lambda n: S.warmup_cosine_decay_schedule(0.1, 1.0, n, n + 1000, 0.01),
+        lambda n, t: 0.1 + 0.9 * t / n,
+    ),
+    "warmup_cosine_decay_schedule(decay_steps)": (
+        lambda n: S.warmup_cosine_decay_schedule(0.1, 1.0, 1000, n, 0.01),
+        lambda n, t: np.where(
+            t < 1000, 0.1 + 0.9 * t / 1000, 0.99 * cosine_shape((t - 1000) / (n - 1000)) + 0.01
+        ),
+    ),
+    "warmup_exponential_decay_schedule(warmup_steps)": (
+        lambda n: S.warmup_exponential_decay_schedule(0.1, 1.0, n, 100, 0.5),
+        lambda n, t: 0.1 + 0.9 * t / n,
+    ),
+    "warmup_exponential_decay_schedule(transition_steps)": (
+        lambda n: S.warmup_exponential_decay_schedule(0.1, 1.0, 1000, n, 0.5),
+        lambda n, t: np.where(t < 1000, 0.1 + 0.9 * t / 1000, 0.5 ** ((t - 1000) / n)),
+    ),
+    "linear_onecycle_schedule(transition_steps)": (
+        lambda n: S.linear_onecycle_schedule(n, 1.0),
+        lambda n, t: onecycle_reference(
+            [int(0.3 * n), int(0.85 * n), n], [0.04, 1.0, 0.04, 4e-6], t, cosine=False
+        ),
+    ),
+    "cosine_onecycle_schedule(transition_steps)": (
+        lambda n: S.cosine_onecycle_schedule(n, 1.0),
+        lambda n, t: onecycle_reference([int(0.3 * n), n], [0.04, 1.0, 4e-6], t, cosine=True),
+    ),
+    "join_schedules(boundaries)": (
+        lambda n: S.join_schedules(
+            [S.constant(1.0), S.linear(1.0, 0.5, 1000), S.constant(5.0)], [100, n]
+        ),
         lambda n, t: np.where(t < 100, 1.0, np.where(t < n, linear_1000(t - 100), 5.0)),
     ),
 }

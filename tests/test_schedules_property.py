@@ -45,7 +45,7 @@ def schedule_cases(lengths, offsets, cooldowns):
             decays,
         ),
         st.builds(
-            lambda v, r, n, s: (S.exponential_decay(v, r, n, s), 0.0, v),
+            lambda v, r, n, s: (S.geometric_decay(v, r, n, s), 0.0, v),
             values,
             st.floats(0.5, 1.0),
             lengths,

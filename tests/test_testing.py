@@ -117,5 +117,7 @@ def test_hyperparameters_strategy_draws_valid_arguments(kwargs):
 
 
 def test_hyperparameters_strategy_asks_for_unknown_required_arguments():
-    with pytest.raises(ValueError, match="no strategy for lookahead's required argument 'fast'"):
+    with pytest.raises(
+        ValueError, match="no strategy for lookahead's required argument 'fast_optimizer'"
+    ):
         hyperparameters(gradtx.lookahead)

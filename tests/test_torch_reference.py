@@ -221,7 +221,7 @@ def test_adamax_as_torch():
 
 
 def test_adadelta_as_torch():
-    _check_against(gradtx.adadelta(), torch_adadelta)
+    _check_against(gradtx.adadelta(1.0), torch_adadelta)
     _check_against(gradtx.adadelta(0.5, weight_decay=0.1), torch_adadelta, lr=0.5, weight_decay=0.1)
 
 

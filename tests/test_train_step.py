@@ -89,7 +89,7 @@ def test_train_step_equals_hand_written_step(name):
 
 def test_train_step_reports_injected_hyperparams_and_aux():
     opt = gradtx.inject_hyperparams(gradtx.sgd)(
-        learning_rate=gradtx.schedules.exponential_decay(0.1, 0.5), momentum=0.9
+        learning_rate=gradtx.schedules.geometric_decay(0.1, 0.5), momentum=0.9
     )
     step = gradtx.make_train_step(loss_with_aux, opt, has_aux=True)
     params, state = init_params(), opt.init(init_params())

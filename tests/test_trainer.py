@@ -87,7 +87,7 @@ def test_trainer_load_checks_everything_before_replacing_anything(tmp_path):
     jax.tree.map(np.testing.assert_array_equal, before, after)
 
     plain = gradtx.Trainer(loss_fn, gradtx.adam(1e-2), init_params(), progress=False)
-    with pytest.raises(ValueError, match=r"the file has no entry 'state/\d/mu/b'"):
+    with pytest.raises(ValueError, match=r"the file has no entry 'state/"):
         plain.load(path)
 
 

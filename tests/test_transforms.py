@@ -73,7 +73,7 @@ class ClosedFormTest(chex.TestCase):
     @parameterized.product(nesterov=[False, True], unit_gain=[False, True])
     def test_trace_numpy(self, nesterov, unit_gain):
         grads = _stream()
-        out, _ = _apply(gradtx.trace(0.8, nesterov, unit_gain), grads, self.variant)
+        out, _ = _apply(gradtx.trace(0.8, nesterov, unit_gain=unit_gain), grads, self.variant)
         k = 0.2 if unit_gain else 1.0
         m = np.zeros(5)
         for g, u in zip(grads, out, strict=True):

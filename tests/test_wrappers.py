@@ -1,4 +1,4 @@
-"""apply_if_finite, accumulate, lookahead and ema_params: closed forms, optax, torch's rules."""
+"""apply_if_finite, accumulate, lookahead_with_slow_weights, ema_params: closed forms, oracles."""
 
 from __future__ import annotations
 
@@ -31,8 +31,8 @@ class ApplyIfFiniteTest(chex.TestCase):
             u, state = update(g, state, p)
             p = gradtx.apply_updates(p, u)
             if t == 4:
-                assert int(state.consecutive_errors) == 2 and not bool(state.last_finite)
-        assert int(state.consecutive_errors) == 0 and int(state.total_errors) == 2
+                assert int(state.notfinite_count) == 2 and not bool(state.last_finite)
+        assert int(state.notfinite_count) == 0 and int(state.total_notfinite) == 2
         ref_opt, ref = gradtx.adam(1e-2), params
         ref_state, ref_update = ref_opt.init(ref), self.variant(ref_opt.update)
         for t in range(10):
@@ -52,7 +52,7 @@ class ApplyIfFiniteTest(chex.TestCase):
         u, state = opt.update(bad, state, params)
         assert np.isinf(u["w"][0])  # second in a row: applied, as in optax
         u, state = opt.update({"w": jnp.ones(2)}, state, params)
-        assert int(state.consecutive_errors) == 0 and int(state.total_errors) == 2
+        assert int(state.notfinite_count) == 0 and int(state.total_notfinite) == 2
 
     def test_vmap_over_learning_rate(self):
         params = make_params()
@@ -98,9 +98,9 @@ class AccumulateTest(chex.TestCase):
 
 class LookaheadAndEmaTest(chex.TestCase):
     @chex.variants(with_jit=True, without_jit=True)
-    def test_lookahead_is_zhang_et_al(self):
+    def test_lookahead_with_slow_weights_is_zhang_et_al(self):
         params = make_params()
-        opt = gradtx.lookahead(gradtx.sgd(0.1), sync_period=3, slow_step_size=0.5)
+        opt = gradtx.lookahead_with_slow_weights(gradtx.sgd(0.1), sync_period=3, slow_step_size=0.5)
         update = self.variant(opt.update)
         state, p = opt.init(params), params
         for t in range(8):
@@ -141,6 +141,11 @@ class LookaheadAndEmaTest(chex.TestCase):
             opt.update({"w": jnp.ones(2)}, opt.init({"w": jnp.ones(2)}))
         with pytest.raises(ValueError, match="lookahead: sync_period must be an integer >= 1"):
             gradtx.lookahead(gradtx.sgd(0.1), 0, 0.5)
+        with pytest.raises(
+            ValueError, match="lookahead_with_slow_weights: update needs the params"
+        ):
+            opt = gradtx.lookahead_with_slow_weights(gradtx.sgd(0.1), 2, 0.5)
+            opt.update({"w": jnp.ones(2)}, opt.init({"w": jnp.ones(2)}))
 
 
 def test_clip_by_global_norm_across_a_named_axis():
@@ -179,11 +184,11 @@ def test_accumulate_and_apply_if_finite_inside_shard_map():
     "make",
     [
         lambda lr: gradtx.accumulate(gradtx.adam(lr), every_k=2),
-        lambda lr: gradtx.lookahead(gradtx.sgd(lr), sync_period=2, slow_step_size=0.5),
+        lambda lr: gradtx.lookahead_with_slow_weights(gradtx.sgd(lr), 2, slow_step_size=0.5),
         lambda lr: gradtx.chain(gradtx.adam(lr), gradtx.ema_params(0.9)),
         lambda lr: gradtx.masked(gradtx.adam(lr), lambda p: jax.tree.map(lambda x: x.ndim > 1, p)),
     ],
-    ids=["accumulate", "lookahead", "ema_params", "masked"],
+    ids=["accumulate", "lookahead_with_slow_weights", "ema_params", "masked"],
 )
 def test_wrappers_under_vmap_over_learning_rate(make):
     params = make_params()
@@ -210,7 +215,7 @@ def test_apply_if_finite_around_accumulate_drops_the_non_finite_micro_step():
     out, state = _micro_steps(opt, [1.0, jnp.nan, 2.0, 3.0, 4.0, 5.0])
     # Cycles are (1, 2) and (3, 4): the mean steps -1.5 and -3.5 land one micro-step late.
     assert out == [0.0, 0.0, -1.5, 0.0, -3.5, 0.0]
-    assert int(state.total_errors) == 1 and int(state.inner.micro_step) == 1
+    assert int(state.total_notfinite) == 1 and int(state.inner_state.micro_step) == 1
 
 
 def test_accumulate_around_apply_if_finite_skips_the_whole_accumulated_step():
@@ -219,7 +224,7 @@ def test_accumulate_around_apply_if_finite_skips_the_whole_accumulated_step():
     out, state = _micro_steps(opt, [1.0, jnp.nan, 2.0, 3.0, 4.0, 5.0])
     # Cycles are (1, NaN), (2, 3), (4, 5): the first, with its finite gradient 1, is lost.
     assert out == [0.0, 0.0, 0.0, -2.5, 0.0, -4.5]
-    assert int(state.inner.total_errors) == 1 and int(state.micro_step) == 0
+    assert int(state.inner.total_notfinite) == 1 and int(state.micro_step) == 0
 
 
 def test_a_schedule_inside_accumulate_counts_updates_not_micro_steps():
@@ -319,7 +324,11 @@ WRAPPERS = {
     "masked_half": lambda t: gradtx.masked(t, {"a": True, "b": False}),
     "apply_if_finite": lambda t: gradtx.apply_if_finite(t, 2),
     "accumulate": lambda t: gradtx.accumulate(t, 1),
-    "lookahead": lambda t: gradtx.lookahead(t, 5, 0.5),
+    "lookahead_with_slow_weights": lambda t: gradtx.lookahead_with_slow_weights(t, 5, 0.5),
+    "MultiSteps": lambda t: gradtx.MultiSteps(t, 1),
+    "named_chain": lambda t: gradtx.named_chain(("only", t)),
+    "conditionally_transform": lambda t: gradtx.conditionally_transform(t, lambda step: True),
+    "with_extra_args_support": gradtx.with_extra_args_support,
     "packed": lambda t: gradtx.packed(t),
     "float_leaves": gradtx.float_leaves,
 }

@@ -318,7 +318,7 @@ class Applied(NamedTuple):
 
     params: Any
     state: Any
-    grad_norm: jax.Array  # of the gradients given, as gradtx.tree.norm computes it
+    grad_norm: jax.Array  # of the gradients given, as gradtx.tree.metric_norm computes it
     update_norm: jax.Array  # of the updates applied, likewise
 
 
@@ -342,8 +342,8 @@ def update_and_apply(
     The kernels sum both squares in the pass that updates the params (in
     float64 within each call, in float32 across calls), so the norms cost no
     pass over memory of their own; the plain path computes them with
-    :func:`gradtx.tree.norm`. Either way they agree with
-    ``tree.norm(updates)`` and the norm of ``learner.update``'s updates to
+    :func:`gradtx.tree.metric_norm`. Either way they agree with
+    ``tree.metric_norm(updates)`` and the norm of ``learner.update``'s updates to
     float32 rounding, and overflow to inf past float32's range as it does.
     Under ``jit`` a norm that is not used costs nothing on the plain path.
     """
@@ -356,7 +356,9 @@ def update_and_apply(
     ):
         new_updates, new_state = learner.update(updates, state, params, **extra)
         new_params = apply_updates(params, new_updates)
-        return Applied(new_params, new_state, tree.norm(updates), tree.norm(new_updates))
+        return Applied(
+            new_params, new_state, tree.metric_norm(updates), tree.metric_norm(new_updates)
+        )
     # The learner's own update gives every count and scalar of the new state;
     # its moment arithmetic is unused and XLA removes it.
     _, new_state = learner.update(updates, state, params, **extra)

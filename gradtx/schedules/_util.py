@@ -8,7 +8,9 @@ arithmetic, as optax evaluates every count. It gives the int32 count's value
 below 2**24, where float32 holds every integer; up to the int32 maximum the
 floor divisions, remainders and boundary tests stay exact (a wrapper's shifted
 count ``t - s`` is rounded to float32 before its inner schedule sees it), and
-beyond that range the result has float32 precision.
+beyond that range the result has float32 precision. optax's schedules under
+optax's names keep a float count's fraction instead, as optax does
+(:func:`as_count_with_fraction`, :func:`since_with_fraction`).
 
 Lengths. Lengths and boundaries are concrete Python integers of any size. One
 beyond the int32 range is never reached by an int32 count; it enters the
@@ -63,6 +65,19 @@ def as_count(count: Any) -> jax.Array:
     if jnp.issubdtype(count.dtype, jnp.floating):
         # Whole numbers, as the int32 conversion of a float count has always truncated.
         return jnp.trunc(count.astype(jnp.float32))
+    return count.astype(jnp.int32)
+
+
+def as_count_with_fraction(count: Any) -> jax.Array:
+    """The step count as an array, int32 as :func:`as_count` gives it, or float32 fractions kept.
+
+    optax's schedules interpolate between counts (``linear_schedule(0, 1, 10)(2.5)``
+    is 0.25); the schedules under optax's names do the same. Integer counts are
+    exact int32, as everywhere.
+    """
+    count = jnp.asarray(_widen(count))
+    if jnp.issubdtype(count.dtype, jnp.floating):
+        return count.astype(jnp.float32)
     return count.astype(jnp.int32)
 
 
@@ -167,6 +182,29 @@ def since(count: jax.Array, start: int) -> jax.Array:
     return on_whole_counts(
         count, exact, lambda c: jnp.maximum(c - length_float(start), 0.0).astype(jnp.float32)
     )
+
+
+def since_with_fraction(count: jax.Array, start: int) -> jax.Array:
+    """:func:`since` for a count from :func:`as_count_with_fraction`: a float keeps its fraction.
+
+    The whole part is shifted exactly, as :func:`since` shifts it; the fraction is
+    added back once the whole count has reached ``start`` (before that the result is 0).
+    """
+    if not is_float(count):
+        return since(count, start)
+    whole = jnp.floor(count)
+    return since(whole, start) + jnp.where(reached(whole, start), count - whole, 0.0)
+
+
+def bounded_by_end_value(value: jax.Array, decay_rate: Any, end_value: Any) -> jax.Array:
+    """An exponential schedule's value bounded by ``end_value``: from below when it decays.
+
+    From below when ``decay_rate < 1``, from above otherwise (a tracer rate chooses
+    at run time); ``value`` itself when ``end_value`` is None.
+    """
+    if end_value is None:
+        return value
+    return jnp.where(decay_rate < 1, jnp.maximum(value, end_value), jnp.minimum(value, end_value))
 
 
 def count_like(count: jax.Array, value: int) -> jax.Array:

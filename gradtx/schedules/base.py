@@ -22,6 +22,7 @@ from gradtx.schedules._util import (
     as_count,
     as_float,
     boundaries_passed,
+    bounded_by_end_value,
     check_boundaries,
     clamped_progress,
     floor_divide,
@@ -131,19 +132,25 @@ def multistep_decay(init_value: Scalar, milestones: Sequence[int], factor: Scala
     return schedule
 
 
-def exponential_decay(
+def geometric_decay(
     init_value: Scalar,
     decay_rate: Scalar,
     transition_steps: int = 1,
     staircase: bool = False,
     end_value: Scalar | None = None,
 ) -> Schedule:
-    """Exponential decay (torch's ExponentialLR with the default ``transition_steps=1``).
+    """Multiply by ``decay_rate`` every ``transition_steps`` steps: a geometric sequence.
 
     .. math:: v_t = v_0 r^{t / T} \\quad (\\lfloor t / T \\rfloor \\text{ with staircase}),
 
     bounded by ``end_value`` when given (from below when :math:`r < 1`, from above when
-    :math:`r > 1`).
+    :math:`r > 1`). With the default :math:`T = 1` this is torch's
+    ``ExponentialLR(gamma=r)``: the rate argument comes second, as torch's ``gamma``
+    does. :math:`r^{t/T}` is computed from :math:`\\log r` in float64, so
+    ``geometric_decay(1, 0.999)(5000)`` is :math:`0.999^{5000}` to float32
+    precision, as torch's float64 arithmetic gives it. (:func:`exponential_decay`
+    is optax's: ``transition_steps`` before ``decay_rate``, and optax's float32
+    rounding of :math:`r`.)
 
     Args:
       init_value: :math:`v_0`.
@@ -151,14 +158,22 @@ def exponential_decay(
       transition_steps: :math:`T > 0`.
       staircase: decay in whole steps of :math:`T`.
       end_value: the bound, or None.
+
+    References:
+      torch: ``torch.optim.lr_scheduler.ExponentialLR``. This was gradtx's
+      ``exponential_decay`` before that name took optax's meaning.
+
+    Example:
+      >>> from gradtx import schedules as S
+      >>> S.geometric_decay(1.0, 0.5)(3)  # 1 * 0.5**3
+      Array(0.125, dtype=float32)
     """
-    steps = checks.check_length("exponential_decay", "transition_steps", transition_steps)
-    checks.check_interval("exponential_decay", "decay_rate", decay_rate, checks.POSITIVE)
+    steps = checks.check_length("geometric_decay", "transition_steps", transition_steps)
+    checks.check_interval("geometric_decay", "decay_rate", decay_rate, checks.POSITIVE)
     if end_value is None and not callable(decay_rate) and checks.is_concrete(decay_rate):
         if float(decay_rate) > 1:
             raise ValueError(
-                f"exponential_decay: decay_rate {decay_rate} > 1 grows without bound; "
-                "give end_value"
+                f"geometric_decay: decay_rate {decay_rate} > 1 grows without bound; give end_value"
             )
 
     def schedule(count):
@@ -167,11 +182,7 @@ def exponential_decay(
         else:
             exponent = as_float(count) / length_float(steps)
         value = init_value * power(decay_rate, exponent)
-        if end_value is None:
-            return value
-        return jnp.where(
-            decay_rate < 1, jnp.maximum(value, end_value), jnp.minimum(value, end_value)
-        )
+        return bounded_by_end_value(value, decay_rate, end_value)
 
     return schedule
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -355,6 +356,27 @@ def cyclic_lr(
     return schedule
 
 
+def check_join(who: str, schedules: Sequence[Schedule], boundaries: Sequence[int]) -> tuple:
+    """The boundaries of a join, checked: strictly increasing, one fewer than the schedules."""
+    bounds = check_boundaries(who, "boundaries", boundaries)
+    if len(schedules) != len(bounds) + 1:
+        raise ValueError(
+            f"{who}: schedules must have len(boundaries) + 1 = {len(bounds) + 1} entries, "
+            f"got {len(schedules)}"
+        )
+    return bounds
+
+
+def switch(schedules: Sequence[Schedule], bounds: Sequence[int], count, shift) -> jax.Array:
+    """Each schedule from its boundary on, given the count shifted by ``shift(count, boundary)``."""
+    value = schedules[0](count)
+    for f, start in zip(schedules[1:], bounds, strict=True):
+        if start > INT32_MAX and not is_float(count):
+            break  # no int32 count reaches this boundary (nor the later ones)
+        value = jnp.where(reached(count, start), f(shift(count, start)), value)
+    return value
+
+
 def join(schedules: Sequence[Schedule], boundaries: Sequence[int]) -> Schedule:
     """Switch schedules at the boundaries; each starts from its own count 0 (torch's SequentialLR).
 
@@ -364,20 +386,9 @@ def join(schedules: Sequence[Schedule], boundaries: Sequence[int]) -> Schedule:
       schedules: :math:`f_0, \\dots, f_n`.
       boundaries: :math:`n` strictly increasing positive counts.
     """
-    bounds = check_boundaries("join", "boundaries", boundaries)
-    if len(schedules) != len(bounds) + 1:
-        raise ValueError(
-            f"join: schedules must have len(boundaries) + 1 = {len(bounds) + 1} entries, "
-            f"got {len(schedules)}"
-        )
+    bounds = check_join("join", schedules, boundaries)
 
     def schedule(count):
-        count = as_count(count)
-        value = schedules[0](count)
-        for f, start in zip(schedules[1:], bounds, strict=True):
-            if start > INT32_MAX and not is_float(count):
-                break  # no int32 count reaches this boundary (nor the later ones)
-            value = jnp.where(reached(count, start), f(since(count, start)), value)
-        return value
+        return switch(schedules, bounds, as_count(count), since)
 
     return schedule

@@ -13,7 +13,7 @@ from gradtx.core import GradientTransformation, apply_updates, extras_filter
 from gradtx.fused import after, runs_kernel, update_and_apply
 from gradtx.hyperparams import get_hyperparams
 from gradtx.training import sharding
-from gradtx.tree import norm
+from gradtx.tree import metric_norm
 
 TrainStep = Callable[[Any, Any, Any], tuple[Any, Any, dict]]
 
@@ -205,7 +205,7 @@ def make_train_step(
         else:
             updates, opt_state = optimizer.update(grads, opt_state, params, **extras)
             params = apply_updates(params, updates)
-            grad_norm, update_norm = norm(grads), norm(updates)
+            grad_norm, update_norm = metric_norm(grads), metric_norm(updates)
         metrics = {"loss": loss, "grad_norm": grad_norm, "update_norm": update_norm}
         metrics.update(get_hyperparams(opt_state))
         if has_aux:

@@ -45,8 +45,10 @@ class ScaleByAdamState(NamedTuple):
     nu: Any
 
 
-def _check(who: str, b1: Any, b2: Any, eps: Any, eps_root: Any, state_dtype: Any) -> Any:
-    """Validate the shared hyperparameters; return the canonical state dtype."""
+def _check(
+    who: str, b1: Any, b2: Any, eps: Any, eps_root: Any, state_dtype: Any, mu_dtype: Any = None
+) -> tuple[Any, Any]:
+    """Validate the shared hyperparameters; return the canonical state dtype and mu dtype."""
     checks.check_hyperparams(
         who,
         b1=(b1, checks.DECAY),
@@ -54,7 +56,8 @@ def _check(who: str, b1: Any, b2: Any, eps: Any, eps_root: Any, state_dtype: Any
         eps=(eps, checks.NONNEGATIVE),
         eps_root=(eps_root, checks.NONNEGATIVE),
     )
-    return checks.check_state_dtype(who, state_dtype)
+    state_dtype = checks.check_state_dtype(who, state_dtype)
+    return state_dtype, checks.check_optax_dtype(who, "mu_dtype", mu_dtype, state_dtype)
 
 
 def _first(updates: Any, b1: Any) -> Any:
@@ -79,17 +82,32 @@ def _scalars(rule: recipe.Rule, state: Any, b1: Any, b2: Any, **given: Any) -> d
     return {name: given[name] for name in rule.scalars}
 
 
+def _first_moment(
+    state: Any, updates: Any, b1: Any, state_dtype: Any, mu_dtype: Any, count: Any
+) -> tuple[Any, Any]:
+    """The new first moment: (what to store, the value to compute with).
+
+    With optax's ``mu_dtype`` it is optax's arithmetic on the stored moment as it
+    is, then a round-to-nearest cast; otherwise it goes through ``state_dtype``.
+    """
+    if mu_dtype is not None:
+        return tree.plain_moment(state.mu, mu_dtype, _first(updates, b1))
+    return tree.moment(state.mu, updates, state_dtype, _first(updates, b1), count)
+
+
 def _next_count(state: Any) -> Any:
     """The seed the Adam family's moments round with (see ``tree.moment``): the new count."""
     return tree.safe_increment(state.count)
 
 
-def _init_adam(params: Any, dtype: Any) -> ScaleByAdamState:
+def _init_adam(params: Any, dtype: Any, mu_dtype: Any = None) -> ScaleByAdamState:
     # Two separate buffers: a donated state must not hold the same array twice.
     # nu holds |g|^2: real for complex params (their real dtype), as optax's values.
-    return ScaleByAdamState(
-        tree.zeros_count(), tree.zeros_like(params, dtype), tree.real_zeros_like(params, dtype)
-    )
+    if mu_dtype is None:
+        mu = tree.state_zeros_like(params, dtype)
+    else:
+        mu = tree.state_zeros_like(params, mu_dtype, "mu_dtype")
+    return ScaleByAdamState(tree.zeros_count(), mu, tree.real_zeros_like(params, dtype))
 
 
 def scale_by_adam(
@@ -97,6 +115,7 @@ def scale_by_adam(
     b2: float | jax.Array = 0.999,
     eps: float | jax.Array = 1e-8,
     eps_root: float | jax.Array = 0.0,
+    mu_dtype: Any = None,
     *,
     nesterov: bool = False,
     state_dtype: Any = None,
@@ -124,9 +143,12 @@ def scale_by_adam(
       b2: :math:`\\beta_2` in [0, 1).
       eps: :math:`\\epsilon \\ge 0`, outside the root.
       eps_root: :math:`\\epsilon_{root} \\ge 0`, inside the root.
+      mu_dtype: optax's dtype of the stored first moment only, cast to it with
+        round-to-nearest as optax does (None: the params' dtype). Not with ``state_dtype``.
       nesterov: use NAdam's look-ahead first moment.
       state_dtype: dtype of the stored moments (e.g. ``jnp.bfloat16``); arithmetic
-        runs in the gradients' dtype. Defaults to the params' dtype.
+        runs in the gradients' dtype, bfloat16 rounds stochastically. Defaults to the
+        params' dtype.
 
     Examples:
       >>> import jax.numpy as jnp, numpy as np, gradtx
@@ -145,12 +167,12 @@ def scale_by_adam(
 
       optax: ``optax.scale_by_adam``.
     """
-    state_dtype = _check("scale_by_adam", b1, b2, eps, eps_root, state_dtype)
+    state_dtype, mu_dtype = _check("scale_by_adam", b1, b2, eps, eps_root, state_dtype, mu_dtype)
 
     def update(updates, state, params=None, **extra):
         checks.check_moments("scale_by_adam", updates, state, "mu", "nu")
         count = tree.safe_increment(state.count)
-        mu_stored, mu = tree.moment(state.mu, updates, state_dtype, _first(updates, b1), count)
+        mu_stored, mu = _first_moment(state, updates, b1, state_dtype, mu_dtype, count)
         nu_stored, nu = tree.moment(state.nu, updates, state_dtype, _second(updates, b2), count)
         if nesterov:
             mu_hat = jax.tree.map(
@@ -167,7 +189,9 @@ def scale_by_adam(
     def scalars(state, updates):
         return _scalars(SCALE_BY_ADAM, state, b1, b2, eps=eps, eps_root=eps_root)
 
-    tx = GradientTransformation(lambda params: _init_adam(params, state_dtype), update)
+    tx = GradientTransformation(lambda params: _init_adam(params, state_dtype, mu_dtype), update)
+    if mu_dtype is not None:  # optax's rounding, which no fused kernel does: no recipe
+        return tx
     return recipe.declare(tx, SCALE_BY_ADAM, scalars, seed=_next_count, nesterov=nesterov)
 
 
@@ -185,6 +209,9 @@ def scale_by_amsgrad(
     b2: float | jax.Array = 0.999,
     eps: float | jax.Array = 1e-8,
     eps_root: float | jax.Array = 0.0,
+    mu_dtype: Any = None,
+    bias_correction_mu: bool = True,
+    bias_correction_nu: bool = True,
     *,
     state_dtype: Any = None,
 ) -> GradientTransformation:
@@ -194,8 +221,10 @@ def scale_by_amsgrad(
         \\hat v^{max}_t = \\max(\\hat v^{max}_{t-1}, \\hat v_t), \\qquad
         u_t = \\hat m_t / (\\sqrt{\\hat v^{max}_t + \\epsilon_{root}} + \\epsilon)
 
-    with :math:`\\hat m_t, \\hat v_t` as in :func:`scale_by_adam`. As in optax, the
-    maximum is taken over bias-corrected :math:`\\hat v`; torch's
+    with :math:`\\hat m_t = m_t / (1-\\beta_1^t)` and :math:`\\hat v_t = v_t / (1-\\beta_2^t)`
+    as in :func:`scale_by_adam`, or the moments as they are where ``bias_correction_mu``
+    or ``bias_correction_nu`` is False (both False: Reddi et al.'s original). As in
+    optax, the maximum is taken over the bias-corrected :math:`\\hat v`; torch's
     ``Adam(amsgrad=True)`` takes it over the raw :math:`v` and corrects afterwards.
 
     For complex gradients the second moment is :math:`|g|^2 = g\\bar g`, real and kept in
@@ -206,8 +235,13 @@ def scale_by_amsgrad(
       b2: :math:`\\beta_2` in [0, 1).
       eps: :math:`\\epsilon \\ge 0`, outside the root.
       eps_root: :math:`\\epsilon_{root} \\ge 0`, inside the root.
+      mu_dtype: optax's dtype of the stored first moment only, cast to it with
+        round-to-nearest as optax does (None: the params' dtype). Not with ``state_dtype``.
+      bias_correction_mu: divide :math:`m_t` by :math:`1-\\beta_1^t`.
+      bias_correction_nu: divide :math:`v_t` by :math:`1-\\beta_2^t` before the maximum.
       state_dtype: dtype of the stored moments (e.g. ``jnp.bfloat16``); arithmetic
-        runs in the gradients' dtype. Defaults to the params' dtype.
+        runs in the gradients' dtype, bfloat16 rounds stochastically. Defaults to the
+        params' dtype.
 
     Examples:
       >>> import jax.numpy as jnp, numpy as np, gradtx
@@ -223,19 +257,19 @@ def scale_by_amsgrad(
 
       optax: ``optax.scale_by_amsgrad``.
     """
-    state_dtype = _check("scale_by_amsgrad", b1, b2, eps, eps_root, state_dtype)
+    state_dtype, mu_dtype = _check("scale_by_amsgrad", b1, b2, eps, eps_root, state_dtype, mu_dtype)
 
     def init(params):
         return ScaleByAmsgradState(
-            *_init_adam(params, state_dtype), tree.real_zeros_like(params, state_dtype)
+            *_init_adam(params, state_dtype, mu_dtype), tree.real_zeros_like(params, state_dtype)
         )
 
     def update(updates, state, params=None, **extra):
         checks.check_moments("scale_by_amsgrad", updates, state, "mu", "nu", "nu_max")
         count = tree.safe_increment(state.count)
-        mu_stored, mu = tree.moment(state.mu, updates, state_dtype, _first(updates, b1), count)
+        mu_stored, mu = _first_moment(state, updates, b1, state_dtype, mu_dtype, count)
         nu_stored, nu = tree.moment(state.nu, updates, state_dtype, _second(updates, b2), count)
-        nu_hat = tree.bias_correction(nu, b2, count)
+        nu_hat = tree.bias_correction(nu, b2, count) if bias_correction_nu else nu
         nu_max_stored, nu_max = tree.moment(
             state.nu_max,
             updates,
@@ -243,7 +277,7 @@ def scale_by_amsgrad(
             lambda m: jax.tree.map(jnp.maximum, m, nu_hat),
             count,
         )
-        mu_hat = tree.bias_correction(mu, b1, count)
+        mu_hat = tree.bias_correction(mu, b1, count) if bias_correction_mu else mu
         updates = jax.tree.map(lambda m, v: m / (jnp.sqrt(v + eps_root) + eps), mu_hat, nu_max)
         return updates, ScaleByAmsgradState(count, mu_stored, nu_stored, nu_max_stored)
 
@@ -251,6 +285,9 @@ def scale_by_amsgrad(
         return _scalars(SCALE_BY_AMSGRAD, state, b1, b2, eps=eps, eps_root=eps_root)
 
     tx = GradientTransformation(init, update)
+    # optax's rounding, or a moment left uncorrected: rules the fused kernel lacks, no recipe.
+    if mu_dtype is not None or not (bias_correction_mu and bias_correction_nu):
+        return tx
     return recipe.declare(tx, SCALE_BY_AMSGRAD, scalars, seed=_next_count)
 
 
@@ -291,7 +328,7 @@ def scale_by_adamax(
 
       optax: ``optax.scale_by_adamax``.
     """
-    state_dtype = _check("scale_by_adamax", b1, b2, eps, 0.0, state_dtype)
+    state_dtype, _ = _check("scale_by_adamax", b1, b2, eps, 0.0, state_dtype)
 
     def update(updates, state, params=None, **extra):
         checks.check_moments("scale_by_adamax", updates, state, "mu", "nu")

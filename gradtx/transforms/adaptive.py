@@ -50,11 +50,24 @@ class ScaleByRmsState(NamedTuple):
     nu: Any
 
 
+class ScaleByRmsWithCountState(NamedTuple):
+    """State of :func:`scale_by_rms` with ``bias_correction``: the step count and the mean."""
+
+    count: jax.Array  # int32 scalar: updates applied so far
+    nu: Any
+
+
+def _bias_corrected(moments: Any, decay: Any, count: Any, bias_correction: bool) -> Any:
+    """``moments / (1 - decay**count)`` where optax's ``bias_correction`` asks for it."""
+    return tree.bias_correction(moments, decay, count) if bias_correction else moments
+
+
 def scale_by_rms(
     decay: float | jax.Array = 0.9,
     eps: float | jax.Array = 1e-8,
     initial_scale: float | jax.Array = 0.0,
     eps_in_sqrt: bool = True,
+    bias_correction: bool = False,
     *,
     state_dtype: Any = None,
 ) -> GradientTransformation:
@@ -62,7 +75,13 @@ def scale_by_rms(
 
     .. math::
         \\nu_t = \\rho\\, \\nu_{t-1} + (1-\\rho)\\, g_t^2, \\qquad
-        u_t = g_t / \\sqrt{\\nu_t + \\epsilon} \\;\\text{ or }\\; g_t / (\\sqrt{\\nu_t} + \\epsilon)
+        u_t = g_t / \\sqrt{\\hat\\nu_t + \\epsilon} \\;\\text{ or }\\;
+        g_t / (\\sqrt{\\hat\\nu_t} + \\epsilon)
+
+    with :math:`\\hat\\nu_t = \\nu_t / (1-\\rho^t)` if ``bias_correction`` (then the
+    state is :class:`ScaleByRmsWithCountState`, which counts :math:`t`) and
+    :math:`\\hat\\nu_t = \\nu_t` otherwise. ``scale_by_rms(b2, eps, 0.0, False, True)``
+    is ``scale_by_adam(0.0, b2, eps)`` without the first moment's memory.
 
     For complex gradients the second moment is :math:`|g|^2 = g\\bar g`, real and kept in
     the leaf's real dtype, and the first moment is complex, as in optax.
@@ -72,6 +91,7 @@ def scale_by_rms(
       eps: :math:`\\epsilon \\ge 0`.
       initial_scale: :math:`\\nu_0` (0 in optax and torch, 1 in TensorFlow 1).
       eps_in_sqrt: True puts eps inside the root (optax); False outside (torch).
+      bias_correction: divide :math:`\\nu_t` by :math:`1-\\rho^t`, as Adam does.
       state_dtype: dtype of the stored moments (e.g. ``jnp.bfloat16``); arithmetic
         runs in the gradients' dtype. Defaults to the params' dtype.
 
@@ -82,6 +102,10 @@ def scale_by_rms(
       >>> updates, state = tx.update(grads, tx.init(grads))
       >>> print(np.asarray(updates["w"]).round(4))  # g / sqrt(0.1 * g**2)
       [ 3.1623 -3.1623]
+      >>> tx = gradtx.scale_by_rms(bias_correction=True)  # nu / (1 - 0.9): g**2 at step 1
+      >>> updates, state = tx.update(grads, tx.init(grads))
+      >>> print(np.asarray(updates["w"]).round(4), int(state.count))
+      [ 1. -1.] 1
 
     References:
       Tieleman and Hinton, "Lecture 6.5 - rmsprop: Divide the gradient by a running average
@@ -98,25 +122,45 @@ def scale_by_rms(
     )
 
     def init(params):
-        return ScaleByRmsState(nu=tree.real_full_like(params, initial_scale, state_dtype))
+        nu = tree.real_full_like(params, initial_scale, state_dtype)
+        if bias_correction:
+            return ScaleByRmsWithCountState(tree.zeros_count(), nu)
+        return ScaleByRmsState(nu=nu)
 
     def update(updates, state, params=None, **extra):
         checks.check_moments("scale_by_rms", updates, state, "nu")
+        count: Any = tree.safe_increment(state.count) if bias_correction else 0
         nu_stored, nu = tree.moment(
             state.nu, updates, state_dtype,
-            lambda v: tree.update_moment_per_elem_norm(updates, v, decay, 2),
+            lambda v: tree.update_moment_per_elem_norm(updates, v, decay, 2), count,
         )  # fmt: skip
+        nu = _bias_corrected(nu, decay, count, bias_correction)
         updates = jax.tree.map(lambda g, n: _inverse_root(n, eps, eps_in_sqrt) * g, updates, nu)
+        if bias_correction:
+            return updates, ScaleByRmsWithCountState(count, nu_stored)
         return updates, ScaleByRmsState(nu=nu_stored)
 
     tx = GradientTransformation(init, update)
+    if bias_correction:  # a per-step factor no fused kernel applies: no recipe
+        return tx
     scalars = {"decay": decay, "one_minus_decay": 1 - decay, "eps": eps}
     return recipe.declare(tx, SCALE_BY_RMS, lambda s, u: scalars, eps_in_sqrt=eps_in_sqrt)
 
 
-class ScaleByStddevState(NamedTuple):
+class ScaleByRStdDevState(NamedTuple):
     """State of :func:`scale_by_stddev`: running means of the gradients and their squares."""
 
+    mu: Any
+    nu: Any
+
+
+ScaleByStddevState = ScaleByRStdDevState  # gradtx's earlier name; optax's is the class's
+
+
+class ScaleByRStdDevWithCountState(NamedTuple):
+    """State of :func:`scale_by_stddev` with ``bias_correction``: the step count and means."""
+
+    count: jax.Array  # int32 scalar: updates applied so far
     mu: Any
     nu: Any
 
@@ -126,6 +170,7 @@ def scale_by_stddev(
     eps: float | jax.Array = 1e-8,
     initial_scale: float | jax.Array = 0.0,
     eps_in_sqrt: bool = True,
+    bias_correction: bool = False,
     *,
     state_dtype: Any = None,
 ) -> GradientTransformation:
@@ -134,10 +179,13 @@ def scale_by_stddev(
     .. math::
         \\mu_t = \\rho \\mu_{t-1} + (1-\\rho) g_t, \\quad
         \\nu_t = \\rho \\nu_{t-1} + (1-\\rho) g_t^2, \\quad
-        u_t = g_t / \\sqrt{\\nu_t - \\mu_t^2 + \\epsilon}
-        \\;\\text{ or }\\; g_t / (\\sqrt{\\nu_t - \\mu_t^2} + \\epsilon)
+        u_t = g_t / \\sqrt{\\hat\\nu_t - \\hat\\mu_t^2 + \\epsilon}
+        \\;\\text{ or }\\; g_t / (\\sqrt{\\hat\\nu_t - \\hat\\mu_t^2} + \\epsilon)
 
-    with :math:`\\nu_t - \\mu_t^2` clamped at 0: rounding can push it slightly
+    with :math:`\\hat\\mu_t, \\hat\\nu_t` the moments divided by :math:`1-\\rho^t` if
+    ``bias_correction`` (then the state is :class:`ScaleByRStdDevWithCountState`,
+    which counts :math:`t`) and the moments themselves otherwise, and
+    :math:`\\hat\\nu_t - \\hat\\mu_t^2` clamped at 0: rounding can push it slightly
     below (always with :math:`\\rho = 0`), where optax and torch return NaN.
 
     For complex gradients the second moment is :math:`|g|^2 = g\\bar g`, real and kept in
@@ -148,6 +196,7 @@ def scale_by_stddev(
       eps: :math:`\\epsilon \\ge 0`.
       initial_scale: :math:`\\nu_0`.
       eps_in_sqrt: True puts eps inside the root (optax); False outside (torch).
+      bias_correction: divide both moments by :math:`1-\\rho^t`, as Adam does.
       state_dtype: dtype of the stored moments (e.g. ``jnp.bfloat16``); arithmetic
         runs in the gradients' dtype. Defaults to the params' dtype.
 
@@ -173,20 +222,25 @@ def scale_by_stddev(
     )
 
     def init(params):
-        return ScaleByStddevState(
-            tree.zeros_like(params, state_dtype),
-            tree.real_full_like(params, initial_scale, state_dtype),
-        )
+        mu = tree.state_zeros_like(params, state_dtype)
+        nu = tree.real_full_like(params, initial_scale, state_dtype)
+        if bias_correction:
+            return ScaleByRStdDevWithCountState(tree.zeros_count(), mu, nu)
+        return ScaleByRStdDevState(mu, nu)
 
     def update(updates, state, params=None, **extra):
         checks.check_moments("scale_by_stddev", updates, state, "mu", "nu")
+        count: Any = tree.safe_increment(state.count) if bias_correction else 0
         mu_stored, mu = tree.moment(
-            state.mu, updates, state_dtype, lambda m: tree.update_moment(updates, m, decay, 1)
-        )
+            state.mu, updates, state_dtype, lambda m: tree.update_moment(updates, m, decay, 1),
+            count,
+        )  # fmt: skip
         nu_stored, nu = tree.moment(
             state.nu, updates, state_dtype,
-            lambda v: tree.update_moment_per_elem_norm(updates, v, decay, 2),
+            lambda v: tree.update_moment_per_elem_norm(updates, v, decay, 2), count,
         )  # fmt: skip
+        mu = _bias_corrected(mu, decay, count, bias_correction)
+        nu = _bias_corrected(nu, decay, count, bias_correction)
         # Rounding can leave nu - mu^2 a hair below 0 (always, when decay = 0); the
         # variance is clamped there instead of turning into NaN under the root.
         updates = jax.tree.map(
@@ -195,9 +249,13 @@ def scale_by_stddev(
             mu,
             nu,
         )
-        return updates, ScaleByStddevState(mu_stored, nu_stored)
+        if bias_correction:
+            return updates, ScaleByRStdDevWithCountState(count, mu_stored, nu_stored)
+        return updates, ScaleByRStdDevState(mu_stored, nu_stored)
 
     tx = GradientTransformation(init, update)
+    if bias_correction:  # a per-step factor no fused kernel applies: no recipe
+        return tx
     scalars = {"decay": decay, "one_minus_decay": 1 - decay, "eps": eps}
     return recipe.declare(tx, SCALE_BY_STDDEV, lambda s, u: scalars, eps_in_sqrt=eps_in_sqrt)
 
@@ -211,8 +269,8 @@ class ScaleByRssState(NamedTuple):
 def scale_by_rss(
     initial_accumulator_value: float | jax.Array = 0.1,
     eps: float | jax.Array = 1e-7,
-    eps_in_sqrt: bool = True,
     *,
+    eps_in_sqrt: bool = True,
     normalize: bool = False,
     state_dtype: Any = None,
 ) -> GradientTransformation:
@@ -282,11 +340,14 @@ def scale_by_rss(
     return recipe.declare(tx, SCALE_BY_RSS, lambda s, u: {"eps": eps}, eps_in_sqrt=eps_in_sqrt)
 
 
-class ScaleByAdadeltaState(NamedTuple):
+class ScaleByAdaDeltaState(NamedTuple):
     """State of :func:`scale_by_adadelta`: running means of the squared gradients and steps."""
 
     e_g: Any  # running mean of squared gradients
     e_x: Any  # running mean of squared steps
+
+
+ScaleByAdadeltaState = ScaleByAdaDeltaState  # gradtx's earlier name; optax's is the class's
 
 
 def scale_by_adadelta(
@@ -327,8 +388,8 @@ def scale_by_adadelta(
 
     def init(params):
         tree.reject_complex("scale_by_adadelta", params, " (optax's adadelta has none either)")
-        return ScaleByAdadeltaState(
-            tree.zeros_like(params, state_dtype), tree.zeros_like(params, state_dtype)
+        return ScaleByAdaDeltaState(
+            tree.state_zeros_like(params, state_dtype), tree.state_zeros_like(params, state_dtype)
         )
 
     def update(updates, state, params=None, **extra):
@@ -346,7 +407,7 @@ def scale_by_adadelta(
         e_x, _ = tree.moment(
             state.e_x, updates, state_dtype, lambda m: tree.update_moment(updates, m, rho, 2)
         )
-        return updates, ScaleByAdadeltaState(e_g_stored, e_x)
+        return updates, ScaleByAdaDeltaState(e_g_stored, e_x)
 
     return GradientTransformation(init, update)
 

@@ -28,8 +28,9 @@ class TraceState(NamedTuple):
 def trace(
     decay: ScalarOrSchedule,
     nesterov: bool = False,
-    unit_gain: bool = False,
+    accumulator_dtype: Any = None,
     *,
+    unit_gain: bool = False,
     state_dtype: Any = None,
 ) -> GradientTransformation:
     """Heavy-ball momentum.
@@ -46,9 +47,12 @@ def trace(
     Args:
       decay: the momentum :math:`\\mu` in [0, 1), or a schedule of the step count.
       nesterov: use Nesterov's look-ahead form.
+      accumulator_dtype: optax's dtype of the stored trace, cast to it with
+        round-to-nearest as optax does (None: the params' dtype). Not with ``state_dtype``.
       unit_gain: scale the incoming update by :math:`1 - \\mu`.
       state_dtype: dtype of the stored moments (e.g. ``jnp.bfloat16``); arithmetic
-        runs in the gradients' dtype. Defaults to the params' dtype.
+        runs in the gradients' dtype, bfloat16 rounds stochastically. Defaults to the
+        params' dtype.
 
     Examples:
       >>> import jax.numpy as jnp, numpy as np, gradtx
@@ -69,9 +73,16 @@ def trace(
     """
     checks.check_interval("trace", "decay", decay, checks.DECAY)
     state_dtype = checks.check_state_dtype("trace", state_dtype)
+    accumulator_dtype = checks.check_optax_dtype(
+        "trace", "accumulator_dtype", accumulator_dtype, state_dtype
+    )
 
     def init(params):
-        return TraceState(tree.zeros_count(), tree.zeros_like(params, state_dtype))
+        if accumulator_dtype is not None:
+            zeros = tree.state_zeros_like(params, accumulator_dtype, "accumulator_dtype")
+        else:
+            zeros = tree.state_zeros_like(params, state_dtype)
+        return TraceState(tree.zeros_count(), zeros)
 
     def update(updates, state, params=None, **extra):
         checks.check_moments("trace", updates, state, "trace")
@@ -80,9 +91,11 @@ def trace(
             step = lambda g, m: (1 - mu) * g + mu * m  # noqa: E731
         else:
             step = lambda g, m: g + mu * m  # noqa: E731
-        stored, new_trace = tree.moment(
-            state.trace, updates, state_dtype, lambda m: jax.tree.map(step, updates, m), state.count
-        )
+        rule = lambda m: jax.tree.map(step, updates, m)  # noqa: E731
+        if accumulator_dtype is not None:  # optax's arithmetic on the trace as stored
+            stored, new_trace = tree.plain_moment(state.trace, accumulator_dtype, rule)
+        else:
+            stored, new_trace = tree.moment(state.trace, updates, state_dtype, rule, state.count)
         updates = jax.tree.map(step, updates, new_trace) if nesterov else new_trace
         return updates, TraceState(tree.safe_increment(state.count), stored)
 
@@ -91,6 +104,8 @@ def trace(
         return {"decay": mu, "one_minus_decay": 1 - mu}
 
     tx = GradientTransformation(init, update)
+    if accumulator_dtype is not None:  # optax's rounding, which no fused kernel does: no recipe
+        return tx
     return recipe.declare(
         tx, TRACE, scalars, seed=lambda s: s.count, nesterov=nesterov, unit_gain=unit_gain
     )
@@ -104,7 +119,11 @@ class EmaState(NamedTuple):
 
 
 def ema(
-    decay: float | jax.Array, debias: bool = True, *, state_dtype: Any = None
+    decay: float | jax.Array,
+    debias: bool = True,
+    accumulator_dtype: Any = None,
+    *,
+    state_dtype: Any = None,
 ) -> GradientTransformation:
     """Exponential moving average of the updates.
 
@@ -115,8 +134,11 @@ def ema(
     Args:
       decay: :math:`\\beta` in [0, 1).
       debias: divide by :math:`1 - \\beta^{t+1}` to undo the zero start.
+      accumulator_dtype: optax's dtype of the stored average, cast to it with
+        round-to-nearest as optax does (None: the params' dtype). Not with ``state_dtype``.
       state_dtype: dtype of the stored moments (e.g. ``jnp.bfloat16``); arithmetic
-        runs in the gradients' dtype. Defaults to the params' dtype.
+        runs in the gradients' dtype, bfloat16 rounds stochastically. Defaults to the
+        params' dtype.
 
     Examples:
       >>> import jax.numpy as jnp, numpy as np, gradtx
@@ -131,20 +153,25 @@ def ema(
     """
     checks.check_interval("ema", "decay", decay, checks.DECAY)
     state_dtype = checks.check_state_dtype("ema", state_dtype)
+    accumulator_dtype = checks.check_optax_dtype(
+        "ema", "accumulator_dtype", accumulator_dtype, state_dtype
+    )
 
     def init(params):
-        return EmaState(tree.zeros_count(), tree.zeros_like(params, state_dtype))
+        if accumulator_dtype is not None:
+            zeros = tree.state_zeros_like(params, accumulator_dtype, "accumulator_dtype")
+        else:
+            zeros = tree.state_zeros_like(params, state_dtype)
+        return EmaState(tree.zeros_count(), zeros)
 
     def update(updates, state, params=None, **extra):
         checks.check_moments("ema", updates, state, "ema")
         count = tree.safe_increment(state.count)
-        stored, new_ema = tree.moment(
-            state.ema,
-            updates,
-            state_dtype,
-            lambda m: tree.update_moment(updates, m, decay, 1),
-            count,
-        )
+        rule = lambda m: tree.update_moment(updates, m, decay, 1)  # noqa: E731
+        if accumulator_dtype is not None:  # optax's arithmetic on the average as stored
+            stored, new_ema = tree.plain_moment(state.ema, accumulator_dtype, rule)
+        else:
+            stored, new_ema = tree.moment(state.ema, updates, state_dtype, rule, count)
         updates = tree.bias_correction(new_ema, decay, count) if debias else new_ema
         return updates, EmaState(count, stored)
 

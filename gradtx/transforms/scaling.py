@@ -8,7 +8,13 @@ import jax
 import jax.numpy as jnp
 
 from gradtx import checks, recipe, tree
-from gradtx.core import GradientTransformation, ScalarOrSchedule, Schedule, init_empty_state
+from gradtx.core import (
+    GradientTransformation,
+    ScalarOrSchedule,
+    Schedule,
+    identity,
+    init_empty_state,
+)
 
 # scale and scale_by_schedule, the last block of most learners: u = factor * g.
 SCALE = recipe.rule("scale", scalars=("factor",))
@@ -85,12 +91,14 @@ def scale_by_schedule(step_size_fn: Schedule) -> GradientTransformation:
 
 
 def scale_by_learning_rate(
-    learning_rate: ScalarOrSchedule, *, flip_sign: bool = True
+    learning_rate: ScalarOrSchedule | None = None, *, flip_sign: bool = True
 ) -> GradientTransformation:
     """Scale by the negative learning rate: :math:`u_t \\leftarrow -\\eta_t\\,g_t`.
 
     Args:
-      learning_rate: :math:`\\eta`, a non-negative number, array, tracer or schedule.
+      learning_rate: :math:`\\eta`, a non-negative number, array, tracer or schedule;
+        None (optax's default) leaves the updates as they are, sign included
+        (:func:`gradtx.identity`).
       flip_sign: if False, scale by :math:`+\\eta` (gradient ascent).
 
     Examples:
@@ -104,6 +112,8 @@ def scale_by_learning_rate(
     References:
       optax: ``optax.scale_by_learning_rate``.
     """
+    if learning_rate is None:  # optax: "None means no scaling"
+        return identity()
     checks.check_interval(
         "scale_by_learning_rate", "learning_rate", learning_rate, checks.NONNEGATIVE
     )
