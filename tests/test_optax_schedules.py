@@ -443,7 +443,7 @@ cases = st.one_of(
 counts = st.lists(st.integers(0, INT32_MAX), min_size=1, max_size=8)
 
 
-@settings(max_examples=120, deadline=None)
+@settings(max_examples=40, deadline=None)
 @given(case=cases, ts=counts)
 def test_finite_in_range_and_array_equals_scalar(case, ts):
     schedule, lo, hi = case
@@ -457,7 +457,7 @@ def test_finite_in_range_and_array_equals_scalar(case, ts):
         np.testing.assert_allclose(schedule(t), v, rtol=1e-5, atol=1e-7)
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=25, deadline=None)
 @given(case=cases, ts=st.lists(st.integers(0, 2**24), min_size=1))
 def test_float_counts_below_2_24_equal_int32_counts(case, ts):
     schedule, _, _ = case
@@ -466,7 +466,7 @@ def test_float_counts_below_2_24_equal_int32_counts(case, ts):
     )
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=25, deadline=None)
 @given(
     init=values, peak=values, end=st.floats(0.0, 1e-2), warmup=st.integers(0, 3000),
     decay=lengths, t=st.integers(0, 20_000),

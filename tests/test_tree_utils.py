@@ -38,7 +38,7 @@ def test_every_optax_tree_name_is_here_under_both_of_optax_s_names():
     assert set(gradtx.tree.__all__) <= set(dir(gradtx.tree))
 
 
-@settings(max_examples=30, deadline=None)
+@settings(max_examples=12, deadline=None)
 @given(trees, st.floats(-3, 3), st.sampled_from([None, 1, 2, jnp.inf, "inf"]), st.booleans())
 def test_tree_math_is_optax_s(tree, scalar, ord, squared):  # noqa: A002
     other = jax.tree.map(lambda x: x * 0.5 + 1.0, tree)
