@@ -61,6 +61,13 @@ class PartitionState(NamedTuple):
     inner_states: dict  # label -> MaskedState(that transform's state)
 
 
+def _merge(labels: Any, outputs: Mapping[Hashable, Any]) -> Any:
+    """One tree from each label's output, which holds that label's leaves in tree order."""
+    flat_labels, treedef = jax.tree.flatten(labels)
+    per_label = {label: iter(jax.tree.leaves(out)) for label, out in outputs.items()}
+    return jax.tree.unflatten(treedef, [next(per_label[l]) for l in flat_labels])
+
+
 def _masked_extras(extra: dict, updates: Any, tree: Any, label: Hashable) -> dict:
     """The extras shaped like the updates, cut to the leaves labelled ``label``."""
     structure = jax.tree.structure(updates)
@@ -137,11 +144,7 @@ def partition(
                 **keep[label](given),
             )
             inner[label] = MaskedState(new)
-        # Each output holds its group's leaves in tree order: deal them back by label.
-        flat_labels, treedef = jax.tree.flatten(tree)
-        per_label = {label: iter(jax.tree.leaves(out)) for label, out in outputs.items()}
-        leaves = [next(per_label[l]) for l in flat_labels]
-        return jax.tree.unflatten(treedef, leaves), PartitionState(inner)
+        return _merge(tree, outputs), PartitionState(inner)
 
     return GradientTransformation(init, update)
 
@@ -282,11 +285,8 @@ def masked(
             None if params is None else _only(params, tree, True),
             **keep(given),
         )
-        new_leaves = iter(jax.tree.leaves(new))
-        flat_labels, treedef = jax.tree.flatten(tree)
-        passed = jax.tree.leaves(updates)
-        leaves = [next(new_leaves) if l else g for l, g in zip(flat_labels, passed, strict=True)]
-        return jax.tree.unflatten(treedef, leaves), MaskedState(inner_state)
+        passed = _only(updates, tree, False)
+        return _merge(tree, {True: new, False: passed}), MaskedState(inner_state)
 
     return GradientTransformation(init, update)
 

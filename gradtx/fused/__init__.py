@@ -107,10 +107,15 @@ class _Plan(NamedTuple):
         return jnp.stack([jnp.asarray(seed).astype(jnp.uint32) for seed in seeds])
 
     @property
+    def moment_dtype(self) -> str | None:
+        """The dtype all the kernel's moments are kept in (float32 if none); None if mixed."""
+        dtypes = {jnp.result_type(m).name for m in jax.tree.leaves(self.moments)} or {"float32"}
+        return dtypes.pop() if len(dtypes) == 1 else None
+
+    @property
     def symbol(self) -> str:
         """The kernel's FFI target, for the dtype its moments are kept in."""
-        dtypes = {jnp.result_type(m).name for m in jax.tree.leaves(self.moments)}
-        return layout.symbol(self.rule, dtypes.pop() if dtypes else "float32")
+        return layout.symbol(self.rule, str(self.moment_dtype))
 
     def put(self, state: Any, moments: tuple[Any, ...]) -> Any:
         """``state`` with the kernel's new moments (in :attr:`moments`' order) put back."""
@@ -147,9 +152,7 @@ def _fusable(learner: GradientTransformation, state: Any) -> _Plan | None:
     float32 or all bfloat16 (a ``state_dtype``, rounded stochastically as the blocks do)."""
     found = recipe.recipe_of(learner)
     plan = None if found is None else _plan(found(state))
-    moments = [] if plan is None else plan.moments
-    dtypes = {jnp.result_type(m).name for m in jax.tree.leaves(moments)}
-    return plan if len(dtypes) <= 1 and dtypes <= set(layout.MOMENT_DTYPES) else None
+    return plan if plan is not None and plan.moment_dtype in layout.MOMENT_DTYPES else None
 
 
 def is_fused(learner: GradientTransformation) -> bool:
