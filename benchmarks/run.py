@@ -225,7 +225,7 @@ def step_table(
                 "roof": Triad(size),
             }
             if HAVE_TORCH and learner.torch is not None:
-                runners["torch"] = TorchStep(learner.torch, size)
+                runners["torch"] = TorchStep(learner.torch, params)
             t = interleaved(runners, rounds, steps)
             bandwidth = runners["roof"].bytes / t.median("roof")
             roof = learner.ideal_bytes * size / bandwidth

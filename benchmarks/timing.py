@@ -52,14 +52,15 @@ class JaxStep:
 
 
 class TorchStep:
-    """A torch.optim optimizer stepping one flat parameter with a fixed gradient."""
+    """A torch.optim optimizer stepping a tensor per leaf of ``params`` with fixed gradients."""
 
-    def __init__(self, make_opt: Callable, size: int):
+    def __init__(self, make_opt: Callable, params: Any):
         import torch
 
-        self.param = torch.zeros(size, requires_grad=True)
-        self.param.grad = torch.randn(size) * 1e-3
-        self.opt = make_opt([self.param])
+        self.params = [torch.zeros(x.shape, requires_grad=True) for x in jax.tree.leaves(params)]
+        for p in self.params:
+            p.grad = torch.randn(p.shape) * 1e-3
+        self.opt = make_opt(self.params)
         self.run(1)
 
     def run(self, steps: int) -> None:

@@ -1,15 +1,4 @@
-"""Named learners, each a visible chain of building blocks.
-
-Conventions shared by every learner here:
-
-* ``learning_rate`` (and ``momentum`` where present) is a number, an array, a
-  tracer or a schedule of the step count.
-* ``weight_decay`` in a learner without "w" in its name is torch's coupled L2:
-  :math:`\\lambda\\theta` is added to the gradient before anything else. In
-  ``adamw`` and ``lion`` it is decoupled: added after the adaptive scaling.
-* With the default arguments each learner gives the same numbers as its optax
-  namesake; the docstring says which arguments reproduce torch.optim.
-"""
+"""The learners gradtx started with: SGD, Adagrad, RMSProp, the Adam family, Adadelta, Lion."""
 
 from __future__ import annotations
 
@@ -45,7 +34,7 @@ from gradtx.transforms import (
 _MOMENTUM = {"decay": "momentum"}
 
 
-def _coupled_decay(weight_decay: Any) -> tuple[GradientTransformation, ...]:
+def coupled_decay(weight_decay: Any) -> tuple[GradientTransformation, ...]:
     """torch's coupled L2 decay before the rule, or no block for a concrete zero (the default).
 
     Without it the learner's state is optax's, block for block (``state[0].mu`` of
@@ -119,7 +108,7 @@ def sgd(
             checks.check_optax_dtype("sgd", "accumulator_dtype", accumulator_dtype, state_dtype)
         return float_leaves(
             chain(
-                *_coupled_decay(weight_decay),
+                *coupled_decay(weight_decay),
                 (
                     trace(
                         momentum,
@@ -184,7 +173,7 @@ def adagrad(
     with checks.named("adagrad"):
         return float_leaves(
             chain(
-                *_coupled_decay(weight_decay),
+                *coupled_decay(weight_decay),
                 scale_by_rss(
                     initial_accumulator_value, eps, eps_in_sqrt=eps_in_sqrt, state_dtype=state_dtype
                 ),
@@ -262,7 +251,7 @@ def rmsprop(
     with checks.named("rmsprop", trace=_MOMENTUM):
         return float_leaves(
             chain(
-                *_coupled_decay(weight_decay),
+                *coupled_decay(weight_decay),
                 scale_by_second_moment(
                     decay, eps, initial_scale, eps_in_sqrt, bias_correction, state_dtype=state_dtype
                 ),
@@ -328,7 +317,7 @@ def adam(
     with checks.named("adam"):
         return float_leaves(
             chain(
-                *_coupled_decay(weight_decay),
+                *coupled_decay(weight_decay),
                 scale_by_adam(
                     b1, b2, eps, eps_root, mu_dtype, nesterov=nesterov, state_dtype=state_dtype
                 ),
@@ -572,7 +561,7 @@ def adamax(
     with checks.named("adamax"):
         return float_leaves(
             chain(
-                *_coupled_decay(weight_decay),
+                *coupled_decay(weight_decay),
                 scale_by_adamax(b1, b2, eps, state_dtype=state_dtype),
                 scale_by_learning_rate(learning_rate),
             )
