@@ -23,6 +23,26 @@ def train_extras(loss: jax.Array, size: int | None) -> dict[str, Any]:
     return {"value": loss} if size is None else {"value": loss, "batch_size": size}
 
 
+def objective_on(
+    loss_fn: Callable[..., Any], batch: Any, has_aux: bool, axis_name: Any = None
+) -> Callable[..., jax.Array]:
+    """The loss as a function of the params on this step's ``batch``: a line search's ``value_fn``.
+
+    It returns the scalar loss only (without ``aux``), averaged over ``axis_name``
+    inside ``shard_map``/``pmap``, as the step's own loss is. It names ``batch_size``
+    so that a line search, which hands ``value_fn`` the extras it names and rejects
+    the rest (optax's rule), takes the step's ``batch_size`` extra and ignores it.
+    """
+
+    def value_fn(params: Any, batch_size: Any = None) -> jax.Array:
+        del batch_size  # the batch is fixed: the extra is accepted only to be dropped
+        out = loss_fn(params, batch)
+        loss = out[0] if has_aux else out
+        return jax.lax.pmean(loss, axis_name) if axis_name is not None else loss
+
+    return value_fn
+
+
 def leading_size(batch: Any, who: str) -> int | None:
     """The batch's number of samples: the leading dimension shared by its array leaves."""
     paths = jax.tree_util.tree_flatten_with_path(batch)[0]
@@ -109,11 +129,14 @@ def make_train_step(
     """A jitted ``step(params, opt_state, batch) -> (params, opt_state, metrics)``.
 
     One step computes :math:`\\ell, g = \\text{value\\_and\\_grad}(f)(\\theta, b)`,
-    then ``u, s = optimizer.update(g, s, θ, value=ℓ, batch_size=n)`` and
-    :math:`\\theta \\leftarrow \\theta + u`, where :math:`n` is the leading
-    dimension of the batch's leaves. The extras let ``reduce_on_plateau`` see
-    the loss and the CNTK learners see the minibatch size; members that do not
-    take them never receive them.
+    then ``u, s = optimizer.update(g, s, θ, value=ℓ, batch_size=n, grad=g,
+    value_fn=f_b)`` and :math:`\\theta \\leftarrow \\theta + u`, where :math:`n` is
+    the leading dimension of the batch's leaves and :math:`f_b(\\theta')` the loss
+    (without ``aux``) at other params on the same batch. The extras let
+    ``reduce_on_plateau`` see the loss, the CNTK learners see the minibatch size,
+    and a line search (:func:`gradtx.lbfgs`'s, or optax's) evaluate the loss along
+    the update, so L-BFGS trains full-batch with no glue: pass the whole data set
+    as the batch. Members that do not take the extras never receive them.
 
     ``metrics`` is a dict with ``loss``, ``grad_norm`` and ``update_norm``
     (global L2 norms), every hyperparameter the optimizer keeps in its state
@@ -197,7 +220,10 @@ def make_train_step(
         loss, aux = out if has_aux else (out, None)
         if axis_name is not None:
             loss, grads = _mean_over(axis_name, loss, grads)
-        extras = keep(train_extras(loss, size))
+        # A line search (lbfgs's) also evaluates the loss along the update: it gets the
+        # gradient and the loss as a function of the params on this batch.
+        line_search = {"grad": grads, "value_fn": objective_on(loss_fn, batch, has_aux, axis_name)}
+        extras = keep({**train_extras(loss, size), **line_search})
         if fusing:
             applied = update_and_apply(optimizer, grads, opt_state, params, extras, wait_for=out)
             params, opt_state = applied.params, applied.state
