@@ -60,7 +60,7 @@ def _check(
     return state_dtype, checks.check_optax_dtype(who, "mu_dtype", mu_dtype, state_dtype)
 
 
-def _first(updates: Any, b1: Any) -> Any:
+def first_moment_rule(updates: Any, b1: Any) -> Any:
     """The first moment's rule: an average of the gradients."""
     return lambda m: tree.update_moment(updates, m, b1, 1)
 
@@ -91,8 +91,19 @@ def _first_moment(
     is, then a round-to-nearest cast; otherwise it goes through ``state_dtype``.
     """
     if mu_dtype is not None:
-        return tree.plain_moment(state.mu, mu_dtype, _first(updates, b1))
-    return tree.moment(state.mu, updates, state_dtype, _first(updates, b1), count)
+        return tree.plain_moment(state.mu, mu_dtype, first_moment_rule(updates, b1))
+    return tree.moment(state.mu, updates, state_dtype, first_moment_rule(updates, b1), count)
+
+
+def corrected_first_moment(mu: Any, updates: Any, b1: Any, count: Any, nesterov: bool) -> Any:
+    """The bias-corrected first moment at step ``count``, or NAdam's look-ahead one."""
+    if not nesterov:
+        return tree.bias_correction(mu, b1, count)
+    return jax.tree.map(
+        lambda m, g: b1 * m + (1 - b1) * g,
+        tree.bias_correction(mu, b1, tree.safe_increment(count)),
+        tree.bias_correction(updates, b1, count),
+    )
 
 
 def _next_count(state: Any) -> Any:
@@ -100,7 +111,7 @@ def _next_count(state: Any) -> Any:
     return tree.safe_increment(state.count)
 
 
-def _init_adam(params: Any, dtype: Any, mu_dtype: Any = None) -> ScaleByAdamState:
+def init_adam_moments(params: Any, dtype: Any, mu_dtype: Any = None) -> ScaleByAdamState:
     # Two separate buffers: a donated state must not hold the same array twice.
     # nu holds |g|^2: real for complex params (their real dtype), as optax's values.
     if mu_dtype is None:
@@ -174,14 +185,7 @@ def scale_by_adam(
         count = tree.safe_increment(state.count)
         mu_stored, mu = _first_moment(state, updates, b1, state_dtype, mu_dtype, count)
         nu_stored, nu = tree.moment(state.nu, updates, state_dtype, _second(updates, b2), count)
-        if nesterov:
-            mu_hat = jax.tree.map(
-                lambda m, g: b1 * m + (1 - b1) * g,
-                tree.bias_correction(mu, b1, tree.safe_increment(count)),
-                tree.bias_correction(updates, b1, count),
-            )
-        else:
-            mu_hat = tree.bias_correction(mu, b1, count)
+        mu_hat = corrected_first_moment(mu, updates, b1, count, nesterov)
         nu_hat = tree.bias_correction(nu, b2, count)
         updates = jax.tree.map(lambda m, v: m / (jnp.sqrt(v + eps_root) + eps), mu_hat, nu_hat)
         return updates, ScaleByAdamState(count, mu_stored, nu_stored)
@@ -189,7 +193,9 @@ def scale_by_adam(
     def scalars(state, updates):
         return _scalars(SCALE_BY_ADAM, state, b1, b2, eps=eps, eps_root=eps_root)
 
-    tx = GradientTransformation(lambda params: _init_adam(params, state_dtype, mu_dtype), update)
+    tx = GradientTransformation(
+        lambda params: init_adam_moments(params, state_dtype, mu_dtype), update
+    )
     if mu_dtype is not None:  # optax's rounding, which no fused kernel does: no recipe
         return tx
     return recipe.declare(tx, SCALE_BY_ADAM, scalars, seed=_next_count, nesterov=nesterov)
@@ -261,7 +267,8 @@ def scale_by_amsgrad(
 
     def init(params):
         return ScaleByAmsgradState(
-            *_init_adam(params, state_dtype, mu_dtype), tree.real_zeros_like(params, state_dtype)
+            *init_adam_moments(params, state_dtype, mu_dtype),
+            tree.real_zeros_like(params, state_dtype),
         )
 
     def update(updates, state, params=None, **extra):
@@ -333,7 +340,9 @@ def scale_by_adamax(
     def update(updates, state, params=None, **extra):
         checks.check_moments("scale_by_adamax", updates, state, "mu", "nu")
         count = tree.safe_increment(state.count)
-        mu_stored, mu = tree.moment(state.mu, updates, state_dtype, _first(updates, b1), count)
+        mu_stored, mu = tree.moment(
+            state.mu, updates, state_dtype, first_moment_rule(updates, b1), count
+        )
         infinity_norm = lambda n: jax.tree.map(  # noqa: E731
             lambda g, n: jnp.maximum(jnp.abs(g) + eps, b2 * n), updates, n
         )
@@ -344,5 +353,5 @@ def scale_by_adamax(
     def scalars(state, updates):
         return _scalars(SCALE_BY_ADAMAX, state, b1, b2, eps=eps)
 
-    tx = GradientTransformation(lambda params: _init_adam(params, state_dtype), update)
+    tx = GradientTransformation(lambda params: init_adam_moments(params, state_dtype), update)
     return recipe.declare(tx, SCALE_BY_ADAMAX, scalars, seed=_next_count)

@@ -9,6 +9,7 @@ import jax.numpy as jnp
 
 from gradtx import checks, tree
 from gradtx.core import GradientTransformation
+from gradtx.transforms.adam import corrected_first_moment, first_moment_rule
 
 
 class ScaleByBeliefState(NamedTuple):
@@ -92,7 +93,7 @@ def scale_by_belief(
         checks.check_moments(who, updates, state, "mu", "nu")
         count = tree.safe_increment(state.count)
         mu_stored, mu = tree.moment(
-            state.mu, updates, state_dtype, lambda m: tree.update_moment(updates, m, b1, 1), count
+            state.mu, updates, state_dtype, first_moment_rule(updates, b1), count
         )
 
         def belief(s):  # the spread around the new mean, as optax computes it
@@ -101,14 +102,7 @@ def scale_by_belief(
             return jax.tree.map(lambda v: v + eps_root, s)
 
         nu_stored, nu = tree.moment(state.nu, updates, state_dtype, belief, count)
-        if nesterov:
-            mu_hat = jax.tree.map(
-                lambda m, g: b1 * m + (1 - b1) * g,
-                tree.bias_correction(mu, b1, tree.safe_increment(count)),
-                tree.bias_correction(updates, b1, count),
-            )
-        else:
-            mu_hat = tree.bias_correction(mu, b1, count)
+        mu_hat = corrected_first_moment(mu, updates, b1, count, nesterov)
         nu_hat = tree.bias_correction(nu, b2, count)
         updates = jax.tree.map(lambda m, v: m / (jnp.sqrt(v) + eps), mu_hat, nu_hat)
         return updates, ScaleByBeliefState(count, mu_stored, nu_stored)

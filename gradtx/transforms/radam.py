@@ -9,7 +9,12 @@ import jax.numpy as jnp
 
 from gradtx import checks, tree
 from gradtx.core import GradientTransformation
-from gradtx.transforms.adam import ScaleByAdamState
+from gradtx.transforms.adam import (
+    ScaleByAdamState,
+    corrected_first_moment,
+    first_moment_rule,
+    init_adam_moments,
+)
 
 
 def scale_by_radam(
@@ -85,18 +90,11 @@ def scale_by_radam(
     state_dtype = checks.check_state_dtype(who, state_dtype)
     rho_inf = 2.0 / (1.0 - b2) - 1.0
 
-    def init(params):
-        return ScaleByAdamState(
-            tree.zeros_count(),
-            tree.state_zeros_like(params, state_dtype),
-            tree.real_zeros_like(params, state_dtype),
-        )
-
     def update(updates, state, params=None, **extra):
         checks.check_moments(who, updates, state, "mu", "nu")
         count = tree.safe_increment(state.count)
         mu_stored, mu = tree.moment(
-            state.mu, updates, state_dtype, lambda m: tree.update_moment(updates, m, b1, 1), count
+            state.mu, updates, state_dtype, first_moment_rule(updates, b1), count
         )
         nu_stored, nu = tree.moment(
             state.nu, updates, state_dtype,
@@ -109,14 +107,7 @@ def scale_by_radam(
         rectifier = jnp.sqrt(
             (rho - 4.0) * (rho - 2.0) * rho_inf / ((rho_inf - 4.0) * (rho_inf - 2.0) * rho)
         )
-        if nesterov:
-            mu_hat = jax.tree.map(
-                lambda m, g: b1 * m + (1 - b1) * g,
-                tree.bias_correction(mu, b1, tree.safe_increment(count)),
-                tree.bias_correction(updates, b1, count),
-            )
-        else:
-            mu_hat = tree.bias_correction(mu, b1, count)
+        mu_hat = corrected_first_moment(mu, updates, b1, count, nesterov)
         nu_hat = tree.bias_correction(nu, b2, count)
         # Below the threshold rho_t < 4 can make the rectifier NaN; the select drops it.
         updates = jax.tree.map(
@@ -130,4 +121,4 @@ def scale_by_radam(
         )
         return updates, ScaleByAdamState(count, mu_stored, nu_stored)
 
-    return GradientTransformation(init, update)
+    return GradientTransformation(lambda params: init_adam_moments(params, state_dtype), update)
