@@ -9,7 +9,7 @@ A learner is a pure ``(init, update)`` pair built by chaining small blocks::
     params = gradtx.apply_updates(params, updates)
 """
 
-from gradtx import cntk, schedules, training, transforms
+from gradtx import cntk, contrib, learners, schedules, training, transforms
 from gradtx import tree as tree  # optax.tree's helpers; gradtx.tree_utils is optax.tree_utils
 from gradtx import tree_utils as tree_utils
 from gradtx.checks import TreeMismatchError
@@ -65,18 +65,7 @@ from gradtx.hyperparams import (
     inject_stateful_hyperparams,
     set_hyperparams,
 )
-from gradtx.learners import (
-    adadelta,
-    adagrad,
-    adam,
-    adamax,
-    adamw,
-    amsgrad,
-    lion,
-    nadam,
-    rmsprop,
-    sgd,
-)
+from gradtx.learners import *  # noqa: F403
 from gradtx.monitoring import MonitorState, SnapshotState, measure_with_ema, monitor, snapshot
 from gradtx.multi_steps import (
     MultiSteps,
@@ -200,16 +189,12 @@ __all__ = [
     "TreeMismatchError",
     "Updates",
     "accumulate",
-    "adadelta",
-    "adagrad",
-    "adam",
-    "adamax",
-    "adamw",
-    "amsgrad",
     "apply_if_finite",
     "apply_updates",
     "chain",
     "cntk",
+    "contrib",
+    "learners",
     "ema_params",
     "find_learning_rate",
     "float_leaves",
@@ -222,18 +207,15 @@ __all__ = [
     "init_empty_state",
     "is_fused",
     "inject_hyperparams",
-    "lion",
     "load_state_dict",
     "lookahead",
     "make_train_step",
     "masked",
-    "nadam",
     "grouped",
     "pack",
     "packed",
     "partition",
     "multi_transform",
-    "rmsprop",
     "schedules",
     "constant_schedule",
     "cosine_decay_schedule",
@@ -250,11 +232,32 @@ __all__ = [
     "warmup_cosine_decay_schedule",
     "warmup_exponential_decay_schedule",
     "set_hyperparams",
-    "sgd",
     "state_dict",
     "stateless",
     "sweep",
     "training",
     "zero_shardings",
 ]
-__all__ += transforms.__all__  # a form pyright reads, unlike a starred list entry
+__all__ += learners.__all__  # a form pyright reads, unlike a starred list entry
+__all__ += transforms.__all__
+
+
+_MOVED_TO_CONTRIB = (
+    "DifferentiallyPrivateAggregateState",
+    "differentially_private_aggregate",
+    "dpsgd",
+)
+
+
+def __getattr__(name: str):
+    # optax 0.2.x still answers these at its top level, with this warning.
+    if name in _MOVED_TO_CONTRIB:
+        import warnings
+
+        warnings.warn(
+            f"gradtx.{name} is deprecated: use gradtx.contrib.{name}, as optax.contrib.{name}.",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return getattr(contrib, name)
+    raise AttributeError(f"module 'gradtx' has no attribute {name!r}")

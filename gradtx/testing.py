@@ -51,6 +51,13 @@ def _path(path: Any) -> str:
     return jax.tree_util.keystr(path) or "(root)"
 
 
+def _host(x: Any) -> np.ndarray:
+    """A leaf as a NumPy array; a typed PRNG key (``add_noise``'s state) as its key data."""
+    if isinstance(x, jax.Array) and jnp.issubdtype(x.dtype, jax.dtypes.prng_key):
+        x = jax.random.key_data(x)
+    return np.array(x)
+
+
 def _same(a: Any, b: Any, what: str, rtol: float = 0.0, atol: float = 0.0) -> None:
     """Trees equal in structure, shape, dtype and value (bitwise when tolerances are 0)."""
     if jax.tree.structure(a) != jax.tree.structure(b):
@@ -60,7 +67,7 @@ def _same(a: Any, b: Any, what: str, rtol: float = 0.0, atol: float = 0.0) -> No
     for (path, x), y in zip(
         jax.tree_util.tree_flatten_with_path(a)[0], jax.tree.leaves(b), strict=True
     ):
-        x, y = np.asarray(x), np.asarray(y)
+        x, y = _host(x), _host(y)
         if x.shape != y.shape or x.dtype != y.dtype:
             raise AssertionError(
                 f"{what}: at {_path(path)}: {x.shape} {x.dtype} vs {y.shape} {y.dtype}"
@@ -180,7 +187,7 @@ def check_transform(
     with battery.check("jax.eval_shape(tx.init, params) works"):
         _same_types(jax.eval_shape(tx.init, params), state, "eval_shape vs init")
 
-    snapshot = jax.tree.map(np.array, state)
+    snapshot = jax.tree.map(_host, state)
     eager = None
     with battery.check("update runs"):
         eager = _run(tx.update, state, params, grads, extra)
@@ -189,7 +196,7 @@ def check_transform(
     with battery.check("update is pure (same inputs, same outputs)"):
         _same_runs(_run(tx.update, state, params, grads, extra), eager, "two runs")
     with battery.check("update leaves the state it is given unchanged"):
-        _same(jax.tree.map(np.array, state), snapshot, "state before and after")
+        _same(jax.tree.map(_host, state), snapshot, "state before and after")
     with battery.check("updates keep the gradients' structure, shapes and dtypes"):
         for t, (u, _) in enumerate(eager):
             _same_types(u, grads[t], f"step {t}: updates vs gradients")

@@ -18,15 +18,17 @@ import pytest
 import gradtx
 import gradtx.testing
 
+SUBMODULES = ("cntk", "contrib", "learners", "schedules", "training", "transforms")
 PUBLIC = [
-    *(("gradtx", n) for n in gradtx.__all__ if n not in ("cntk", "schedules", "training")),
+    *(("gradtx", n) for n in gradtx.__all__ if n not in SUBMODULES),
+    *(("gradtx.contrib", n) for n in gradtx.contrib.__all__),
     *(("gradtx.schedules", n) for n in gradtx.schedules.__all__ if n != "shapes"),
     *(("gradtx.cntk", n) for n in gradtx.cntk.__all__),
     *(("gradtx.testing", n) for n in ("CheckFailed", "check_transform", "check_schedule",
                                       "pytrees", "hyperparameters")),
 ]  # fmt: skip
 MODULES = {"gradtx": gradtx, "gradtx.schedules": gradtx.schedules, "gradtx.cntk": gradtx.cntk,
-           "gradtx.testing": gradtx.testing}  # fmt: skip
+           "gradtx.contrib": gradtx.contrib, "gradtx.testing": gradtx.testing}  # fmt: skip
 
 
 @pytest.mark.parametrize("module,name", PUBLIC)
@@ -105,6 +107,8 @@ BLOCKS = [
       if n in BLOCK_EXTRAS or _returns_a_transform(getattr(gradtx, n))),
     *(("gradtx.cntk", n) for n in gradtx.cntk.__all__
       if _returns_a_transform(getattr(gradtx.cntk, n))),
+    *(("gradtx.contrib", n) for n in gradtx.contrib.__all__
+      if _returns_a_transform(getattr(gradtx.contrib, n))),
 ]  # fmt: skip
 # Blocks that neither a paper nor optax or torch defines: an example, but nothing to cite.
 NOTHING_TO_CITE = {("gradtx", "float_leaves")}
@@ -124,7 +128,8 @@ def test_learners_and_blocks_cite_a_source_and_show_an_example(module, name):
         assert "References:" in doc, f"{module}.{name}: its docstring has no References section"
 
 
-STATES = [n for n in gradtx.__all__ if (n.endswith("State") and n != "State") or n == "Progress"]
+STATES = [n for n in gradtx.__all__ if (n.endswith(("State", "Info")) and n != "State")
+          or n == "Progress"]  # fmt: skip
 
 
 @pytest.mark.parametrize("name", STATES)

@@ -11,6 +11,15 @@ Conventions shared by every learner here:
   namesake; the docstring says which arguments reproduce torch.optim.
 """
 
+from gradtx.learners.adam_relatives import (
+    adabelief,
+    adamaxw,
+    adan,
+    nadamw,
+    novograd,
+    radam,
+    yogi,
+)
 from gradtx.learners.basic import (
     adadelta,
     adagrad,
@@ -23,16 +32,57 @@ from gradtx.learners.basic import (
     rmsprop,
     sgd,
 )
+from gradtx.learners.large_batch import (
+    adafactor,
+    lamb,
+    lars,
+)
+from gradtx.learners.lbfgs import (
+    lbfgs,
+)
+from gradtx.learners.sign_family import (
+    fromage,
+    noisy_sgd,
+    optimistic_adam,
+    optimistic_adam_v2,
+    optimistic_gradient_descent,
+    polyak_sgd,
+    rprop,
+    sign_sgd,
+    signum,
+    sm3,
+)
 
 __all__ = [
+    "adabelief",
     "adadelta",
+    "adafactor",
     "adagrad",
     "adam",
     "adamax",
+    "adamaxw",
     "adamw",
+    "adan",
     "amsgrad",
+    "fromage",
+    "lamb",
+    "lars",
+    "lbfgs",
     "lion",
     "nadam",
+    "nadamw",
+    "noisy_sgd",
+    "novograd",
+    "optimistic_adam",
+    "optimistic_adam_v2",
+    "optimistic_gradient_descent",
+    "polyak_sgd",
+    "radam",
     "rmsprop",
+    "rprop",
     "sgd",
+    "sign_sgd",
+    "signum",
+    "sm3",
+    "yogi",
 ]

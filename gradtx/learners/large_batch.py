@@ -320,7 +320,7 @@ def dpsgd(
 
     with heavy-ball (or Nesterov) momentum on :math:`\\bar g_t` when ``momentum`` is
     given. The noise is optax's for the same seed (see
-    :func:`gradtx.differentially_private_aggregate`).
+    :func:`gradtx.contrib.differentially_private_aggregate`).
 
     optax: ``optax.contrib.dpsgd``.
 
@@ -339,7 +339,7 @@ def dpsgd(
 
     Examples:
       >>> import jax.numpy as jnp, numpy as np, gradtx
-      >>> opt = gradtx.dpsgd(0.1, l2_norm_clip=1.0, noise_multiplier=0.0, seed=0)
+      >>> opt = gradtx.contrib.dpsgd(0.1, l2_norm_clip=1.0, noise_multiplier=0.0, seed=0)
       >>> per_example = {"w": jnp.array([[3.0, 4.0], [0.3, 0.4]])}  # two examples
       >>> updates, state = opt.update(per_example, opt.init({"w": jnp.zeros(2)}))
       >>> print(np.asarray(updates["w"]).round(4))  # -0.1 * (g_1 / 5 + g_2) / 2

@@ -490,7 +490,7 @@ def _add_scaled_params(factor: ScalarOrSchedule) -> GradientTransformation:
         if params is None:
             raise ValueError("fromage: update needs the params; call update(grads, state, params)")
         checks.check_trees_match("fromage", "updates", updates, params=params)
-        if scheduled:
+        if callable(factor):
             c, state = factor(state.count), AddDecayedWeightsState(tree.safe_increment(state.count))
         elif isinstance(factor, int | float) and factor == 0.0:  # a zero learning rate
             return updates, state

@@ -7,6 +7,10 @@ from gradtx.transforms.adam import (
     scale_by_adamax,
     scale_by_amsgrad,
 )
+from gradtx.transforms.adan import (
+    ScaleByAdanState,
+    scale_by_adan,
+)
 from gradtx.transforms.adaptive import (
     ScaleByAdaDeltaState,
     ScaleByAdadeltaState,
@@ -24,7 +28,42 @@ from gradtx.transforms.adaptive import (
     scale_by_stddev,
 )
 from gradtx.transforms.averages import EmaState, TraceState, ema, trace
+from gradtx.transforms.belief import (
+    ScaleByBeliefState,
+    scale_by_belief,
+)
 from gradtx.transforms.clipping import clip, clip_by_global_norm
+from gradtx.transforms.distance import (
+    ScaleByDistanceOverGradientsState,
+    scale_by_distance_over_gradients,
+)
+from gradtx.transforms.factored import (
+    FactoredState,
+    scale_by_factored_rms,
+)
+from gradtx.transforms.gradient_ops import (
+    NonNegativeParamsState,
+    ZeroNansState,
+    adaptive_grad_clip,
+    centralize,
+    clip_by_block_rms,
+    keep_params_nonnegative,
+    normalize_by_update_norm,
+    zero_nans,
+)
+from gradtx.transforms.lbfgs import (
+    ScaleByLBFGSState,
+    scale_by_lbfgs,
+)
+from gradtx.transforms.linesearch import (
+    BacktrackingLinesearchInfo,
+    ScaleByBacktrackingLinesearchState,
+    ScaleByZoomLinesearchState,
+    ZoomLinesearchInfo,
+    scale_by_backtracking_linesearch,
+    scale_by_zoom_linesearch,
+    value_and_grad_from_state,
+)
 from gradtx.transforms.lion import ScaleByLionState, scale_by_lion
 from gradtx.transforms.minibatch import (
     MomentumState,
@@ -37,55 +76,132 @@ from gradtx.transforms.minibatch import (
     scale_by_minibatch_adam,
     scale_by_rate,
 )
+from gradtx.transforms.noise import (
+    AddNoiseState,
+    add_noise,
+)
+from gradtx.transforms.novograd import (
+    ScaleByNovogradState,
+    scale_by_novograd,
+)
+from gradtx.transforms.optimistic import (
+    ScaleByOptimisticGradientState,
+    scale_by_optimistic_gradient,
+)
+from gradtx.transforms.polyak import scale_by_polyak
+from gradtx.transforms.private import (
+    per_example_global_norm_clip,
+    per_example_layer_norm_clip,
+)
+from gradtx.transforms.radam import scale_by_radam
+from gradtx.transforms.rprop import (
+    ScaleByRpropState,
+    scale_by_rprop,
+)
 from gradtx.transforms.scaling import (
     ScaleByScheduleState,
     scale,
     scale_by_learning_rate,
     scale_by_schedule,
 )
+from gradtx.transforms.sign import scale_by_sign
+from gradtx.transforms.sm3 import (
+    ScaleBySM3State,
+    scale_by_sm3,
+)
+from gradtx.transforms.trust_ratio import (
+    scale_by_param_block_norm,
+    scale_by_param_block_rms,
+    scale_by_trust_ratio,
+)
 from gradtx.transforms.weight_decay import AddDecayedWeightsState, add_decayed_weights
+from gradtx.transforms.yogi import scale_by_yogi
 
 __all__ = [
+    "AddDecayedWeightsState",
+    "AddNoiseState",
+    "BacktrackingLinesearchInfo",
+    "EmaState",
+    "FactoredState",
     "MomentumState",
+    "NonNegativeParamsState",
     "Progress",
+    "ScaleByAdadeltaState",
+    "ScaleByAdaDeltaState",
+    "ScaleByAdamState",
+    "ScaleByAdanState",
+    "ScaleByAmsgradState",
+    "ScaleByBacktrackingLinesearchState",
+    "ScaleByBeliefState",
+    "ScaleByDistanceOverGradientsState",
     "ScaleByFsadagradState",
+    "ScaleByLBFGSState",
+    "ScaleByLionState",
     "ScaleByMinibatchAdamState",
+    "ScaleByNovogradState",
+    "ScaleByOptimisticGradientState",
     "ScaleByRateState",
     "ScaleByRmsSignStepsState",
-    "momentum",
-    "scale_by_fsadagrad",
-    "scale_by_minibatch_adam",
-    "scale_by_rate",
-    "scale_by_rms_sign_steps",
-    "AddDecayedWeightsState",
-    "EmaState",
-    "ScaleByAdaDeltaState",
-    "ScaleByAdadeltaState",
-    "ScaleByAdamState",
-    "ScaleByAmsgradState",
-    "ScaleByLionState",
     "ScaleByRmsState",
     "ScaleByRmsWithCountState",
+    "ScaleByRpropState",
     "ScaleByRssState",
     "ScaleByRStdDevState",
     "ScaleByRStdDevWithCountState",
     "ScaleByScheduleState",
+    "ScaleBySM3State",
     "ScaleByStddevState",
+    "ScaleByZoomLinesearchState",
     "TraceState",
+    "ZeroNansState",
+    "ZoomLinesearchInfo",
+    "adaptive_grad_clip",
     "add_decayed_weights",
+    "add_noise",
+    "centralize",
     "clip",
+    "clip_by_block_rms",
     "clip_by_global_norm",
     "ema",
+    "keep_params_nonnegative",
+    "momentum",
+    "normalize_by_update_norm",
+    "per_example_global_norm_clip",
+    "per_example_layer_norm_clip",
     "scale",
     "scale_by_adadelta",
     "scale_by_adam",
     "scale_by_adamax",
+    "scale_by_adan",
     "scale_by_amsgrad",
+    "scale_by_backtracking_linesearch",
+    "scale_by_belief",
+    "scale_by_distance_over_gradients",
+    "scale_by_factored_rms",
+    "scale_by_fsadagrad",
+    "scale_by_lbfgs",
     "scale_by_learning_rate",
     "scale_by_lion",
+    "scale_by_minibatch_adam",
+    "scale_by_novograd",
+    "scale_by_optimistic_gradient",
+    "scale_by_param_block_norm",
+    "scale_by_param_block_rms",
+    "scale_by_polyak",
+    "scale_by_radam",
+    "scale_by_rate",
     "scale_by_rms",
+    "scale_by_rms_sign_steps",
+    "scale_by_rprop",
     "scale_by_rss",
     "scale_by_schedule",
+    "scale_by_sign",
+    "scale_by_sm3",
     "scale_by_stddev",
+    "scale_by_trust_ratio",
+    "scale_by_yogi",
+    "scale_by_zoom_linesearch",
     "trace",
+    "value_and_grad_from_state",
+    "zero_nans",
 ]

@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gradtx import checks, tree
-from gradtx.core import GradientTransformation
+from gradtx.core import GradientTransformation, Scalar
 
 
 class FactoredState(NamedTuple):
@@ -66,7 +66,7 @@ def _zeros_without_axis(x: Any, axis: int, dtype: Any) -> jax.Array:
 def scale_by_factored_rms(
     factored: bool = True,
     decay_rate: float | jax.Array = 0.8,
-    step_offset: int | jax.Array = 0,
+    step_offset: int | Scalar = 0,
     min_dim_size_to_factor: int = 128,
     epsilon: float | jax.Array = 1e-30,
     decay_rate_fn: Callable[[Any, Any], Any] = _decay_rate_pow,

@@ -74,8 +74,12 @@ def _value_fn_kwargs(who: str, value_fn: Callable[..., Any], extra_args: dict) -
 
 
 def _value_dtype(params: Any) -> Any:
-    """The dtype of the objective's value: the real dtype of the params' first leaf."""
-    return tree.real_dtype(jnp.result_type(jax.tree.leaves(params)[0]))
+    """The dtype of the objective's value: the real dtype of the params' first leaf.
+
+    float32 for a tree with no leaves (optax's init raises ``IndexError`` on one).
+    """
+    leaves = jax.tree.leaves(params)
+    return tree.real_dtype(jnp.result_type(leaves[0])) if leaves else jnp.dtype(jnp.float32)
 
 
 def _check_steps(who: str, name: str, value: Any, at_least: int) -> None:
@@ -295,7 +299,16 @@ def scale_by_backtracking_linesearch(
 
     run_search = _compiled_when_eager(search)
 
-    def update(updates, state, params=None, *, value=None, grad=None, value_fn=None, **extra_args):
+    def update(
+        updates,
+        state,
+        params=None,
+        *,
+        value: Any = None,
+        grad: Any = None,
+        value_fn: Any = None,
+        **extra_args,
+    ):
         _check_extras(who, value, grad, value_fn)
         fn_kwargs = _value_fn_kwargs(who, value_fn, extra_args)
         # The slope of eta -> f(w + eta u) at 0: negative for a descent direction.
@@ -305,7 +318,7 @@ def scale_by_backtracking_linesearch(
             new_value=value,
             new_grad=tree.tree_zeros_like(params),
             decrease_error=jnp.array(jnp.inf),
-            iter_num=0,
+            iter_num=jnp.asarray(0),
         )
         carry = run_search(value_fn, carry, params, updates, slope, value, fn_kwargs=fn_kwargs)
 
@@ -749,7 +762,7 @@ def zoom_linesearch(
         if initial_guess_strategy == "one":
             stepsize_guess = jnp.asarray(1.0)
         elif initial_guess_strategy == "keep":
-            stepsize_guess = prev_stepsize
+            stepsize_guess = jnp.asarray(prev_stepsize)
         else:
             raise ValueError(
                 f"zoom_linesearch: initial_guess_strategy must be 'one' or 'keep', "
@@ -963,7 +976,16 @@ def scale_by_zoom_linesearch(
             info=ZoomLinesearchInfo(tree.zeros_count(), inf, inf),
         )
 
-    def update(updates, state, params=None, *, value=None, grad=None, value_fn=None, **extra_args):
+    def update(
+        updates,
+        state,
+        params=None,
+        *,
+        value: Any = None,
+        grad: Any = None,
+        value_fn: Any = None,
+        **extra_args,
+    ):
         _check_extras(who, value, grad, value_fn)
         fn_kwargs = _value_fn_kwargs(who, value_fn, extra_args)
         start = init_search(

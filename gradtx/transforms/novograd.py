@@ -103,10 +103,10 @@ def scale_by_novograd(
         return jax.tree.map(lambda g, v: one_norm(False, g, v), g, v)
 
     def start_momentum(g, p, m, v, decay):  # ... and the momentum at a_1
-        return jax.tree.map(lambda *x: one_momentum(True, *x, decay), g, p, m, v)
+        return jax.tree.map(lambda *x: one_momentum(True, *x, decay=decay), g, p, m, v)
 
     def accumulate_momentum(g, p, m, v, decay):
-        return jax.tree.map(lambda *x: one_momentum(False, *x, decay), g, p, m, v)
+        return jax.tree.map(lambda *x: one_momentum(False, *x, decay=decay), g, p, m, v)
 
     def init(params):
         if mu_dtype is None:

@@ -178,7 +178,7 @@ def differentially_private_aggregate(
 
     Examples:
       >>> import jax, jax.numpy as jnp, numpy as np, gradtx
-      >>> tx = gradtx.differentially_private_aggregate(1.0, 0.0, jax.random.key(0))
+      >>> tx = gradtx.contrib.differentially_private_aggregate(1.0, 0.0, jax.random.key(0))
       >>> per_example = {"w": jnp.array([[3.0, 4.0], [0.3, 0.4]])}  # two examples
       >>> updates, state = tx.update(per_example, tx.init({"w": jnp.zeros(2)}))
       >>> print(np.asarray(updates["w"]).round(4))  # (g_1 / 5 + g_2) / 2, no noise
