@@ -120,6 +120,28 @@ LEARNERS = {
         28,
         packs=False,
     ),
+    # The catalogue's elementwise learners with kernels (issue 20).
+    "adabelief": Learner(lambda: gradtx.adabelief(1e-3), lambda: optax.adabelief(1e-3), None, 28),
+    "yogi": Learner(lambda: gradtx.yogi(1e-3), lambda: optax.yogi(1e-3), None, 28),
+    # torch's RAdam adds eps to the uncorrected root: another rule, the same traffic.
+    "radam": Learner(
+        lambda: gradtx.radam(1e-3), lambda: optax.radam(1e-3), _torch("RAdam", lr=1e-3), 28
+    ),
+    "nadamw": Learner(
+        lambda: gradtx.nadamw(1e-3, weight_decay=1e-2),
+        lambda: optax.nadamw(1e-3, weight_decay=1e-2),
+        _torch("NAdam", lr=1e-3, weight_decay=1e-2, decoupled_weight_decay=True),
+        28,
+    ),
+    "adamaxw": Learner(
+        lambda: gradtx.adamaxw(1e-3, weight_decay=1e-2),
+        lambda: optax.adamaxw(1e-3, weight_decay=1e-2),
+        None,
+        28,
+    ),
+    # No moment: params and grads read, params written.
+    "sign_sgd": Learner(lambda: gradtx.sign_sgd(1e-4), lambda: optax.sign_sgd(1e-4), None, 12),
+    "signum": Learner(lambda: gradtx.signum(1e-4), lambda: optax.signum(1e-4), None, 20),
     # Moments in bfloat16: 4 + 4 + 2 + 2 read, 4 + 2 + 2 written.
     "adam_bf16_state": Learner(
         lambda: gradtx.adam(1e-3, state_dtype=jnp.bfloat16),
@@ -153,7 +175,8 @@ def small_leaves(count: int) -> dict[str, jax.Array]:
     return {f"p{i:05d}": jnp.zeros(16, jnp.float32) for i in range(count)}
 
 
-def _grads(params: Any) -> Any:
+def gradients_like(params: Any) -> Any:
+    """Normal gradients of standard deviation 1e-3 shaped like ``params``, seed 0."""
     rng = np.random.default_rng(0)
     return jax.tree.map(lambda x: jnp.asarray(rng.normal(size=x.shape) * 1e-3, x.dtype), params)
 
@@ -206,7 +229,7 @@ def step_table(
     for case, params in cases.items():
         size = sum(x.size for x in jax.tree.leaves(params))
         leaves = len(jax.tree.leaves(params))
-        grads = _grads(params)
+        grads = gradients_like(params)
         floors[case] = _dispatch_floor(params, grads, rounds, steps)
         for name in learners:
             learner = LEARNERS[name]
@@ -283,7 +306,7 @@ def compile_table(counts: list[int], rounds: int, steps: int) -> None:
     )
     for count in counts:
         params = small_leaves(count)
-        grads = _grads(params)
+        grads = gradients_like(params)
         runners = {
             "optax": JaxStep(
                 optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(1e-3)),

@@ -18,22 +18,28 @@ class JaxStep:
 
     ``data`` is the gradients, or, given ``loss``, a batch whose gradient
     ``jax.grad(loss)(params, batch)`` the step takes first (a whole training
-    step). With ``fused``, the update is :func:`gradtx.fused_update`.
+    step). With ``fused``, the update is :func:`gradtx.fused_update`. With
+    ``objective``, the update gets the extras a line search or Polyak's step reads:
+    ``value=objective(params)``, ``grad`` (the gradients) and ``value_fn=objective``.
     """
 
     def __init__(
         self, opt: Any, apply_updates: Callable, params: Any, data: Any, fused: bool = False,
-        loss: Callable | None = None,
+        loss: Callable | None = None, objective: Callable | None = None,
     ):  # fmt: skip
         def step(params, state, data):
             grads = data if loss is None else jax.grad(loss)(params, data)
             if fused:
                 return gradtx.fused_update(opt, grads, state, params)
-            updates, state = opt.update(grads, state, params)
+            extra = {}
+            if objective is not None:
+                extra = dict(value=objective(params), grad=grads, value_fn=objective)
+            updates, state = opt.update(grads, state, params, **extra)
             return apply_updates(params, updates), state
 
         self.params = jax.tree.map(jnp.copy, params)
-        self.state = opt.init(self.params)
+        # A copy of each leaf: optax.lbfgs's state holds one array twice, which donation refuses.
+        self.state = jax.tree.map(jnp.copy, opt.init(self.params))
         self.data = data
         start = time.perf_counter()
         self.jitted = jax.jit(step, donate_argnums=(0, 1))

@@ -190,6 +190,29 @@ FUSED = {
         gradtx.scale_by_amsgrad(), gradtx.add_decayed_weights(1e-2), gradtx.scale(-1e-2),
         gradtx.trace(0.9),
     ),
+    # The catalogue's elementwise learners (issue 20).
+    "adabelief": lambda: gradtx.adabelief(1e-2),
+    "adabelief nesterov, clipped": lambda: gradtx.chain(
+        gradtx.clip_by_global_norm(1.0), gradtx.adabelief(1e-2, eps=1e-8, nesterov=True)),
+    "yogi": lambda: gradtx.yogi(1e-2),
+    "yogi, eps_root, scheduled rate": lambda: gradtx.chain(
+        gradtx.scale_by_yogi(b2=0.99, eps_root=1e-6), gradtx.scale_by_learning_rate(
+            S.cosine_decay(1e-2, 30))),
+    # rho_t passes the threshold at the sixth step: both of RAdam's branches run.
+    "radam": lambda: gradtx.radam(1e-2),
+    "radam nesterov, coupled decay": lambda: gradtx.chain(
+        gradtx.add_decayed_weights(1e-2), gradtx.scale_by_radam(nesterov=True),
+        gradtx.scale(-1e-2)),
+    "nadamw": lambda: gradtx.nadamw(1e-2, weight_decay=1e-2),
+    "adamaxw, masked": lambda: gradtx.adamaxw(1e-2, weight_decay=0.1, mask=MASK),
+    "sign_sgd": lambda: gradtx.sign_sgd(1e-3),
+    "sign_sgd, scheduled": lambda: gradtx.sign_sgd(S.cosine_decay(1e-3, 30)),
+    "signum": lambda: gradtx.signum(1e-3),
+    "signum, decoupled decay": lambda: gradtx.chain(
+        gradtx.ema(0.8, debias=False), gradtx.scale_by_sign(), gradtx.add_decayed_weights(1e-2),
+        gradtx.scale_by_learning_rate(1e-3)),
+    "ema, debiased": lambda: gradtx.chain(gradtx.ema(0.9), gradtx.scale(-1e-2)),
+    "injected yogi": lambda: gradtx.inject_hyperparams(gradtx.yogi)(learning_rate=1e-2),
 }  # fmt: skip
 
 
@@ -302,6 +325,10 @@ BF16 = {
     ),
     "rmsprop momentum": lambda dtype: gradtx.rmsprop(1e-2, momentum=0.9, state_dtype=dtype),
     "adagrad": lambda dtype: gradtx.adagrad(0.1, state_dtype=dtype),
+    "adabelief": lambda dtype: gradtx.adabelief(1e-2, state_dtype=dtype),
+    "yogi": lambda dtype: gradtx.yogi(1e-2, state_dtype=dtype),
+    "radam": lambda dtype: gradtx.radam(1e-2, state_dtype=dtype),
+    "signum": lambda dtype: gradtx.signum(1e-3, state_dtype=dtype),
 }
 # Where a moment's float32 value is computed as XLA computes it, its bfloat16 bits are the
 # plain path's. Elsewhere it can differ in the last float32 bit (the clip's scale contracted
@@ -571,11 +598,17 @@ def test_each_kernel_reads_every_scalar_and_option_of_its_layout(rule):
     base = run(hyper, every)
     assert np.isfinite(base).all()  # so that a change below is a change, not a NaN
     for i, name in enumerate(scalars):
-        assert not np.array_equal(
-            run(np.where(np.arange(len(hyper)) == i, 0.7, hyper), every), base
+        # 0.7 changes a value; 0 turns off a switch (RAdam's "rectified").
+        assert any(
+            not np.array_equal(run(np.where(np.arange(len(hyper)) == i, v, hyper), every), base)
+            for v in (0.7, 0.0)
         ), name
     for bit, name in enumerate(options):
-        assert not np.array_equal(run(hyper, every ^ (1 << bit)), base), name
+        # Off from all on, or on alone: a sign hides ema's debiasing, the momentum option
+        # its nesterov and unit-gain bits.
+        assert not np.array_equal(run(hyper, every ^ (1 << bit)), base) or not np.array_equal(
+            run(hyper, 1 << bit), run(hyper, 0)
+        ), name
     with pytest.raises(Exception, match="wrong number of scalars"):
         run(hyper[:-1], every)
     with pytest.raises(Exception, match="unknown option bits"):

@@ -509,3 +509,25 @@ def test_digits_example_reaches_scipys_optimum(capsys):
     # Reusing the search's evaluations: about one evaluation per iteration, as scipy's.
     assert ours["evaluations"] < 1.5 * ours["iterations"]
     assert "scipy L-BFGS-B" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("search", ["zoom", "backtracking"])
+def test_a_donated_step_takes_the_state_init_made(search):
+    """No array twice in the state: jit refuses to donate one buffer for two arguments
+    (optax.lbfgs's state holds one inf twice, so a donated optax step fails at once)."""
+    linesearch_tx = (
+        scale_by_zoom_linesearch(15)
+        if search == "zoom"
+        else scale_by_backtracking_linesearch(15, store_grad=True)
+    )
+    opt = lbfgs(linesearch=linesearch_tx)
+    batch = _digits()
+    params = {"w": jnp.zeros((64, 10)), "b": jnp.zeros(10)}
+    state = opt.init(params)
+    pointers = [x.unsafe_buffer_pointer() for x in jax.tree.leaves(state)]
+    assert len(set(pointers)) == len(pointers)
+    step = gradtx.make_train_step(_full_batch_loss, opt)  # donates params and state
+    first = _full_batch_loss(params, batch)
+    for _ in range(3):
+        params, state, metrics = step(params, state, batch)
+    assert float(metrics["loss"]) < float(first)

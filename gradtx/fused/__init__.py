@@ -10,13 +10,16 @@ place on donated buffers, one kernel call per 32 leaves of a tree
 Which kernel runs is read from the learner's recipe (:mod:`gradtx.recipe`):
 the blocks it chains and their hyperparameters, as data. A recipe of the shape
 
-    [clip_by_global_norm] [add_decayed_weights] [rule] [add_decayed_weights] scale [trace]
+    [clip_by_global_norm] [add_decayed_weights] [rule] [scale_by_sign]
+        [add_decayed_weights] scale [trace]
 
 (brackets: optional; ``identity`` blocks anywhere; the second decay only after
-a rule; the last ``trace`` is momentum on the scaled steps, as in rmsprop) runs
-the kernel of its rule, or the plain SGD kernel where it has none. The rules
-with kernels are ``scale_by_adam`` (also with ``nesterov``),
-``scale_by_amsgrad``, ``scale_by_adamax``, ``trace``, ``scale_by_rms``,
+a rule; the sign only after plain SGD's rule or ``ema``'s, the rules with a
+``sign`` option; the last ``trace`` is momentum on the scaled steps, as in
+rmsprop) runs the kernel of its rule, or the plain SGD kernel where it has
+none. The rules with kernels are ``scale_by_adam`` (also with ``nesterov``),
+``scale_by_amsgrad``, ``scale_by_adamax``, ``scale_by_belief``,
+``scale_by_radam``, ``scale_by_yogi``, ``trace``, ``ema``, ``scale_by_rms``,
 ``scale_by_stddev`` (centered RMSProp), ``scale_by_rss`` (Adagrad) and
 ``scale_by_lion``. A weight decay with a mask runs as one call per set of
 leaves that decay alike: a leaf it leaves out gets no decay at all.
@@ -58,6 +61,7 @@ from gradtx.fused.build import FusedKernelsUnavailable, registration_error
 from gradtx.transforms.averages import TRACE
 from gradtx.transforms.clipping import CLIP_BY_GLOBAL_NORM
 from gradtx.transforms.scaling import SCALE
+from gradtx.transforms.sign import SCALE_BY_SIGN
 from gradtx.transforms.weight_decay import ADD_DECAYED_WEIGHTS
 
 __all__ = [
@@ -89,6 +93,7 @@ class _Plan(NamedTuple):
 
     rule: recipe.Rule
     core: recipe.Stage | None  # the stage of the rule; None for plain SGD
+    sign: bool  # a scale_by_sign after the rule: the rule's "sign" option
     clip: recipe.Stage | None
     coupled: recipe.Stage | None
     decoupled: recipe.Stage | None
@@ -127,7 +132,7 @@ class _Plan(NamedTuple):
 
 
 def _plan(stages: tuple[recipe.Stage, ...] | None) -> _Plan | None:
-    """Match ``[clip] [decay] [rule] [decay] scale [trace]`` (identities dropped), or None."""
+    """Match ``[clip] [decay] [rule] [sign] [decay] scale [trace]``, identities dropped, or None."""
     if stages is None:
         return None
     rest = [s for s in stages if s.rule is not IDENTITY]
@@ -138,13 +143,14 @@ def _plan(stages: tuple[recipe.Stage, ...] | None) -> _Plan | None:
     clip = take(lambda r: r is CLIP_BY_GLOBAL_NORM)
     coupled = take(lambda r: r is ADD_DECAYED_WEIGHTS)
     core = take(lambda r: r.kernel is not None)
-    decoupled = take(lambda r: r is ADD_DECAYED_WEIGHTS) if core is not None else None
+    rule = layout.SGD if core is None else core.rule
+    sign = take(lambda r: r is SCALE_BY_SIGN) is not None
+    decoupled = take(lambda r: r is ADD_DECAYED_WEIGHTS) if core is not None or sign else None
     rate = take(lambda r: r is SCALE)
     momentum = take(lambda r: r is TRACE)
-    if rate is None or rest:
+    if rate is None or rest or (sign and "sign" not in rule.options):
         return None
-    rule = layout.SGD if core is None else core.rule
-    return _Plan(rule, core, clip, coupled, decoupled, rate, momentum)
+    return _Plan(rule, core, sign, clip, coupled, decoupled, rate, momentum)
 
 
 def _fusable(learner: GradientTransformation, state: Any) -> _Plan | None:
@@ -160,8 +166,10 @@ def is_fused(learner: GradientTransformation) -> bool:
 
     True where the learner's recipe (see :mod:`gradtx.fused`) matches a kernel
     and its moments are all float32 or all bfloat16: ``gradtx.adam``,
-    ``gradtx.adamw`` and ``gradtx.nadam`` (``nesterov`` and ``mask``
-    included), ``gradtx.amsgrad``, ``gradtx.adamax``, ``gradtx.sgd``,
+    ``gradtx.adamw``, ``gradtx.nadam`` and ``gradtx.nadamw`` (``nesterov`` and ``mask``
+    included), ``gradtx.amsgrad``, ``gradtx.adamax``, ``gradtx.adamaxw``,
+    ``gradtx.adabelief``, ``gradtx.radam``, ``gradtx.yogi``, ``gradtx.sgd``,
+    ``gradtx.sign_sgd``, ``gradtx.signum``,
     ``gradtx.rmsprop`` (centered or not, with or without momentum),
     ``gradtx.adagrad`` and ``gradtx.lion`` (with or without ``mask``), with
     ``state_dtype`` None, float32 or bfloat16, and the same blocks chained by hand, after
@@ -424,6 +432,8 @@ def _flags(plan: _Plan, updates: Any) -> list[int]:
         "momentum_unit_gain": momentum.get("unit_gain", False),
         **({} if plan.core is None else plan.core.options),
     }
+    if "sign" in plan.rule.options:
+        given["sign"] = plan.sign
     coupled, decoupled = (_decay(stage, updates)[1] for stage in (plan.coupled, plan.decoupled))
     names, flags = layout.options(plan.rule), []
     for c, d in zip(coupled, decoupled, strict=True):

@@ -263,12 +263,35 @@ struct Around {
 // through Get and Put (F32 or Bf16). The arithmetic follows the jax.numpy
 // block's, operation for operation.
 
+// jnp.sign: -1 or 1, and zeros and NaNs as they are.
+inline float Sign(float x) { return x > 0.0f ? 1.0f : (x < 0.0f ? -1.0f : x); }
+
+// With the sign option (a scale_by_sign after it), signSGD.
 template <class O>
 struct Sgd {
+  static constexpr bool kSign = O::on(gradtx_layout::sgd::option::kSign);
   explicit Sgd(const float*) {}
   template <class M>
   float Step(float g, int64_t, const M&, const M&, const M&) const {
-    return g;
+    return kSign ? Sign(g) : g;
+  }
+};
+
+// gradtx.ema: the average, debiased with the debias option; with the sign option (a
+// scale_by_sign after it) its sign, Signum.
+template <class O>
+struct Ema {
+  using S = gradtx_layout::ema::scalar;
+  using B = gradtx_layout::ema::option;
+  static constexpr bool kDebias = O::on(B::kDebias), kSign = O::on(B::kSign);
+  float decay, odecay, r;
+  explicit Ema(const float* h)
+      : decay(h[S::kDecay]), odecay(h[S::kOneMinusDecay]), r(h[S::kInvBiasCorrection]) {}
+  template <class M>
+  float Step(float g, int64_t i, const M& m, const M&, const M&) const {
+    const float mi = m.Put(i, odecay * g + decay * m.Get(i));
+    const float d = kDebias ? mi * r : mi;
+    return kSign ? Sign(d) : d;
   }
 };
 
@@ -378,6 +401,68 @@ struct Adamax {
   }
 };
 
+// AdaBelief: Adam's first moment; the second is the average of (g - m_t)^2, plus eps_root
+// each step, and eps_root is not added again under the root.
+template <class O>
+struct Belief {
+  using S = gradtx_layout::scale_by_belief::scalar;
+  static constexpr bool kNesterov = O::on(gradtx_layout::scale_by_belief::option::kNesterov);
+  float b1, ob1, b2, ob2, r1_next, r1, r2, eps, eps_root;
+  explicit Belief(const float* h)
+      : b1(h[S::kB1]), ob1(h[S::kOneMinusB1]), b2(h[S::kB2]), ob2(h[S::kOneMinusB2]),
+        r1_next(h[S::kInvNextBiasCorrection1]), r1(h[S::kInvBiasCorrection1]),
+        r2(h[S::kInvBiasCorrection2]), eps(h[S::kEps]), eps_root(h[S::kEpsRoot]) {}
+  template <class M>
+  float Step(float g, int64_t i, const M& m, const M& s, const M&) const {
+    const float mi = m.Put(i, ob1 * g + b1 * m.Get(i));
+    const float surprise = g - mi;
+    const float si = s.Put(i, (ob2 * (surprise * surprise) + b2 * s.Get(i)) + eps_root);
+    const float mh = kNesterov ? std::fma(b1, mi * r1_next, ob1 * (g * r1)) : mi * r1;
+    return mh / (std::sqrt(si * r2) + eps);
+  }
+};
+
+// Yogi: the second moment moves by (1 - b2) g^2 towards g^2, in the direction of the sign.
+template <class O>
+struct Yogi {
+  using S = gradtx_layout::scale_by_yogi::scalar;
+  float b1, ob1, ob2, r1, r2, eps, eps_root;
+  explicit Yogi(const float* h)
+      : b1(h[S::kB1]), ob1(h[S::kOneMinusB1]), ob2(h[S::kOneMinusB2]),
+        r1(h[S::kInvBiasCorrection1]), r2(h[S::kInvBiasCorrection2]), eps(h[S::kEps]),
+        eps_root(h[S::kEpsRoot]) {}
+  template <class M>
+  float Step(float g, int64_t i, const M& m, const M& v, const M&) const {
+    const float mi = m.Put(i, ob1 * g + b1 * m.Get(i));
+    const float g2 = g * g, vo = v.Get(i);
+    const float vi = v.Put(i, vo - ob2 * Sign(vo - g2) * g2);
+    return (mi * r1) / (std::sqrt(vi * r2 + eps_root) + eps);
+  }
+};
+
+// RAdam: Adam's moments; the step is the rectifier times Adam's once rho_t reaches the
+// threshold (the `rectified` scalar is 1), else the corrected first moment alone.
+template <class O>
+struct Radam {
+  using S = gradtx_layout::scale_by_radam::scalar;
+  static constexpr bool kNesterov = O::on(gradtx_layout::scale_by_radam::option::kNesterov);
+  float b1, ob1, b2, ob2, r1_next, r1, r2, eps, eps_root, rectifier;
+  bool rectified;
+  explicit Radam(const float* h)
+      : b1(h[S::kB1]), ob1(h[S::kOneMinusB1]), b2(h[S::kB2]), ob2(h[S::kOneMinusB2]),
+        r1_next(h[S::kInvNextBiasCorrection1]), r1(h[S::kInvBiasCorrection1]),
+        r2(h[S::kInvBiasCorrection2]), eps(h[S::kEps]), eps_root(h[S::kEpsRoot]),
+        rectifier(h[S::kRectifier]), rectified(h[S::kRectified] != 0.0f) {}
+  template <class M>
+  float Step(float g, int64_t i, const M& m, const M& v, const M&) const {
+    const float mi = m.Put(i, ob1 * g + b1 * m.Get(i));
+    const float vi = v.Put(i, ob2 * (g * g) + b2 * v.Get(i));
+    const float mh = kNesterov ? std::fma(b1, mi * r1_next, ob1 * (g * r1)) : mi * r1;
+    const float adam = (rectifier * mh) / (std::sqrt(vi * r2 + eps_root) + eps);
+    return rectified ? adam : mh;
+  }
+};
+
 template <class O>
 struct Adagrad {
   static constexpr bool kInSqrt = O::on(gradtx_layout::scale_by_rss::option::kEpsInSqrt);
@@ -389,9 +474,6 @@ struct Adagrad {
     return (si > 0.0f ? InverseRoot<kInSqrt>(si, eps) : 0.0f) * g;
   }
 };
-
-// jnp.sign: -1 or 1, and zeros and NaNs as they are.
-inline float Sign(float x) { return x > 0.0f ? 1.0f : (x < 0.0f ? -1.0f : x); }
 
 template <class O>
 struct Lion {
@@ -564,3 +646,7 @@ GRADTX_KERNEL(gradtx_amsgrad, scale_by_amsgrad, Amsgrad)
 GRADTX_KERNEL(gradtx_adamax, scale_by_adamax, Adamax)
 GRADTX_KERNEL(gradtx_adagrad, scale_by_rss, Adagrad)
 GRADTX_KERNEL(gradtx_lion, scale_by_lion, Lion)
+GRADTX_KERNEL(gradtx_ema, ema, Ema)
+GRADTX_KERNEL(gradtx_belief, scale_by_belief, Belief)
+GRADTX_KERNEL(gradtx_yogi, scale_by_yogi, Yogi)
+GRADTX_KERNEL(gradtx_radam, scale_by_radam, Radam)

@@ -21,7 +21,8 @@ SHARED_OPTIONS = ("grad_scale", "coupled_decay", "decoupled_decay",
                   "momentum", "momentum_nesterov", "momentum_unit_gain")  # fmt: skip
 
 # A recipe with no rule of its own between the decay and the rate: plain SGD.
-SGD = recipe.rule("sgd", kernel="gradtx_sgd")
+# With the sign option, a scale_by_sign follows: sign_sgd.
+SGD = recipe.rule("sgd", options=("sign",), kernel="gradtx_sgd")
 
 
 def kernels() -> list[recipe.Rule]:

@@ -70,7 +70,7 @@ def _second(updates: Any, b2: Any) -> Any:
     return lambda v: tree.update_moment_per_elem_norm(updates, v, b2, 2)
 
 
-def _scalars(rule: recipe.Rule, state: Any, b1: Any, b2: Any, **given: Any) -> dict[str, Any]:
+def moment_scalars(rule: recipe.Rule, state: Any, b1: Any, b2: Any, **given: Any) -> dict[str, Any]:
     """``rule``'s scalars for the step ``state`` is about to take: the decays, one minus each,
     and the inverse bias corrections (XLA multiplies by them where the blocks divide)."""
     count = tree.safe_increment(state.count)
@@ -106,7 +106,7 @@ def corrected_first_moment(mu: Any, updates: Any, b1: Any, count: Any, nesterov:
     )
 
 
-def _next_count(state: Any) -> Any:
+def next_count(state: Any) -> Any:
     """The seed the Adam family's moments round with (see ``tree.moment``): the new count."""
     return tree.safe_increment(state.count)
 
@@ -191,14 +191,14 @@ def scale_by_adam(
         return updates, ScaleByAdamState(count, mu_stored, nu_stored)
 
     def scalars(state, updates):
-        return _scalars(SCALE_BY_ADAM, state, b1, b2, eps=eps, eps_root=eps_root)
+        return moment_scalars(SCALE_BY_ADAM, state, b1, b2, eps=eps, eps_root=eps_root)
 
     tx = GradientTransformation(
         lambda params: init_adam_moments(params, state_dtype, mu_dtype), update
     )
     if mu_dtype is not None:  # optax's rounding, which no fused kernel does: no recipe
         return tx
-    return recipe.declare(tx, SCALE_BY_ADAM, scalars, seed=_next_count, nesterov=nesterov)
+    return recipe.declare(tx, SCALE_BY_ADAM, scalars, seed=next_count, nesterov=nesterov)
 
 
 class ScaleByAmsgradState(NamedTuple):
@@ -289,13 +289,13 @@ def scale_by_amsgrad(
         return updates, ScaleByAmsgradState(count, mu_stored, nu_stored, nu_max_stored)
 
     def scalars(state, updates):
-        return _scalars(SCALE_BY_AMSGRAD, state, b1, b2, eps=eps, eps_root=eps_root)
+        return moment_scalars(SCALE_BY_AMSGRAD, state, b1, b2, eps=eps, eps_root=eps_root)
 
     tx = GradientTransformation(init, update)
     # optax's rounding, or a moment left uncorrected: rules the fused kernel lacks, no recipe.
     if mu_dtype is not None or not (bias_correction_mu and bias_correction_nu):
         return tx
-    return recipe.declare(tx, SCALE_BY_AMSGRAD, scalars, seed=_next_count)
+    return recipe.declare(tx, SCALE_BY_AMSGRAD, scalars, seed=next_count)
 
 
 def scale_by_adamax(
@@ -351,7 +351,7 @@ def scale_by_adamax(
         return updates, ScaleByAdamState(count, mu_stored, nu_stored)
 
     def scalars(state, updates):
-        return _scalars(SCALE_BY_ADAMAX, state, b1, b2, eps=eps)
+        return moment_scalars(SCALE_BY_ADAMAX, state, b1, b2, eps=eps)
 
     tx = GradientTransformation(lambda params: init_adam_moments(params, state_dtype), update)
-    return recipe.declare(tx, SCALE_BY_ADAMAX, scalars, seed=_next_count)
+    return recipe.declare(tx, SCALE_BY_ADAMAX, scalars, seed=next_count)

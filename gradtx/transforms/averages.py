@@ -18,6 +18,17 @@ TRACE = recipe.rule(
 )
 
 
+# inv_bias_correction is 1 / (1 - decay^t) at this step's t, read with the debias option;
+# sign: the sign of the average (Signum), from a scale_by_sign after it.
+EMA = recipe.rule(
+    "ema",
+    scalars=("decay", "one_minus_decay", "inv_bias_correction"),
+    options=("debias", "sign"),
+    moments=("ema",),
+    kernel="gradtx_ema",
+)
+
+
 class TraceState(NamedTuple):
     """State of :func:`trace`: the step count (for a momentum schedule) and the trace."""
 
@@ -175,4 +186,14 @@ def ema(
         updates = tree.bias_correction(new_ema, decay, count) if debias else new_ema
         return updates, EmaState(count, stored)
 
-    return GradientTransformation(init, update)
+    def scalars(state, updates):
+        (correction,) = tree.bias_corrections((decay,), tree.safe_increment(state.count))
+        return {"decay": decay, "one_minus_decay": 1 - decay, "inv_bias_correction": 1 / correction}
+
+    tx = GradientTransformation(init, update)
+    if accumulator_dtype is not None:  # optax's rounding, which no fused kernel does: no recipe
+        return tx
+    # "sign" is the plan's to set (gradtx/fused: a scale_by_sign that follows); never the block's.
+    return recipe.declare(
+        tx, EMA, scalars, seed=lambda s: tree.safe_increment(s.count), debias=debias, sign=False
+    )

@@ -7,9 +7,24 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from gradtx import checks, tree
+from gradtx import checks, recipe, tree
 from gradtx.core import GradientTransformation
-from gradtx.transforms.adam import corrected_first_moment, first_moment_rule
+from gradtx.transforms.adam import (
+    SCALE_BY_ADAM,
+    corrected_first_moment,
+    first_moment_rule,
+    moment_scalars,
+    next_count,
+)
+
+# Adam's scalars and option: only the second moment's rule differs.
+SCALE_BY_BELIEF = recipe.rule(
+    "scale_by_belief",
+    scalars=SCALE_BY_ADAM.scalars,
+    options=SCALE_BY_ADAM.options,
+    moments=("mu", "nu"),
+    kernel="gradtx_belief",
+)
 
 
 class ScaleByBeliefState(NamedTuple):
@@ -107,4 +122,8 @@ def scale_by_belief(
         updates = jax.tree.map(lambda m, v: m / (jnp.sqrt(v) + eps), mu_hat, nu_hat)
         return updates, ScaleByBeliefState(count, mu_stored, nu_stored)
 
-    return GradientTransformation(init, update)
+    def scalars(state, updates):
+        return moment_scalars(SCALE_BY_BELIEF, state, b1, b2, eps=eps, eps_root=eps_root)
+
+    tx = GradientTransformation(init, update)
+    return recipe.declare(tx, SCALE_BY_BELIEF, scalars, seed=next_count, nesterov=nesterov)

@@ -968,12 +968,15 @@ def scale_by_zoom_linesearch(
 
     def init(params):
         val_dtype = _value_dtype(params)
-        inf = jnp.asarray(jnp.inf)
+        # Each leaf its own buffer: a donated state must not hold the same array twice
+        # (optax's holds one inf twice, so jit(step, donate_argnums=...) refuses it).
         return ScaleByZoomLinesearchState(
             learning_rate=jnp.asarray(1.0, dtype=val_dtype),
             value=jnp.asarray(jnp.inf, dtype=val_dtype),
             grad=tree.tree_zeros_like(params),
-            info=ZoomLinesearchInfo(tree.zeros_count(), inf, inf),
+            info=ZoomLinesearchInfo(
+                tree.zeros_count(), jnp.asarray(jnp.inf), jnp.asarray(jnp.inf)
+            ),
         )
 
     def update(

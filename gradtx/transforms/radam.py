@@ -7,13 +7,25 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from gradtx import checks, tree
+from gradtx import checks, recipe, tree
 from gradtx.core import GradientTransformation
 from gradtx.transforms.adam import (
+    SCALE_BY_ADAM,
     ScaleByAdamState,
     corrected_first_moment,
     first_moment_rule,
     init_adam_moments,
+    moment_scalars,
+    next_count,
+)
+
+# Adam's, plus this step's rectifier and whether it applies (1 or 0: rho_t >= threshold).
+SCALE_BY_RADAM = recipe.rule(
+    "scale_by_radam",
+    scalars=(*SCALE_BY_ADAM.scalars, "rectifier", "rectified"),
+    options=SCALE_BY_ADAM.options,
+    moments=("mu", "nu"),
+    kernel="gradtx_radam",
 )
 
 
@@ -90,6 +102,16 @@ def scale_by_radam(
     state_dtype = checks.check_state_dtype(who, state_dtype)
     rho_inf = 2.0 / (1.0 - b2) - 1.0
 
+    def rectification(count):
+        # optax's float32 expressions, operation for operation: rho_t is 1999 - 1998 at
+        # t = 1, so any other rounding of b2**t moves it (and the rectified step) visibly.
+        b2_t = b2**count
+        rho = rho_inf - 2 * count * b2_t / (1 - b2_t)
+        rectifier = jnp.sqrt(
+            (rho - 4.0) * (rho - 2.0) * rho_inf / ((rho_inf - 4.0) * (rho_inf - 2.0) * rho)
+        )
+        return rho, rectifier
+
     def update(updates, state, params=None, **extra):
         checks.check_moments(who, updates, state, "mu", "nu")
         count = tree.safe_increment(state.count)
@@ -100,13 +122,7 @@ def scale_by_radam(
             state.nu, updates, state_dtype,
             lambda v: tree.update_moment_per_elem_norm(updates, v, b2, 2), count,
         )  # fmt: skip
-        # optax's float32 expressions, operation for operation: rho_t is 1999 - 1998 at
-        # t = 1, so any other rounding of b2**t moves it (and the rectified step) visibly.
-        b2_t = b2**count
-        rho = rho_inf - 2 * count * b2_t / (1 - b2_t)
-        rectifier = jnp.sqrt(
-            (rho - 4.0) * (rho - 2.0) * rho_inf / ((rho_inf - 4.0) * (rho_inf - 2.0) * rho)
-        )
+        rho, rectifier = rectification(count)
         mu_hat = corrected_first_moment(mu, updates, b1, count, nesterov)
         nu_hat = tree.bias_correction(nu, b2, count)
         # Below the threshold rho_t < 4 can make the rectifier NaN; the select drops it.
@@ -121,4 +137,14 @@ def scale_by_radam(
         )
         return updates, ScaleByAdamState(count, mu_stored, nu_stored)
 
-    return GradientTransformation(lambda params: init_adam_moments(params, state_dtype), update)
+    def scalars(state, updates):
+        rho, rectifier = rectification(tree.safe_increment(state.count))
+        rectified = jnp.where(rho >= threshold, 1.0, 0.0)
+        # Where the step is not rectified the rectifier may be NaN, which the kernel never reads.
+        return moment_scalars(
+            SCALE_BY_RADAM, state, b1, b2, eps=eps, eps_root=eps_root,
+            rectifier=rectifier, rectified=rectified,
+        )  # fmt: skip
+
+    tx = GradientTransformation(lambda params: init_adam_moments(params, state_dtype), update)
+    return recipe.declare(tx, SCALE_BY_RADAM, scalars, seed=next_count, nesterov=nesterov)

@@ -5,8 +5,12 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from gradtx import tree
+from gradtx import recipe, tree
 from gradtx.core import EmptyState, GradientTransformation
+
+# No kernel of its own: the kernels of the rules it may follow (plain SGD's, ema's) take
+# it as their "sign" option (gradtx/fused).
+SCALE_BY_SIGN = recipe.rule("scale_by_sign")
 
 _NO_COMPLEX = " (a sign rule; optax's sign_sgd and signum have none either)"
 
@@ -44,4 +48,4 @@ def scale_by_sign() -> GradientTransformation:
         tree.reject_complex("scale_by_sign", updates, _NO_COMPLEX)
         return jax.tree.map(jnp.sign, updates), state
 
-    return GradientTransformation(init, update)
+    return recipe.declare(GradientTransformation(init, update), SCALE_BY_SIGN)

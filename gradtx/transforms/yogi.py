@@ -7,9 +7,17 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from gradtx import checks, tree
+from gradtx import checks, recipe, tree
 from gradtx.core import GradientTransformation
-from gradtx.transforms.adam import ScaleByAdamState
+from gradtx.transforms.adam import ScaleByAdamState, moment_scalars, next_count
+
+SCALE_BY_YOGI = recipe.rule(
+    "scale_by_yogi",
+    scalars=("b1", "one_minus_b1", "one_minus_b2", "inv_bias_correction1",
+             "inv_bias_correction2", "eps", "eps_root"),
+    moments=("mu", "nu"),
+    kernel="gradtx_yogi",
+)  # fmt: skip  (b2 enters only as 1 - b2)
 
 
 def scale_by_yogi(
@@ -100,4 +108,8 @@ def scale_by_yogi(
         updates = jax.tree.map(lambda m, v: m / (jnp.sqrt(v + eps_root) + eps), mu_hat, nu_hat)
         return updates, ScaleByAdamState(count, mu_stored, nu_stored)
 
-    return GradientTransformation(init, update)
+    def scalars(state, updates):
+        return moment_scalars(SCALE_BY_YOGI, state, b1, b2, eps=eps, eps_root=eps_root)
+
+    tx = GradientTransformation(init, update)
+    return recipe.declare(tx, SCALE_BY_YOGI, scalars, seed=next_count)
