@@ -277,20 +277,19 @@ struct Sgd {
   }
 };
 
-// gradtx.ema: the average, debiased with the debias option; with the sign option (a
-// scale_by_sign after it) its sign, Signum.
+// gradtx.ema: the average times its inverse bias correction (1 without debiasing); with the
+// sign option (a scale_by_sign after it) its sign, Signum.
 template <class O>
 struct Ema {
   using S = gradtx_layout::ema::scalar;
-  using B = gradtx_layout::ema::option;
-  static constexpr bool kDebias = O::on(B::kDebias), kSign = O::on(B::kSign);
+  static constexpr bool kSign = O::on(gradtx_layout::ema::option::kSign);
   float decay, odecay, r;
   explicit Ema(const float* h)
       : decay(h[S::kDecay]), odecay(h[S::kOneMinusDecay]), r(h[S::kInvBiasCorrection]) {}
   template <class M>
   float Step(float g, int64_t i, const M& m, const M&, const M&) const {
     const float mi = m.Put(i, odecay * g + decay * m.Get(i));
-    const float d = kDebias ? mi * r : mi;
+    const float d = mi * r;
     return kSign ? Sign(d) : d;
   }
 };

@@ -18,12 +18,13 @@ TRACE = recipe.rule(
 )
 
 
-# inv_bias_correction is 1 / (1 - decay^t) at this step's t, read with the debias option;
-# sign: the sign of the average (Signum), from a scale_by_sign after it.
+# inv_bias_correction is 1 / (1 - decay^t) at this step's t, or 1 without debiasing (a
+# product by 1 is exact: one loop for both); sign: the sign of the average (Signum), from a
+# scale_by_sign after it.
 EMA = recipe.rule(
     "ema",
     scalars=("decay", "one_minus_decay", "inv_bias_correction"),
-    options=("debias", "sign"),
+    options=("sign",),
     moments=("ema",),
     kernel="gradtx_ema",
 )
@@ -188,12 +189,11 @@ def ema(
 
     def scalars(state, updates):
         (correction,) = tree.bias_corrections((decay,), tree.safe_increment(state.count))
-        return {"decay": decay, "one_minus_decay": 1 - decay, "inv_bias_correction": 1 / correction}
+        inverse = 1 / correction if debias else 1.0
+        return {"decay": decay, "one_minus_decay": 1 - decay, "inv_bias_correction": inverse}
 
     tx = GradientTransformation(init, update)
     if accumulator_dtype is not None:  # optax's rounding, which no fused kernel does: no recipe
         return tx
     # "sign" is the plan's to set (gradtx/fused: a scale_by_sign that follows); never the block's.
-    return recipe.declare(
-        tx, EMA, scalars, seed=lambda s: tree.safe_increment(s.count), debias=debias, sign=False
-    )
+    return recipe.declare(tx, EMA, scalars, seed=lambda s: tree.safe_increment(s.count), sign=False)
