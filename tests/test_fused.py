@@ -958,3 +958,35 @@ def test_an_optax_learner_gets_no_extras():
     new, _ = gradtx.fused_update(opt, params, opt.init(params), params, value=1.0, batch_size=2)
     expected, _ = opt.update(params, opt.init(params), params)
     np.testing.assert_array_equal(new["w"], params["w"] + expected["w"])
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: gradtx.sign_sgd(1e-2),
+        lambda: gradtx.signum(1e-2),
+        lambda: gradtx.lion(1e-2),
+        lambda: gradtx.yogi(1e-2),
+        lambda: gradtx.adamax(1e-2),
+        lambda: gradtx.amsgrad(1e-2),
+        lambda: gradtx.rmsprop(1e-2, centered=True),
+    ],
+    ids=["sign_sgd", "signum", "lion", "yogi", "adamax", "amsgrad", "rmsprop_centered"],
+)
+def test_signs_and_maxima_of_zeros_nans_and_infinities_are_the_plain_paths(make):
+    """The kernels' sign and maximum select between values computed both ways (no branch
+    on random signs); zeros, NaNs and infinities come out as jnp.sign and jnp.maximum."""
+    opt = make()
+    specials = [0.0, -0.0, np.nan, np.inf, -np.inf, 1e-30, -1e-30, 3.0, -2.0]
+    g = jnp.asarray(np.tile(specials, 8), jnp.float32)
+    params = {"w": jnp.linspace(-1.0, 1.0, g.size)}
+    fused = jax.jit(gradtx.fused_update, static_argnums=0)
+    plain = jax.jit(_plain, static_argnums=0)
+    state = opt.init(params)
+    ours, theirs = (params, state), (params, state)
+    for t in range(3):
+        grads = {"w": g * (t + 1)}
+        ours, theirs = fused(opt, grads, *ours[::-1]), plain(opt, grads, *theirs[::-1])
+    assert _kernel_calls(opt, params)
+    for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(theirs), strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-7)
