@@ -20,6 +20,7 @@ EXAMPLES = {  # picture -> the example that draws it
     "lr_finder.png": "lr_finder.py",
     "trainer.png": "trainer.py",
     "sweep.png": "sweep.py",
+    "learner_gallery.png": "learner_gallery.py",
 }
 
 

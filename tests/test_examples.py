@@ -127,3 +127,16 @@ def test_custom_transform_example_reports_the_impure_one(capsys):
     assert out.count("all checks pass") == 3
     assert "check_transform(impure_warmup): 5 properties failed" in report
     assert "update is pure" in report and "jit agrees with no jit" in report
+
+
+def test_learner_gallery_trains_every_learner(tmp_path):
+    out = tmp_path / "learner_gallery.png"
+    result = _load("learner_gallery").main(out, steps=100, points=3, rosenbrock_steps=100)
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    digits = result["digits"]
+    assert {run["name"] for run in digits.values()} == set(gradtx.learners.__all__)
+    initial = {run["initial"] for run in digits.values()}
+    assert len(initial) == 1 and 2.2 < initial.pop() < 2.5  # one start for all, near log(10)
+    for label, run in digits.items():  # at its best rate, every learner halves the loss at least
+        assert run["final"] < 0.5 * run["initial"], (label, run)
+    np.testing.assert_allclose(result["rosenbrock"]["lbfgs"]["end"], [1.0, 1.0], atol=1e-3)
