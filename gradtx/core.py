@@ -419,6 +419,8 @@ def float_leaves(transform: GradientTransformation) -> GradientTransformation:
                 lambda u, g: jnp.asarray(u, jnp.result_type(g)), out, updates
             ), state
         inner_params = None if param_plan is None else prepare(*param_plan[:2])
+        if extra.get("grad") is not None:  # a line search's gradient: the same leaves
+            extra = {**extra, "grad": prepare(*plan(extra["grad"])[:2])}
         out, state = transform.update(prepare(leaves, treedef), state, inner_params, **keep(extra))
         merged = [
             g if u is None else jnp.asarray(u, jnp.result_type(g))

@@ -635,6 +635,10 @@ def _vdot(a: Any, b: Any) -> jax.Array:
     a, b = jnp.asarray(a), jnp.asarray(b)
     if jnp.iscomplexobj(a):
         a = jnp.conj(a)
+    if is_split(a) or is_split(b):  # explicit sharding: say the scalar is replicated
+        mesh = jax.typeof(a if is_split(a) else b).sharding.mesh
+        whole = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+        return jnp.tensordot(a, b, a.ndim, precision=jax.lax.Precision.HIGHEST, out_sharding=whole)
     return jnp.tensordot(a, b, a.ndim, precision=jax.lax.Precision.HIGHEST)
 
 

@@ -37,7 +37,10 @@ class FactoredState(NamedTuple):
 
 def _decay_rate_pow(i: Any, exponent: Any = 0.8) -> jax.Array:
     """Adafactor's decay of the second moment at step ``i`` (0-based): :math:`1 - (i+1)^{-c}`."""
-    t = jnp.array(i + 1, jnp.float32)
+    i = jnp.asarray(i)  # i + 1 in int32 wraps at the int32 maximum: saturate instead
+    t = (tree.safe_increment(i) if jnp.issubdtype(i.dtype, jnp.integer) else i + 1).astype(
+        jnp.float32
+    )
     return 1.0 - t ** (-exponent)
 
 
@@ -59,8 +62,8 @@ def factored_dims(
 
 
 def _zeros_without_axis(x: Any, axis: int, dtype: Any) -> jax.Array:
-    # The shape (and sharding) of a reduction over ``axis``, without computing one.
-    return jnp.zeros_like(jax.eval_shape(lambda x: jnp.sum(x, axis=axis), x), dtype=dtype)
+    # Zeros shaped, and under jit sharded, like the reduction (a select on it: tree._filled).
+    return tree.real_zeros_like(jnp.sum(jnp.asarray(x), axis=axis), dtype)
 
 
 def scale_by_factored_rms(
@@ -151,12 +154,12 @@ def scale_by_factored_rms(
     def init(params):
         def one(x):
             dtype = state_dtype or tree.real_dtype(jnp.result_type(x))
-            placeholder = jnp.zeros((1,), dtype)
+            placeholder = lambda: jnp.zeros((1,), dtype)  # noqa: E731  (one buffer each)
             if (axes := dims(x)) is None:
-                return placeholder, placeholder, tree.real_zeros_like(x, state_dtype)
+                return placeholder(), placeholder(), tree.real_zeros_like(x, state_dtype)
             second, largest = axes
             row, col = _zeros_without_axis(x, largest, dtype), _zeros_without_axis(x, second, dtype)
-            return row, col, placeholder
+            return row, col, placeholder()
 
         per_leaf = [one(x) for x in jax.tree.leaves(params)]
         treedef = jax.tree.structure(params)

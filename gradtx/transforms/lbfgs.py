@@ -136,7 +136,8 @@ def scale_by_lbfgs(
     def init(params):
         # Two separate buffers: a donated state must not hold the same array twice.
         def stacked(leaf):
-            return jnp.zeros((memory_size, *jnp.shape(leaf)), jnp.result_type(leaf))
+            leaf = jnp.asarray(leaf)
+            return tree.state_zeros_like(jnp.broadcast_to(leaf, (memory_size, *leaf.shape)))
 
         return ScaleByLBFGSState(
             count=tree.zeros_count(),

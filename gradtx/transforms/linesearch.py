@@ -974,9 +974,7 @@ def scale_by_zoom_linesearch(
             learning_rate=jnp.asarray(1.0, dtype=val_dtype),
             value=jnp.asarray(jnp.inf, dtype=val_dtype),
             grad=tree.tree_zeros_like(params),
-            info=ZoomLinesearchInfo(
-                tree.zeros_count(), jnp.asarray(jnp.inf), jnp.asarray(jnp.inf)
-            ),
+            info=ZoomLinesearchInfo(tree.zeros_count(), jnp.asarray(jnp.inf), jnp.asarray(jnp.inf)),
         )
 
     def update(

@@ -21,18 +21,6 @@ class ScaleBySM3State(NamedTuple):
     nu: Any  # params-shaped: the momentum of the preconditioned gradients
 
 
-def _accumulator_shapes(p: Any) -> list[jax.ShapeDtypeStruct]:
-    """One vector per axis of ``p`` (its length), found without touching ``p``'s values.
-
-    ``eval_shape`` of a reduction keeps ``p``'s sharding of that axis, as optax's init
-    does; a scalar leaf gets one accumulator of its own shape (its only cover).
-    """
-    if p.ndim == 0:
-        return [jax.ShapeDtypeStruct((), p.dtype)]
-    others = lambda i: tuple(a for a in range(p.ndim) if a != i)  # noqa: E731
-    return [jax.eval_shape(functools.partial(jnp.sum, axis=others(i)), p) for i in range(p.ndim)]
-
-
 def _gain(b2: Any) -> Any:
     """The factor of :math:`g^2`: :math:`1-\\beta_2`, or 1 for :math:`\\beta_2 = 1` (a plain sum).
 
@@ -107,7 +95,10 @@ def scale_by_sm3(
         def zeros(p):
             p = jnp.asarray(p)
             dtype = p.dtype if state_dtype is None else state_dtype
-            return [jnp.zeros_like(s, dtype=dtype) for s in _accumulator_shapes(p)]
+            if p.ndim == 0:
+                return [jnp.zeros((), dtype)]
+            others = lambda i: tuple(a for a in range(p.ndim) if a != i)  # noqa: E731
+            return [tree.state_zeros_like(jnp.sum(p, axis=others(i)), dtype) for i in range(p.ndim)]
 
         return ScaleBySM3State(
             jax.tree.map(zeros, params), tree.state_zeros_like(params, state_dtype)
@@ -129,7 +120,8 @@ def scale_by_sm3(
         if accum.ndim < 2:
             return [accum]
         return [
-            jnp.max(accum, axis=[a for a in range(accum.ndim) if a != i]) for i in range(accum.ndim)
+            jnp.max(accum, axis=[a for a in range(accum.ndim) if a != i], initial=0)
+            for i in range(accum.ndim)
         ]
 
     def update(updates, state, params=None, **extra):

@@ -11,13 +11,14 @@ from gradtx import checks, recipe, tree
 from gradtx.core import GradientTransformation
 from gradtx.transforms.adam import ScaleByAdamState, moment_scalars, next_count
 
+# b2 enters only as 1 - b2.
 SCALE_BY_YOGI = recipe.rule(
     "scale_by_yogi",
     scalars=("b1", "one_minus_b1", "one_minus_b2", "inv_bias_correction1",
              "inv_bias_correction2", "eps", "eps_root"),
     moments=("mu", "nu"),
     kernel="gradtx_yogi",
-)  # fmt: skip  (b2 enters only as 1 - b2)
+)  # fmt: skip
 
 
 def scale_by_yogi(
