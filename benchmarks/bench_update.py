@@ -42,7 +42,6 @@ def _half_square_norm(params: Any) -> jax.Array:
 # objective's extras). Both get the same hyperparameters.
 CATALOGUE: dict[str, tuple[Callable[[], Any], Callable[[], Any], bool]] = {
     "adafactor": (lambda: gradtx.adafactor(1e-3), lambda: optax.adafactor(1e-3), False),
-    "adan": (lambda: gradtx.adan(1e-3), lambda: optax.adan(1e-3), False),
     "fromage": (lambda: gradtx.fromage(1e-3), lambda: optax.fromage(1e-3), False),
     "lamb": (lambda: gradtx.lamb(1e-3), lambda: optax.lamb(1e-3), False),
     "lars": (lambda: gradtx.lars(1e-3), lambda: optax.lars(1e-3), False),
@@ -58,13 +57,7 @@ CATALOGUE: dict[str, tuple[Callable[[], Any], Callable[[], Any], bool]] = {
         lambda: optax.optimistic_adam_v2(1e-3),
         False,
     ),
-    "optimistic_gd": (
-        lambda: gradtx.optimistic_gradient_descent(1e-3),
-        lambda: optax.optimistic_gradient_descent(1e-3),
-        False,
-    ),
     "polyak_sgd": (lambda: gradtx.polyak_sgd(), lambda: optax.polyak_sgd(), True),
-    "rprop": (lambda: gradtx.rprop(1e-3), lambda: optax.rprop(1e-3), False),
     "sm3": (lambda: gradtx.sm3(1e-3), lambda: optax.sm3(1e-3), False),
 }
 

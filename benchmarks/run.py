@@ -142,6 +142,17 @@ LEARNERS = {
     # No moment: params and grads read, params written.
     "sign_sgd": Learner(lambda: gradtx.sign_sgd(1e-4), lambda: optax.sign_sgd(1e-4), None, 12),
     "signum": Learner(lambda: gradtx.signum(1e-4), lambda: optax.signum(1e-4), None, 20),
+    # Four moments (three averages and the last gradient): 24 bytes read, 20 written.
+    "adan": Learner(lambda: gradtx.adan(1e-3), lambda: optax.adan(1e-3), None, 44),
+    # Step sizes and last steps: 16 bytes read, 12 written.
+    "rprop": Learner(lambda: gradtx.rprop(1e-3), lambda: optax.rprop(1e-3), None, 28),
+    # The last gradient: 12 bytes read, 8 written.
+    "optimistic_gd": Learner(
+        lambda: gradtx.optimistic_gradient_descent(1e-3),
+        lambda: optax.optimistic_gradient_descent(1e-3),
+        None,
+        20,
+    ),
     # Moments in bfloat16: 4 + 4 + 2 + 2 read, 4 + 2 + 2 written.
     "adam_bf16_state": Learner(
         lambda: gradtx.adam(1e-3, state_dtype=jnp.bfloat16),

@@ -40,7 +40,9 @@ class Rule(NamedTuple):
     """A per-element rule that blocks declare: its name, scalars, options and moments.
 
     ``kernel`` names the FFI target of its fused CPU kernel (``gradtx/fused/kernels.cc``),
-    whose scalar and option layout is generated from these names.
+    whose scalar and option layout is generated from these names. ``signed``: the
+    kernel also takes the sign of the rule's direction (a ``scale_by_sign`` that follows
+    the block), as an option the kernel's caller sets, not the block.
     """
 
     name: str
@@ -48,6 +50,7 @@ class Rule(NamedTuple):
     options: tuple[str, ...] = ()  # booleans fixed when the block is built, e.g. ("nesterov",)
     moments: tuple[str, ...] = ()  # fields of the block's state updated per element
     kernel: str | None = None
+    signed: bool = False
 
 
 # Every rule by name: the kernels' layout (gradtx/fused/layout.py) is generated from it.
@@ -61,9 +64,10 @@ def rule(
     options: tuple[str, ...] = (),
     moments: tuple[str, ...] = (),
     kernel: str | None = None,
+    signed: bool = False,
 ) -> Rule:
     """Define a rule once, at the top of the module of the block that declares it."""
-    new = Rule(name, scalars, options, moments, kernel)
+    new = Rule(name, scalars, options, moments, kernel, signed)
     if RULES.setdefault(name, new) != new:
         raise ValueError(f"gradtx.recipe: a different rule named {name!r} exists: {RULES[name]}")
     return new

@@ -4,7 +4,8 @@
 of checks and raise one :class:`CheckFailed` listing every property that does
 not hold, so a user's own transform gets the same scrutiny as the catalogue.
 :func:`pytrees` and :func:`hyperparameters` are hypothesis strategies for
-property tests (hypothesis is needed only for them).
+property tests (hypothesis is needed only for them). :func:`to_numpy` reads a
+state leaf for NumPy's comparisons, PRNG keys included.
 """
 
 from __future__ import annotations
@@ -51,8 +52,17 @@ def _path(path: Any) -> str:
     return jax.tree_util.keystr(path) or "(root)"
 
 
-def _host(x: Any) -> np.ndarray:
-    """A leaf as a NumPy array; a typed PRNG key (``add_noise``'s state) as its key data."""
+def to_numpy(x: Any) -> np.ndarray:
+    """A leaf as a NumPy array; a typed PRNG key (``add_noise``'s state) as its key data.
+
+    NumPy's comparisons cannot read a typed key; its key data compares as integers.
+
+    Examples:
+      >>> import jax
+      >>> from gradtx.testing import to_numpy
+      >>> to_numpy(jax.random.key(0)).dtype
+      dtype('uint32')
+    """
     if isinstance(x, jax.Array) and jnp.issubdtype(x.dtype, jax.dtypes.prng_key):
         x = jax.random.key_data(x)
     return np.array(x)
@@ -67,7 +77,7 @@ def _same(a: Any, b: Any, what: str, rtol: float = 0.0, atol: float = 0.0) -> No
     for (path, x), y in zip(
         jax.tree_util.tree_flatten_with_path(a)[0], jax.tree.leaves(b), strict=True
     ):
-        x, y = _host(x), _host(y)
+        x, y = to_numpy(x), to_numpy(y)
         if x.shape != y.shape or x.dtype != y.dtype:
             raise AssertionError(
                 f"{what}: at {_path(path)}: {x.shape} {x.dtype} vs {y.shape} {y.dtype}"
@@ -187,7 +197,7 @@ def check_transform(
     with battery.check("jax.eval_shape(tx.init, params) works"):
         _same_types(jax.eval_shape(tx.init, params), state, "eval_shape vs init")
 
-    snapshot = jax.tree.map(_host, state)
+    snapshot = jax.tree.map(to_numpy, state)
     eager = None
     with battery.check("update runs"):
         eager = _run(tx.update, state, params, grads, extra)
@@ -196,7 +206,7 @@ def check_transform(
     with battery.check("update is pure (same inputs, same outputs)"):
         _same_runs(_run(tx.update, state, params, grads, extra), eager, "two runs")
     with battery.check("update leaves the state it is given unchanged"):
-        _same(jax.tree.map(_host, state), snapshot, "state before and after")
+        _same(jax.tree.map(to_numpy, state), snapshot, "state before and after")
     with battery.check("updates keep the gradients' structure, shapes and dtypes"):
         for t, (u, _) in enumerate(eager):
             _same_types(u, grads[t], f"step {t}: updates vs gradients")

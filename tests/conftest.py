@@ -9,6 +9,7 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from hypothesis import settings
 
 # The default run draws the same examples every time, so a red CI means a change broke
@@ -19,6 +20,39 @@ settings.register_profile("explore", derandomize=False)
 settings.load_profile(
     os.environ.get("HYPOTHESIS_PROFILE", "explore" if os.environ.get("GRADTX_FUZZ") else "default")
 )
+
+# The default run (CI's, the README's command) keeps every feature tested in every form it
+# has; GRADTX_SLOW=1 runs the whole suite, adding the repetitions that cost most of its time:
+# tests marked `slow` (the heavy examples and guide pages, the kernel rebuild, the mesh cases
+# of two thirds of the learners), the no-jit halves of the long comparisons in
+# WITHOUT_JIT_IS_SLOW (their jitted halves run by default), and more hypothesis examples
+# (examples()).
+SLOW = bool(os.environ.get("GRADTX_SLOW"))
+WITHOUT_JIT_IS_SLOW = {"test_adam_relatives", "test_complex", "test_large_batch",
+                       "test_multi_steps", "test_optax_schedules", "test_optax_wrappers",
+                       "test_packing", "test_sign_family"}  # fmt: skip
+
+
+def examples(n: int) -> int:
+    """``n`` hypothesis examples in the whole suite, a third of them (at least 1) by default."""
+    return n if SLOW else max(1, n // 3)
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: run only in the whole suite (GRADTX_SLOW=1)")
+
+
+def pytest_collection_modifyitems(config, items):
+    if SLOW:
+        return
+    skip = pytest.mark.skip(reason="in the whole suite only: set GRADTX_SLOW=1")
+    for item in items:
+        module = item.module.__name__.rpartition(".")[2] if item.module else ""
+        if item.get_closest_marker("slow") or (
+            item.name.endswith("__without_jit") and module in WITHOUT_JIT_IS_SLOW
+        ):
+            item.add_marker(skip)
+
 
 SHAPES = {"dense": [(4, 3), (3,)], "conv": [(2, 3, 3, 2)], "head": [(), (5,)]}
 

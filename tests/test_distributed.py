@@ -31,7 +31,10 @@ def _env(devices: int | None = None) -> dict[str, str]:
 MESH_SHARDS = 3  # the per-learner cases, split over this many processes
 
 
-@pytest.mark.parametrize("shard", range(MESH_SHARDS))
+# The first shard (every case without a learner, a third of the learners) by default.
+@pytest.mark.parametrize(
+    "shard", [pytest.param(s, marks=pytest.mark.slow) if s else s for s in range(MESH_SHARDS)]
+)
 def test_eight_device_cases(tmp_path, shard):
     report = tmp_path / "report.xml"
     command = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", f"--junitxml={report}"]

@@ -56,7 +56,16 @@ for path, line, code in BLOCKS:
 """
 
 
-@pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(ROOT)))
+# The pages whose code takes longest (a learner of each kind trained, optax's calls compared,
+# L-BFGS to convergence): the whole suite's.
+SLOW_PAGES = {"learners.md", "optax.md", "lbfgs.md"}
+
+
+@pytest.mark.parametrize(
+    "page",
+    [pytest.param(p, marks=pytest.mark.slow) if p.name in SLOW_PAGES else p for p in PAGES],
+    ids=lambda p: str(p.relative_to(ROOT)),
+)
 def test_guide_code_runs(page, tmp_path):
     blocks = [
         (str(page), line, code)

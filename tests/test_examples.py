@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 from conftest import load_script
 
 import gradtx
@@ -111,6 +112,7 @@ def _run_example(*args: str) -> str:
     return result.stdout
 
 
+@pytest.mark.slow
 def test_data_parallel_example_one_and_two_processes():
     one = _run_example("--steps", "30")
     assert "mesh {'data': 4, 'model': 2} over 8 devices, 1 process(es) with 8 each" in one
@@ -129,6 +131,7 @@ def test_custom_transform_example_reports_the_impure_one(capsys):
     assert "update is pure" in report and "jit agrees with no jit" in report
 
 
+@pytest.mark.slow
 def test_learner_gallery_trains_every_learner(tmp_path):
     out = tmp_path / "learner_gallery.png"
     result = _load("learner_gallery").main(out, steps=100, points=3, rosenbrock_steps=100)

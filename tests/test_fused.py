@@ -213,6 +213,14 @@ FUSED = {
         gradtx.scale_by_learning_rate(1e-3)),
     "ema, debiased": lambda: gradtx.chain(gradtx.ema(0.9), gradtx.scale(-1e-2)),
     "injected yogi": lambda: gradtx.inject_hyperparams(gradtx.yogi)(learning_rate=1e-2),
+    "adan": lambda: gradtx.adan(1e-2),
+    "adan, decay, clipped": lambda: gradtx.chain(
+        gradtx.clip_by_global_norm(1.0), gradtx.adan(1e-2, b2=0.8, weight_decay=1e-2)),
+    "rprop": lambda: gradtx.rprop(1e-2),
+    "rprop, torch's unlagged": lambda: gradtx.rprop(1e-2, eta_plus=1.5, lagged=False),
+    "optimistic_gradient_descent": lambda: gradtx.optimistic_gradient_descent(1e-2),
+    "optimistic, scheduled alpha": lambda: gradtx.optimistic_gradient_descent(
+        1e-2, alpha=S.cosine_decay(1.0, 30), beta=0.5),
 }  # fmt: skip
 
 
@@ -244,7 +252,10 @@ def _flat64(tree):
     return np.concatenate([np.ravel(x).astype(np.float64) for x in jax.tree.leaves(tree)])
 
 
-@pytest.mark.parametrize("name", FUSED)
+# Every third learner by default (each kernel's sums are the same loop); all in the whole suite.
+@pytest.mark.parametrize(
+    "name", [pytest.param(n, marks=pytest.mark.slow) if i % 3 else n for i, n in enumerate(FUSED)]
+)
 def test_the_kernels_norms_are_those_of_the_gradients_and_updates(name):
     """update_and_apply's norms, summed in the kernel's pass, against NumPy's of the plain step."""
     opt = FUSED[name]()
@@ -329,14 +340,21 @@ BF16 = {
     "yogi": lambda dtype: gradtx.yogi(1e-2, state_dtype=dtype),
     "radam": lambda dtype: gradtx.radam(1e-2, state_dtype=dtype),
     "signum": lambda dtype: gradtx.signum(1e-3, state_dtype=dtype),
+    "adan": lambda dtype: gradtx.adan(1e-2, state_dtype=dtype),
+    "rprop": lambda dtype: gradtx.rprop(1e-2, lagged=False, state_dtype=dtype),
+    "optimistic_gradient_descent": lambda dtype: gradtx.optimistic_gradient_descent(
+        1e-2, state_dtype=dtype
+    ),
 }
 # Where a moment's float32 value is computed as XLA computes it, its bfloat16 bits are the
 # plain path's. Elsewhere it can differ in the last float32 bit (the clip's scale contracted
 # into another product; AMSGrad's maximum of nu times, not divided by, its bias correction;
 # a trace after XLA's rsqrt, which is a hardware estimate refined by Newton steps, not the
-# correctly rounded 1/sqrt), and the stochastic rounding's hash of those bits then picks
-# either bfloat16 neighbour: one bfloat16 ulp apart, each as likely as it should be.
-WITHIN_AN_ULP = {"adamw, clipped", "amsgrad", "rmsprop momentum"}
+# correctly rounded 1/sqrt; Adan's second moment on a 0-d leaf, whose sum XLA contracts as it
+# does in float32, not as in the arrays widened from bfloat16), and the stochastic rounding's
+# hash of those bits then picks either bfloat16 neighbour: one bfloat16 ulp apart, each as
+# likely as it should be.
+WITHIN_AN_ULP = {"adamw, clipped", "amsgrad", "rmsprop momentum", "adan"}
 
 
 def _bf16_ulps(a, b):
@@ -564,6 +582,12 @@ def test_a_reordered_or_wrapped_adam_fuses_right_or_not_at_all(name):
     assert_trees_close(ours, theirs, rtol=1e-6, atol=1e-7)
 
 
+# Scalars that switch a branch on (any nonzero value) or off (0).
+SWITCHES = {"rectified", "initial", "first"}
+VALID_SCALARS = {"scale_by_rprop": {"eta_minus": 0.5, "eta_plus": 1.2, "min_step_size": 0.01,
+                                    "max_step_size": 50.0}}  # fmt: skip
+
+
 @pytest.mark.parametrize("rule", gradtx.fused.layout.kernels(), ids=lambda rule: rule.name)
 def test_each_kernel_reads_every_scalar_and_option_of_its_layout(rule):
     """The layout both sides share (gradtx_layout.h is generated from it) has nothing unread."""
@@ -576,9 +600,13 @@ def test_each_kernel_reads_every_scalar_and_option_of_its_layout(rule):
     moments = tuple(
         jnp.asarray(rng.uniform(0.1, 1.0, 64), jnp.float32) for _ in (*rule.moments, "trace")
     )
-    hyper = np.full(len(scalars), 0.3, np.float32)  # in (0, 1): a valid value of each
+    # In (0, 1): a valid value of each, but Rprop's, whose step sizes would all clip to 0.3.
+    valid = {**dict.fromkeys(scalars, 0.3), **VALID_SCALARS.get(rule.name, {})}
+    hyper = np.array([valid[name] for name in scalars], np.float32)
     every = 2 ** len(options) - 1
     momentum = 1 << options.index("momentum")
+    # A sign after the rule hides how large its direction is (ema's bias correction).
+    unsigned = every & ~(1 << options.index("sign")) if "sign" in options else every
 
     def run(hyper, flags):
         new_p, new_moments, squares = gradtx.fused._call(
@@ -595,14 +623,12 @@ def test_each_kernel_reads_every_scalar_and_option_of_its_layout(rule):
         np.testing.assert_allclose(squares[1], np.sum(np.square(new_p - p)), rtol=1e-4)
         return np.concatenate([new_p, *new_moments])
 
-    base = run(hyper, every)
+    base = run(hyper, unsigned)
     assert np.isfinite(base).all()  # so that a change below is a change, not a NaN
     for i, name in enumerate(scalars):
-        # 0.7 changes a value; 0 turns off a switch (RAdam's "rectified").
-        assert any(
-            not np.array_equal(run(np.where(np.arange(len(hyper)) == i, v, hyper), every), base)
-            for v in (0.7, 0.0)
-        ), name
+        changed = np.where(np.arange(len(hyper)) == i, 0.0 if name in SWITCHES else 0.7, hyper)
+        assert not np.array_equal(run(changed, unsigned), base), name
+    base = run(hyper, every)
     for bit, name in enumerate(options):
         assert not np.array_equal(run(hyper, every ^ (1 << bit)), base), name
     with pytest.raises(Exception, match="wrong number of scalars"):
@@ -924,6 +950,7 @@ def test_moments_of_another_dtype_take_the_plain_path():
     )
 
 
+@pytest.mark.slow  # a rebuild of the whole library
 def test_an_unwritable_cache_falls_back_to_the_temporary_directory(
     monkeypatch, tmp_path, fresh_kernels
 ):

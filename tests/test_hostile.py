@@ -61,6 +61,14 @@ LEARNERS = {
 }
 NEW = [name for name in LEARNERS if name.split(".")[0] not in OLD]  # issue 20's
 
+
+# L-BFGS's zoom line search takes seconds to compile per case: the whole suite's (GRADTX_SLOW).
+def _cases(names):
+    return [pytest.param(n, marks=pytest.mark.slow) if n == "lbfgs" else n for n in names]
+
+
+CASES, NEW_CASES = _cases(LEARNERS), _cases(NEW)
+
 # At gradients of 1e30 (float32) each learner is in exactly one of these.
 # A running mean of squared gradients (overflows at |g| ~ 1e19) stops those coordinates.
 SECOND_MOMENT = {"adagrad", "rmsprop", "rmsprop centered", "adam", "nadam", "adamw", "amsgrad",
@@ -149,7 +157,7 @@ def finite(tree):
     )
 
 
-@pytest.mark.parametrize("name", LEARNERS)
+@pytest.mark.parametrize("name", CASES)
 def test_nan_and_inf_gradients_propagate(name):
     steps = 2 if name == "rprop" else 1  # optax's Rprop takes each step one update late
     for bad in (jnp.nan, jnp.inf):
@@ -179,7 +187,7 @@ def test_apply_if_finite_skips_nan_and_inf_and_loses_nothing(name):
     assert int(state.total_notfinite) == 2
 
 
-@pytest.mark.parametrize("name", LEARNERS)
+@pytest.mark.parametrize("name", CASES)
 def test_ten_thousand_zero_gradients_give_no_nan(name):
     opt, p = LEARNERS[name](), params()
     zeros = jax.tree.map(jnp.zeros_like, p)
@@ -192,13 +200,13 @@ def test_ten_thousand_zero_gradients_give_no_nan(name):
     assert finite(state) and finite(updates)
 
 
-@pytest.mark.parametrize("name", LEARNERS)
+@pytest.mark.parametrize("name", CASES)
 def test_tiny_gradients_stay_finite(name):
     u, state = run(LEARNERS[name](), params(), jax.tree.map(lambda x: x * 0 + 1e-30, params()))
     assert finite(u) and finite(state)
 
 
-@pytest.mark.parametrize("name", LEARNERS)
+@pytest.mark.parametrize("name", CASES)
 def test_huge_gradients(name):
     huge = {"w": jnp.full((2, 3), 1e30), "b": jnp.ones(3)}
     u, _ = run(LEARNERS[name](), params(), huge)
@@ -218,7 +226,7 @@ def test_huge_gradients(name):
     assert finite(u) and finite(state) and np.all(np.asarray(u["w"]) != 0)
 
 
-@pytest.mark.parametrize("name", LEARNERS)
+@pytest.mark.parametrize("name", CASES)
 @pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16])
 def test_half_precision_params(name, dtype):
     p = params(dtype)
@@ -246,7 +254,7 @@ def test_integer_and_boolean_leaves_pass_through_untouched(name):
     assert not np.allclose(new["w"], p["w"])
 
 
-@pytest.mark.parametrize("name", NEW)
+@pytest.mark.parametrize("name", NEW_CASES)
 def test_complex_leaves(name):
     p = {"z": (params()["w"] + 0.5j).astype(jnp.complex64), "b": jnp.ones(3)}
     grads = {"z": jnp.full((2, 3), 0.1 + 0.2j, jnp.complex64), "b": jnp.ones(3)}
@@ -259,7 +267,7 @@ def test_complex_leaves(name):
     assert np.all(np.asarray(u["z"]) != 0)
 
 
-@pytest.mark.parametrize("name", LEARNERS)
+@pytest.mark.parametrize("name", CASES)
 def test_empty_trees_and_none_leaves(name):
     for empty in ({}, [], ()):
         opt = LEARNERS[name]()
@@ -270,7 +278,7 @@ def test_empty_trees_and_none_leaves(name):
     assert u["gone"] is None and finite(u)
 
 
-@pytest.mark.parametrize("name", LEARNERS)
+@pytest.mark.parametrize("name", CASES)
 def test_mismatched_trees_name_the_path(name):
     opt = LEARNERS[name]()
     state = opt.init(params())
@@ -285,7 +293,7 @@ def test_mismatched_trees_name_the_path(name):
         opt.update(wrong, state, params(), **EXTRA)
 
 
-@pytest.mark.parametrize("name", LEARNERS)
+@pytest.mark.parametrize("name", CASES)
 def test_counts_at_the_int32_maximum(name):
     opt, p = LEARNERS[name](), params()
     state = jax.tree.map(
@@ -304,7 +312,7 @@ def test_counts_at_the_int32_maximum(name):
             assert int(jnp.max(x)) == INT32_MAX  # saturated, not wrapped to negative
 
 
-@pytest.mark.parametrize("name", LEARNERS)
+@pytest.mark.parametrize("name", CASES)
 def test_empty_array_leaves(name):
     # Zero-size leaves: no entries to reduce (the norm's overflow branch has no max).
     p = {"empty": jnp.zeros((0, 3)), "w": jnp.ones(3)}

@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from conftest import examples
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -665,7 +666,7 @@ def test_every_public_schedule_with_a_length_is_covered():
 
 
 @pytest.mark.parametrize("name", sorted(LONG_LENGTHS))
-@settings(max_examples=15, deadline=None)
+@settings(max_examples=examples(15), deadline=None)  # a compilation per example
 @given(n=BEYOND_INT32, ts=INT32_COUNTS)
 def test_lengths_beyond_int32_give_the_closed_form(name, n, ts):
     build, reference = LONG_LENGTHS[name]

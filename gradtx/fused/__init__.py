@@ -19,7 +19,8 @@ a rule; the sign only after plain SGD's rule or ``ema``'s, the rules with a
 rmsprop) runs the kernel of its rule, or the plain SGD kernel where it has
 none. The rules with kernels are ``scale_by_adam`` (also with ``nesterov``),
 ``scale_by_amsgrad``, ``scale_by_adamax``, ``scale_by_belief``,
-``scale_by_radam``, ``scale_by_yogi``, ``trace``, ``ema``, ``scale_by_rms``,
+``scale_by_radam``, ``scale_by_yogi``, ``scale_by_adan``, ``scale_by_rprop``,
+``scale_by_optimistic_gradient``, ``trace``, ``ema``, ``scale_by_rms``,
 ``scale_by_stddev`` (centered RMSProp), ``scale_by_rss`` (Adagrad) and
 ``scale_by_lion``. A weight decay with a mask runs as one call per set of
 leaves that decay alike: a leaf it leaves out gets no decay at all.
@@ -93,7 +94,7 @@ class _Plan(NamedTuple):
 
     rule: recipe.Rule
     core: recipe.Stage | None  # the stage of the rule; None for plain SGD
-    sign: bool  # a scale_by_sign after the rule: the rule's "sign" option
+    sign: bool  # a scale_by_sign after the rule: a signed rule's "sign" option
     clip: recipe.Stage | None
     coupled: recipe.Stage | None
     decoupled: recipe.Stage | None
@@ -148,7 +149,7 @@ def _plan(stages: tuple[recipe.Stage, ...] | None) -> _Plan | None:
     decoupled = take(lambda r: r is ADD_DECAYED_WEIGHTS) if core is not None or sign else None
     rate = take(lambda r: r is SCALE)
     momentum = take(lambda r: r is TRACE)
-    if rate is None or rest or (sign and "sign" not in rule.options):
+    if rate is None or rest or (sign and not rule.signed):
         return None
     return _Plan(rule, core, sign, clip, coupled, decoupled, rate, momentum)
 
@@ -169,7 +170,8 @@ def is_fused(learner: GradientTransformation) -> bool:
     ``gradtx.adamw``, ``gradtx.nadam`` and ``gradtx.nadamw`` (``nesterov`` and ``mask``
     included), ``gradtx.amsgrad``, ``gradtx.adamax``, ``gradtx.adamaxw``,
     ``gradtx.adabelief``, ``gradtx.radam``, ``gradtx.yogi``, ``gradtx.sgd``,
-    ``gradtx.sign_sgd``, ``gradtx.signum``,
+    ``gradtx.sign_sgd``, ``gradtx.signum``, ``gradtx.adan``, ``gradtx.rprop``,
+    ``gradtx.optimistic_gradient_descent``,
     ``gradtx.rmsprop`` (centered or not, with or without momentum),
     ``gradtx.adagrad`` and ``gradtx.lion`` (with or without ``mask``), with
     ``state_dtype`` None, float32 or bfloat16, and the same blocks chained by hand, after
@@ -432,7 +434,7 @@ def _flags(plan: _Plan, updates: Any) -> list[int]:
         "momentum_unit_gain": momentum.get("unit_gain", False),
         **({} if plan.core is None else plan.core.options),
     }
-    if "sign" in plan.rule.options:
+    if plan.rule.signed:
         given["sign"] = plan.sign
     coupled, decoupled = (_decay(stage, updates)[1] for stage in (plan.coupled, plan.decoupled))
     names, flags = layout.options(plan.rule), []

@@ -276,7 +276,7 @@ struct Sgd {
   static constexpr bool kSign = O::on(gradtx_layout::sgd::option::kSign);
   explicit Sgd(const float*) {}
   template <class M>
-  float Step(float g, int64_t, const M&, const M&, const M&) const {
+  float Step(float g, int64_t, const M&, const M&, const M&, const M&) const {
     return kSign ? Sign(g) : g;
   }
 };
@@ -291,7 +291,7 @@ struct Ema {
   explicit Ema(const float* h)
       : decay(h[S::kDecay]), odecay(h[S::kOneMinusDecay]), r(h[S::kInvBiasCorrection]) {}
   template <class M>
-  float Step(float g, int64_t i, const M& m, const M&, const M&) const {
+  float Step(float g, int64_t i, const M& m, const M&, const M&, const M&) const {
     const float mi = m.Put(i, odecay * g + decay * m.Get(i));
     const float d = mi * r;
     return kSign ? Sign(d) : d;
@@ -306,7 +306,7 @@ struct Momentum {
   explicit Momentum(const float* h)
       : trace{h[S::kDecay], h[S::kOneMinusDecay], O::on(B::kNesterov), O::on(B::kUnitGain)} {}
   template <class M>
-  float Step(float g, int64_t i, const M& t, const M&, const M&) const {
+  float Step(float g, int64_t i, const M& t, const M&, const M&, const M&) const {
     return trace.Step(g, i, t);
   }
 };
@@ -331,7 +331,7 @@ struct Rmsprop {
   explicit Rmsprop(const float* h)
       : rho(h[S::kDecay]), orho(h[S::kOneMinusDecay]), eps(h[S::kEps]) {}
   template <class M>
-  float Step(float g, int64_t i, const M& nu, const M&, const M&) const {
+  float Step(float g, int64_t i, const M& nu, const M&, const M&, const M&) const {
     const float ni = nu.Put(i, orho * (g * g) + rho * nu.Get(i));
     return InverseRoot<kInSqrt>(ni, eps) * g;
   }
@@ -346,7 +346,7 @@ struct CenteredRmsprop {
   explicit CenteredRmsprop(const float* h)
       : rho(h[S::kDecay]), orho(h[S::kOneMinusDecay]), eps(h[S::kEps]) {}
   template <class M>
-  float Step(float g, int64_t i, const M& mu, const M& nu, const M&) const {
+  float Step(float g, int64_t i, const M& mu, const M& nu, const M&, const M&) const {
     const float mi = mu.Put(i, orho * g + rho * mu.Get(i));
     const float ni = nu.Put(i, orho * (g * g) + rho * nu.Get(i));
     return InverseRoot<kInSqrt>(Max(ni - mi * mi, 0.0f), eps) * g;
@@ -364,7 +364,7 @@ struct Adam {
         r1_next(h[S::kInvNextBiasCorrection1]), r1(h[S::kInvBiasCorrection1]),
         r2(h[S::kInvBiasCorrection2]), eps(h[S::kEps]), eps_root(h[S::kEpsRoot]) {}
   template <class M>
-  float Step(float g, int64_t i, const M& m, const M& v, const M&) const {
+  float Step(float g, int64_t i, const M& m, const M& v, const M&, const M&) const {
     const float mi = m.Put(i, ob1 * g + b1 * m.Get(i));
     const float vi = v.Put(i, ob2 * (g * g) + b2 * v.Get(i));
     // NAdam looks ahead: b1 m_t / (1 - b1^(t+1)) + (1 - b1) g / (1 - b1^t).
@@ -383,7 +383,7 @@ struct Amsgrad {
         r1(h[S::kInvBiasCorrection1]), r2(h[S::kInvBiasCorrection2]), eps(h[S::kEps]),
         eps_root(h[S::kEpsRoot]) {}
   template <class M>
-  float Step(float g, int64_t i, const M& m, const M& v, const M& v_max) const {
+  float Step(float g, int64_t i, const M& m, const M& v, const M& v_max, const M&) const {
     const float mi = m.Put(i, ob1 * g + b1 * m.Get(i));
     const float vi = v.Put(i, ob2 * (g * g) + b2 * v.Get(i));
     const float vmi = v_max.Put(i, Max(v_max.Get(i), vi * r2));
@@ -400,7 +400,7 @@ struct Adamax {
       : b1(h[S::kB1]), ob1(h[S::kOneMinusB1]), b2(h[S::kB2]), eps(h[S::kEps]),
         r1(h[S::kInvBiasCorrection1]) {}
   template <class M>
-  float Step(float g, int64_t i, const M& m, const M& u, const M&) const {
+  float Step(float g, int64_t i, const M& m, const M& u, const M&, const M&) const {
     const float mi = m.Put(i, ob1 * g + b1 * m.Get(i));
     const float ui = u.Put(i, Max(std::fabs(g) + eps, b2 * u.Get(i)));
     return (mi * r1) / ui;
@@ -419,7 +419,7 @@ struct Belief {
         r1_next(h[S::kInvNextBiasCorrection1]), r1(h[S::kInvBiasCorrection1]),
         r2(h[S::kInvBiasCorrection2]), eps(h[S::kEps]), eps_root(h[S::kEpsRoot]) {}
   template <class M>
-  float Step(float g, int64_t i, const M& m, const M& s, const M&) const {
+  float Step(float g, int64_t i, const M& m, const M& s, const M&, const M&) const {
     const float mi = m.Put(i, ob1 * g + b1 * m.Get(i));
     const float surprise = g - mi;
     const float si = s.Put(i, (ob2 * (surprise * surprise) + b2 * s.Get(i)) + eps_root);
@@ -438,7 +438,7 @@ struct Yogi {
         r1(h[S::kInvBiasCorrection1]), r2(h[S::kInvBiasCorrection2]), eps(h[S::kEps]),
         eps_root(h[S::kEpsRoot]) {}
   template <class M>
-  float Step(float g, int64_t i, const M& m, const M& v, const M&) const {
+  float Step(float g, int64_t i, const M& m, const M& v, const M&, const M&) const {
     const float mi = m.Put(i, ob1 * g + b1 * m.Get(i));
     const float g2 = g * g, vo = v.Get(i);
     const float vi = v.Put(i, vo - ob2 * Sign(vo - g2) * g2);
@@ -460,7 +460,7 @@ struct Radam {
         r2(h[S::kInvBiasCorrection2]), eps(h[S::kEps]), eps_root(h[S::kEpsRoot]),
         rectifier(h[S::kRectifier]), rectified(h[S::kRectified] != 0.0f) {}
   template <class M>
-  float Step(float g, int64_t i, const M& m, const M& v, const M&) const {
+  float Step(float g, int64_t i, const M& m, const M& v, const M&, const M&) const {
     const float mi = m.Put(i, ob1 * g + b1 * m.Get(i));
     const float vi = v.Put(i, ob2 * (g * g) + b2 * v.Get(i));
     const float mh = kNesterov ? std::fma(b1, mi * r1_next, ob1 * (g * r1)) : mi * r1;
@@ -475,7 +475,7 @@ struct Adagrad {
   float eps;
   explicit Adagrad(const float* h) : eps(h[gradtx_layout::scale_by_rss::scalar::kEps]) {}
   template <class M>
-  float Step(float g, int64_t i, const M& sums, const M&, const M&) const {
+  float Step(float g, int64_t i, const M& sums, const M&, const M&, const M&) const {
     const float si = sums.Put(i, g * g + sums.Get(i));
     return (si > 0.0f ? InverseRoot<kInSqrt>(si, eps) : 0.0f) * g;
   }
@@ -488,10 +488,83 @@ struct Lion {
   explicit Lion(const float* h)
       : b1(h[S::kB1]), ob1(h[S::kOneMinusB1]), b2(h[S::kB2]), ob2(h[S::kOneMinusB2]) {}
   template <class M>
-  float Step(float g, int64_t i, const M& m, const M&, const M&) const {
+  float Step(float g, int64_t i, const M& m, const M&, const M&, const M&) const {
     const float old = m.Get(i);
     m.Put(i, ob2 * g + b2 * old);
     return Sign(ob1 * g + b1 * old);
+  }
+};
+
+// jnp.minimum: the smaller, and NaN where either is NaN.
+inline float Min(float a, float b) {
+  const float smaller = a < b ? a : b;
+  return a != a ? a : smaller;
+}
+
+// Rprop (iRprop-): a step size per entry, grown by eta+ while the gradient agrees with the
+// last step, cut by eta- (and no step taken) where it flips; lagged hands back the last step.
+template <class O>
+struct Rprop {
+  using S = gradtx_layout::scale_by_rprop::scalar;
+  static constexpr bool kLagged = O::on(gradtx_layout::scale_by_rprop::option::kLagged);
+  float eta_minus, eta_plus, smallest, largest;
+  explicit Rprop(const float* h)
+      : eta_minus(h[S::kEtaMinus]), eta_plus(h[S::kEtaPlus]), smallest(h[S::kMinStepSize]),
+        largest(h[S::kMaxStepSize]) {}
+  template <class M>
+  float Step(float g, int64_t i, const M& sizes, const M& steps, const M&, const M&) const {
+    const float last = steps.Get(i), size = sizes.Get(i);
+    const float agreement = g * last;
+    const float resized = Min(Max(size * (agreement > 0.0f ? eta_plus : eta_minus), smallest),
+                              largest);  // jnp.clip: maximum, then minimum
+    const float si = sizes.Put(i, agreement == 0.0f ? size : resized);
+    const bool flipped = agreement < 0.0f;
+    const float step = steps.Put(i, flipped ? 0.0f : si * Sign(g));
+    return kLagged ? (flipped ? 0.0f : last) : step;
+  }
+};
+
+// The optimistic gradient: (alpha + beta) g - beta g_prev, g_prev = g at the first step.
+template <class O>
+struct Optimistic {
+  using S = gradtx_layout::scale_by_optimistic_gradient::scalar;
+  float alpha_plus_beta, beta;
+  bool initial;
+  explicit Optimistic(const float* h)
+      : alpha_plus_beta(h[S::kAlphaPlusBeta]), beta(h[S::kBeta]), initial(h[S::kInitial] != 0.0f) {}
+  template <class M>
+  float Step(float g, int64_t i, const M& previous, const M&, const M&, const M&) const {
+    const float last = initial ? g : previous.Get(i);
+    previous.Put(i, g);
+    return std::fma(alpha_plus_beta, g, -(beta * last));
+  }
+};
+
+// Adan: averages of the gradient (m), of its change d (v) and of |g + (1 - b2) d|^2 (n),
+// the last gradient kept for the next d (0 at the first step).
+template <class O>
+struct Adan {
+  using S = gradtx_layout::scale_by_adan::scalar;
+  float b1, ob1, b2, ob2, b3, ob3, r1, r2, r3, eps, eps_root;
+  bool first;
+  explicit Adan(const float* h)
+      : b1(h[S::kB1]), ob1(h[S::kOneMinusB1]), b2(h[S::kB2]), ob2(h[S::kOneMinusB2]),
+        b3(h[S::kB3]), ob3(h[S::kOneMinusB3]), r1(h[S::kInvBiasCorrection1]),
+        r2(h[S::kInvBiasCorrection2]), r3(h[S::kInvBiasCorrection3]), eps(h[S::kEps]),
+        eps_root(h[S::kEpsRoot]), first(h[S::kFirst] != 0.0f) {}
+  template <class M>
+  float Step(float g, int64_t i, const M& m, const M& v, const M& n, const M& last) const {
+    const float d = first ? 0.0f : g - last.Get(i);
+    const float mi = m.Put(i, ob1 * g + b1 * m.Get(i));
+    // The fmas as XLA contracts the jax.numpy block's sums (found by comparing the bits):
+    // v's the other way round where it reads v widened from bfloat16.
+    const float vo = v.Get(i);
+    const float vi = v.Put(i, M::kType == ffi::BF16 ? std::fma(ob2, d, b2 * vo)
+                                                     : std::fma(b2, vo, ob2 * d));
+    const float sq = std::fma(ob2, d, g);
+    const float ni = n.Put(i, std::fma(b3, n.Get(i), ob3 * (sq * sq)));
+    last.Put(i, g);
+    return (mi * r1 + ob2 * (vi * r2)) / (std::sqrt(ni * r3 + eps_root) + eps);
   }
 };
 
@@ -509,13 +582,14 @@ struct Squares {
 // One range of one leaf: every array a restrict pointer and every scalar read into
 // a local first, the options template parameters (the momentum's own aside: see
 // Trace), so the loop has no loads of captured state and no branches, and the
-// compiler vectorises it. m0, m1, m2 are the rule's moments and t the momentum
+// compiler vectorises it. m0 to m3 are the rule's moments and t the momentum
 // option's trace, each null where absent, all stored as M (F32 or Bf16); the
 // rule's moments round with the key of seeds[0], the trace with that of seeds[1].
 template <template <class> class Rule, class O, class M>
 Squares Loop(float* __restrict__ p, typename M::Elem* __restrict__ m0,
              typename M::Elem* __restrict__ m1, typename M::Elem* __restrict__ m2,
-             typename M::Elem* __restrict__ t, const float* __restrict__ g, int64_t n,
+             typename M::Elem* __restrict__ m3, typename M::Elem* __restrict__ t,
+             const float* __restrict__ g, int64_t n,
              const float* h, const uint32_t* seeds, int64_t flags) {
   using S = gradtx_layout::shared::scalar;
   using B = gradtx_layout::shared::option;
@@ -526,31 +600,44 @@ Squares Loop(float* __restrict__ p, typename M::Elem* __restrict__ m0,
                        ((flags >> B::kMomentumNesterov) & 1) != 0,
                        ((flags >> B::kMomentumUnitGain) & 1) != 0};
   const uint32_t key = seeds[0] * 0x9E3779B9u, trace_key = seeds[1] * 0x9E3779B9u;
-  const M a0{m0, key}, a1{m1, key}, a2{m2, key}, trace{t, trace_key};
+  const M a0{m0, key}, a1{m1, key}, a2{m2, key}, a3{m3, key}, trace{t, trace_key};
+  // The sums of squares in float32 over blocks of kSumBlock elements (each block's sum
+  // within kSumBlock roundings), then in float64: a conversion to double per element
+  // made the lightest loops (signSGD's 12 bytes per element) compute-bound.
+  constexpr int64_t kSumBlock = 128;
   double grad = 0.0, update = 0.0;
-#pragma omp simd reduction(+ : grad, update)
-  for (int64_t i = 0; i < n; ++i) {
-    const float d = around.Decayed(rule.Step(around.In(g[i], p[i]), i, a0, a1, a2), p[i]);
-    float u;
-    if constexpr (O::on(B::kMomentum)) {  // the trace of the scaled steps, then p + t
-      u = momentum.Step(rate * d, i, trace);
-      p[i] = p[i] + u;
-    } else {
-      // p + rate * d in one rounding, as XLA contracts apply_updates(p, scale(rate)(d));
-      // the update the norm sums is rounded on its own (a product with two uses is
-      // never contracted).
-      p[i] = std::fma(rate, d, p[i]);
-      u = rate * d;
+  for (int64_t lo = 0; lo < n; lo += kSumBlock) {
+    const int64_t hi = std::min(n, lo + kSumBlock);
+    float grad_block = 0.0f, update_block = 0.0f;
+#pragma omp simd reduction(+ : grad_block, update_block)
+    for (int64_t i = lo; i < hi; ++i) {
+      const float d = around.Decayed(rule.Step(around.In(g[i], p[i]), i, a0, a1, a2, a3), p[i]);
+      float u;
+      if constexpr (O::on(B::kMomentum)) {  // the trace of the scaled steps, then p + t
+        u = momentum.Step(rate * d, i, trace);
+        p[i] = p[i] + u;
+      } else {
+        // p + rate * d in one rounding, as XLA contracts apply_updates(p, scale(rate)(d));
+        // the update the norm sums is rounded on its own (a product with two uses is
+        // never contracted).
+        p[i] = std::fma(rate, d, p[i]);
+        u = rate * d;
+      }
+      // As fmas: a product g * g shared with the rule (Adagrad's g * g + s) would no longer
+      // be contracted there as XLA contracts it.
+      grad_block = std::fma(g[i], g[i], grad_block);
+      update_block = std::fma(u, u, update_block);
     }
-    grad += static_cast<double>(g[i]) * g[i];
-    update += static_cast<double>(u) * u;
+    grad += grad_block;
+    update += update_block;
   }
   return {grad, update};
 }
 
 template <class M>
 using LoopFn = Squares (*)(float*, typename M::Elem*, typename M::Elem*, typename M::Elem*,
-                           typename M::Elem*, const float*, int64_t, const float*,
+                           typename M::Elem*, typename M::Elem*, const float*, int64_t,
+                           const float*,
                            const uint32_t*, int64_t);
 
 // The handler of one kernel: checks the call against its layout (gradtx_layout.h), then
@@ -562,7 +649,7 @@ ffi::Error Kernel(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> hyper, ffi::Buffer
                   ffi::ResultBuffer<ffi::F32> squares, ffi::RemainingArgs args,
                   ffi::RemainingRets rets, int64_t threads, int64_t flags) {
   constexpr size_t kMoments = Layout::moment::kCount;
-  static_assert(kMoments <= 3, "Loop takes at most three moments of the rule");
+  static_assert(kMoments <= 4, "Loop takes at most four moments of the rule");
   if (static_cast<int64_t>(hyper.element_count()) != Layout::scalar::kCount) {
     return ffi::Error::InvalidArgument("gradtx fused: wrong number of scalars");
   }
@@ -591,10 +678,11 @@ ffi::Error Kernel(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> hyper, ffi::Buffer
   using E = typename M::Elem;
   const Squares total =
       ForEachRange(*leaves, pool, threads, [&](const Leaf& leaf, int64_t lo, int64_t hi) {
-        E* m[4] = {nullptr, nullptr, nullptr, nullptr};
+        E* m[kMoments + 1] = {};  // the rule's moments, then the trace (or null)
         for (size_t k = 0; k < kMoments + traced; ++k) m[k] = static_cast<E*>(leaf.moments[k]) + lo;
-        return loop(leaf.params + lo, m[0], m[1], m[2], m[kMoments], leaf.grad + lo, hi - lo, h,
-                    s, flags);
+        auto rule_moment = [&](size_t k) { return k < kMoments ? m[k] : nullptr; };
+        return loop(leaf.params + lo, rule_moment(0), rule_moment(1), rule_moment(2),
+                    rule_moment(3), m[kMoments], leaf.grad + lo, hi - lo, h, s, flags);
       });
   squares->typed_data()[0] = static_cast<float>(total.grad);
   squares->typed_data()[1] = static_cast<float>(total.update);
@@ -656,3 +744,6 @@ GRADTX_KERNEL(gradtx_ema, ema, Ema)
 GRADTX_KERNEL(gradtx_belief, scale_by_belief, Belief)
 GRADTX_KERNEL(gradtx_yogi, scale_by_yogi, Yogi)
 GRADTX_KERNEL(gradtx_radam, scale_by_radam, Radam)
+GRADTX_KERNEL(gradtx_rprop, scale_by_rprop, Rprop)
+GRADTX_KERNEL(gradtx_optimistic, scale_by_optimistic_gradient, Optimistic)
+GRADTX_KERNEL(gradtx_adan, scale_by_adan, Adan)

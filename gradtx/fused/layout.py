@@ -22,7 +22,7 @@ SHARED_OPTIONS = ("grad_scale", "coupled_decay", "decoupled_decay",
 
 # A recipe with no rule of its own between the decay and the rate: plain SGD.
 # With the sign option, a scale_by_sign follows: sign_sgd.
-SGD = recipe.rule("sgd", options=("sign",), kernel="gradtx_sgd")
+SGD = recipe.rule("sgd", kernel="gradtx_sgd", signed=True)
 
 
 def kernels() -> list[recipe.Rule]:
@@ -51,8 +51,8 @@ def scalars(rule: recipe.Rule) -> tuple[str, ...]:
 
 
 def options(rule: recipe.Rule) -> tuple[str, ...]:
-    """The kernel's ``flags`` attribute, bit by bit from bit 0."""
-    return SHARED_OPTIONS + rule.options
+    """The kernel's ``flags`` attribute, bit by bit from bit 0: a signed rule's last is "sign"."""
+    return SHARED_OPTIONS + rule.options + (("sign",) if rule.signed else ())
 
 
 def _constant(name: str) -> str:

@@ -7,8 +7,18 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from gradtx import checks, tree
+from gradtx import checks, recipe, tree
 from gradtx.core import GradientTransformation
+
+# The kernel's first-step switch: no difference before there is a previous gradient.
+SCALE_BY_ADAN = recipe.rule(
+    "scale_by_adan",
+    scalars=("b1", "one_minus_b1", "b2", "one_minus_b2", "b3", "one_minus_b3",
+             "inv_bias_correction1", "inv_bias_correction2", "inv_bias_correction3",
+             "eps", "eps_root", "first"),
+    moments=("m", "v", "n", "g"),
+    kernel="gradtx_adan",
+)  # fmt: skip
 
 
 class ScaleByAdanState(NamedTuple):
@@ -126,4 +136,15 @@ def scale_by_adan(
         )
         return updates, ScaleByAdanState(m_stored, v_stored, n_stored, g_stored, t)
 
-    return GradientTransformation(init, update)
+    def scalars(state, updates):
+        t = tree.safe_increment(state.t)
+        corrections = tree.bias_corrections((b1, b2, b3), t)
+        inverses = {f"inv_bias_correction{k}": 1 / c for k, c in enumerate(corrections, 1)}
+        return dict(b1=b1, one_minus_b1=1 - b1, b2=b2, one_minus_b2=1 - b2, b3=b3,
+                    one_minus_b3=1 - b3, eps=eps, eps_root=eps_root, first=state.t == 0,
+                    **inverses)  # fmt: skip
+
+    tx = GradientTransformation(init, update)
+    return recipe.declare(
+        tx, SCALE_BY_ADAN, scalars, seed=lambda state: tree.safe_increment(state.t)
+    )

@@ -19,14 +19,14 @@ TRACE = recipe.rule(
 
 
 # inv_bias_correction is 1 / (1 - decay^t) at this step's t, or 1 without debiasing (a
-# product by 1 is exact: one loop for both); sign: the sign of the average (Signum), from a
-# scale_by_sign after it.
+# product by 1 is exact: one loop for both); signed: the sign of the average (Signum), from
+# a scale_by_sign after it.
 EMA = recipe.rule(
     "ema",
     scalars=("decay", "one_minus_decay", "inv_bias_correction"),
-    options=("sign",),
     moments=("ema",),
     kernel="gradtx_ema",
+    signed=True,
 )
 
 
@@ -195,5 +195,4 @@ def ema(
     tx = GradientTransformation(init, update)
     if accumulator_dtype is not None:  # optax's rounding, which no fused kernel does: no recipe
         return tx
-    # "sign" is the plan's to set (gradtx/fused: a scale_by_sign that follows); never the block's.
-    return recipe.declare(tx, EMA, scalars, seed=lambda s: tree.safe_increment(s.count), sign=False)
+    return recipe.declare(tx, EMA, scalars, seed=lambda s: tree.safe_increment(s.count))

@@ -7,8 +7,16 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from gradtx import checks, tree
+from gradtx import checks, recipe, tree
 from gradtx.core import GradientTransformation, ScalarOrSchedule
+
+# `initial` switches the last gradient for this one (the first step).
+SCALE_BY_OPTIMISTIC_GRADIENT = recipe.rule(
+    "scale_by_optimistic_gradient",
+    scalars=("alpha_plus_beta", "beta", "initial"),
+    moments=("previous_gradient",),
+    kernel="gradtx_optimistic",
+)
 
 
 class ScaleByOptimisticGradientState(NamedTuple):
@@ -92,4 +100,9 @@ def scale_by_optimistic_gradient(
         )
         return new_updates, new_state
 
-    return GradientTransformation(init, update)
+    def scalars(state, updates):
+        a, b = tree.resolve(alpha, state.count), tree.resolve(beta, state.count)
+        return {"alpha_plus_beta": a + b, "beta": b, "initial": state.is_initial_step}
+
+    tx = GradientTransformation(init, update)
+    return recipe.declare(tx, SCALE_BY_OPTIMISTIC_GRADIENT, scalars, seed=lambda state: state.count)

@@ -7,10 +7,19 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from gradtx import checks, tree
+from gradtx import checks, recipe, tree
 from gradtx.core import GradientTransformation
 
 _NO_COMPLEX = " (a rule on the signs of gradients; optax's rprop has none either)"
+
+
+SCALE_BY_RPROP = recipe.rule(
+    "scale_by_rprop",
+    scalars=("eta_minus", "eta_plus", "min_step_size", "max_step_size"),
+    options=("lagged",),
+    moments=("step_sizes", "prev_updates"),
+    kernel="gradtx_rprop",
+)
 
 
 class ScaleByRpropState(NamedTuple):
@@ -155,4 +164,9 @@ def scale_by_rprop(
             )
         return steps, ScaleByRpropState(sizes_stored, steps_stored)
 
-    return GradientTransformation(init, update)
+    def scalars(state, updates):
+        return dict(eta_minus=eta_minus, eta_plus=eta_plus, min_step_size=min_step_size,
+                    max_step_size=max_step_size)  # fmt: skip
+
+    tx = GradientTransformation(init, update)
+    return recipe.declare(tx, SCALE_BY_RPROP, scalars, lagged=lagged)

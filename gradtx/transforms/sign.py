@@ -8,8 +8,8 @@ import jax.numpy as jnp
 from gradtx import recipe, tree
 from gradtx.core import EmptyState, GradientTransformation
 
-# No kernel of its own: the kernels of the rules it may follow (plain SGD's, ema's) take
-# it as their "sign" option (gradtx/fused).
+# No kernel of its own: the kernels of the signed rules it may follow (plain SGD's, ema's)
+# take it as their "sign" option (gradtx/fused).
 SCALE_BY_SIGN = recipe.rule("scale_by_sign")
 
 _NO_COMPLEX = " (a sign rule; optax's sign_sgd and signum have none either)"
