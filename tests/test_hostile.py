@@ -227,7 +227,8 @@ def test_huge_gradients(name):
 
 
 @pytest.mark.parametrize("name", CASES)
-@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16])
+# float16 in the whole suite: the same code path as bfloat16's, another rounding.
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, pytest.param(jnp.float16, marks=pytest.mark.slow)])
 def test_half_precision_params(name, dtype):
     p = params(dtype)
     grads = jax.tree.map(lambda x: (x * 0.01).astype(dtype), p)
