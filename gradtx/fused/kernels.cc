@@ -524,17 +524,30 @@ struct Rprop {
   }
 };
 
+// a if the mask is all ones, b if it is 0: a select the compiler cannot turn into two loops
+// on a condition fixed for the call (it did, and left the one for a false condition scalar).
+inline float Pick(uint32_t mask, float a, float b) {
+  uint32_t x, y;
+  std::memcpy(&x, &a, sizeof x);
+  std::memcpy(&y, &b, sizeof y);
+  const uint32_t bits = (x & mask) | (y & ~mask);
+  float out;
+  std::memcpy(&out, &bits, sizeof out);
+  return out;
+}
+
 // The optimistic gradient: (alpha + beta) g - beta g_prev, g_prev = g at the first step.
 template <class O>
 struct Optimistic {
   using S = gradtx_layout::scale_by_optimistic_gradient::scalar;
   float alpha_plus_beta, beta;
-  bool initial;
+  uint32_t initial;  // all ones at the first step
   explicit Optimistic(const float* h)
-      : alpha_plus_beta(h[S::kAlphaPlusBeta]), beta(h[S::kBeta]), initial(h[S::kInitial] != 0.0f) {}
+      : alpha_plus_beta(h[S::kAlphaPlusBeta]), beta(h[S::kBeta]),
+        initial(h[S::kInitial] != 0.0f ? ~0u : 0u) {}
   template <class M>
   float Step(float g, int64_t i, const M& previous, const M&, const M&, const M&) const {
-    const float last = initial ? g : previous.Get(i);
+    const float last = Pick(initial, g, previous.Get(i));
     previous.Put(i, g);
     return std::fma(alpha_plus_beta, g, -(beta * last));
   }
@@ -546,15 +559,15 @@ template <class O>
 struct Adan {
   using S = gradtx_layout::scale_by_adan::scalar;
   float b1, ob1, b2, ob2, b3, ob3, r1, r2, r3, eps, eps_root;
-  bool first;
+  uint32_t first;  // all ones at the first step
   explicit Adan(const float* h)
       : b1(h[S::kB1]), ob1(h[S::kOneMinusB1]), b2(h[S::kB2]), ob2(h[S::kOneMinusB2]),
         b3(h[S::kB3]), ob3(h[S::kOneMinusB3]), r1(h[S::kInvBiasCorrection1]),
         r2(h[S::kInvBiasCorrection2]), r3(h[S::kInvBiasCorrection3]), eps(h[S::kEps]),
-        eps_root(h[S::kEpsRoot]), first(h[S::kFirst] != 0.0f) {}
+        eps_root(h[S::kEpsRoot]), first(h[S::kFirst] != 0.0f ? ~0u : 0u) {}
   template <class M>
   float Step(float g, int64_t i, const M& m, const M& v, const M& n, const M& last) const {
-    const float d = first ? 0.0f : g - last.Get(i);
+    const float d = Pick(first, 0.0f, g - last.Get(i));
     const float mi = m.Put(i, ob1 * g + b1 * m.Get(i));
     // The fmas as XLA contracts the jax.numpy block's sums (found by comparing the bits):
     // v's the other way round where it reads v widened from bfloat16.
@@ -601,10 +614,11 @@ Squares Loop(float* __restrict__ p, typename M::Elem* __restrict__ m0,
                        ((flags >> B::kMomentumUnitGain) & 1) != 0};
   const uint32_t key = seeds[0] * 0x9E3779B9u, trace_key = seeds[1] * 0x9E3779B9u;
   const M a0{m0, key}, a1{m1, key}, a2{m2, key}, a3{m3, key}, trace{t, trace_key};
-  // The sums of squares in float32 over blocks of kSumBlock elements (each block's sum
-  // within kSumBlock roundings), then in float64: a conversion to double per element
-  // made the lightest loops (signSGD's 12 bytes per element) compute-bound.
-  constexpr int64_t kSumBlock = 128;
+  // The sums of squares in float32 over blocks of kSumBlock elements (each vector lane of a
+  // block adds kSumBlock / lanes squares), then in float64: a conversion to double per
+  // element made the lightest loops (signSGD's 12 bytes per element) compute-bound, and
+  // each block ends in a reduction across the lanes (128 elements per block cost 10%).
+  constexpr int64_t kSumBlock = 1024;
   double grad = 0.0, update = 0.0;
   for (int64_t lo = 0; lo < n; lo += kSumBlock) {
     const int64_t hi = std::min(n, lo + kSumBlock);
