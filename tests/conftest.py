@@ -24,9 +24,9 @@ settings.load_profile(
 # The default run (CI's, the README's command) keeps every feature tested in every form it
 # has; GRADTX_SLOW=1 runs the whole suite, adding the repetitions that cost most of its time:
 # tests marked `slow` (the heavy examples and guide pages, the kernel rebuild, the mesh cases
-# of two thirds of the learners), the no-jit halves of the long comparisons in
-# WITHOUT_JIT_IS_SLOW (their jitted halves run by default), and more hypothesis examples
-# (examples()).
+# of five sixths of the learners; slow_where marks parameters), the no-jit halves of the
+# long comparisons in WITHOUT_JIT_IS_SLOW (their jitted halves run by default), and more
+# hypothesis examples (examples()).
 SLOW = bool(os.environ.get("GRADTX_SLOW"))
 WITHOUT_JIT_IS_SLOW = {"test_adam_relatives", "test_complex", "test_large_batch",
                        "test_multi_steps", "test_optax_schedules", "test_optax_wrappers",
@@ -36,6 +36,11 @@ WITHOUT_JIT_IS_SLOW = {"test_adam_relatives", "test_complex", "test_large_batch"
 def examples(n: int) -> int:
     """``n`` hypothesis examples in the whole suite, a third of them (at least 1) by default."""
     return n if SLOW else max(1, n // 3)
+
+
+def slow_where(values, is_slow):
+    """``values`` as pytest parameters, those for which ``is_slow`` holds marked ``slow``."""
+    return [pytest.param(v, marks=pytest.mark.slow) if is_slow(v) else v for v in values]
 
 
 def pytest_configure(config):

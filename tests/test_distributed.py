@@ -16,6 +16,7 @@ from xml.etree import ElementTree
 
 import numpy as np
 import pytest
+from conftest import slow_where
 
 HERE = Path(__file__).resolve().parent / "distributed"
 
@@ -32,9 +33,7 @@ MESH_SHARDS = 6  # the per-learner cases, split over this many processes
 
 
 # The first shard (every case without a learner, a sixth of the learners) by default.
-@pytest.mark.parametrize(
-    "shard", [pytest.param(s, marks=pytest.mark.slow) if s else s for s in range(MESH_SHARDS)]
-)
+@pytest.mark.parametrize("shard", slow_where(range(MESH_SHARDS), lambda shard: shard > 0))
 def test_eight_device_cases(tmp_path, shard):
     report = tmp_path / "report.xml"
     command = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", f"--junitxml={report}"]

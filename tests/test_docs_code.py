@@ -17,7 +17,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from conftest import load_script
+from conftest import load_script, slow_where
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
@@ -63,7 +63,7 @@ SLOW_PAGES = {"learners.md", "optax.md", "lbfgs.md"}
 
 @pytest.mark.parametrize(
     "page",
-    [pytest.param(p, marks=pytest.mark.slow) if p.name in SLOW_PAGES else p for p in PAGES],
+    slow_where(PAGES, lambda page: page.name in SLOW_PAGES),
     ids=lambda p: str(p.relative_to(ROOT)),
 )
 def test_guide_code_runs(page, tmp_path):

@@ -16,7 +16,13 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from conftest import assert_trees_close, assert_vmap_equals_loop, grads_at, make_params
+from conftest import (
+    assert_trees_close,
+    assert_vmap_equals_loop,
+    grads_at,
+    make_params,
+    slow_where,
+)
 
 import gradtx
 import gradtx.fused
@@ -253,9 +259,7 @@ def _flat64(tree):
 
 
 # Every third learner by default (each kernel's sums are the same loop); all in the whole suite.
-@pytest.mark.parametrize(
-    "name", [pytest.param(n, marks=pytest.mark.slow) if i % 3 else n for i, n in enumerate(FUSED)]
-)
+@pytest.mark.parametrize("name", slow_where(FUSED, lambda name: name not in list(FUSED)[::3]))
 def test_the_kernels_norms_are_those_of_the_gradients_and_updates(name):
     """update_and_apply's norms, summed in the kernel's pass, against NumPy's of the plain step."""
     opt = FUSED[name]()

@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import slow_where
 
 import gradtx
 
@@ -61,13 +62,8 @@ LEARNERS = {
 }
 NEW = [name for name in LEARNERS if name.split(".")[0] not in OLD]  # issue 20's
 
-
 # L-BFGS's zoom line search takes seconds to compile per case: the whole suite's (GRADTX_SLOW).
-def _cases(names):
-    return [pytest.param(n, marks=pytest.mark.slow) if n == "lbfgs" else n for n in names]
-
-
-CASES, NEW_CASES = _cases(LEARNERS), _cases(NEW)
+CASES, NEW_CASES = (slow_where(names, lambda name: name == "lbfgs") for names in (LEARNERS, NEW))
 
 # At gradients of 1e30 (float32) each learner is in exactly one of these.
 # A running mean of squared gradients (overflows at |g| ~ 1e19) stops those coordinates.

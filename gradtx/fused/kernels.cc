@@ -651,8 +651,7 @@ Squares Loop(float* __restrict__ p, typename M::Elem* __restrict__ m0,
 template <class M>
 using LoopFn = Squares (*)(float*, typename M::Elem*, typename M::Elem*, typename M::Elem*,
                            typename M::Elem*, typename M::Elem*, const float*, int64_t,
-                           const float*,
-                           const uint32_t*, int64_t);
+                           const float*, const uint32_t*, int64_t);
 
 // The handler of one kernel: checks the call against its layout (gradtx_layout.h), then
 // runs Rule, its options as template parameters and its moments stored as M, over every
