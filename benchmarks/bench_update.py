@@ -52,11 +52,6 @@ CATALOGUE: dict[str, tuple[Callable[[], Any], Callable[[], Any], bool]] = {
         False,
     ),
     "novograd": (lambda: gradtx.novograd(1e-3), lambda: optax.novograd(1e-3), False),
-    "optimistic_adam_v2": (
-        lambda: gradtx.optimistic_adam_v2(1e-3),
-        lambda: optax.optimistic_adam_v2(1e-3),
-        False,
-    ),
     "polyak_sgd": (lambda: gradtx.polyak_sgd(), lambda: optax.polyak_sgd(), True),
     "sm3": (lambda: gradtx.sm3(1e-3), lambda: optax.sm3(1e-3), False),
 }

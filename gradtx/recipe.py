@@ -23,11 +23,14 @@ from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
 __all__ = [
+    "COMPOSITES",
     "RULES",
     "Recipe",
     "Rule",
     "Stage",
     "chained",
+    "composed",
+    "composite",
     "declare",
     "nested",
     "recipe_of",
@@ -71,6 +74,42 @@ def rule(
     if RULES.setdefault(name, new) != new:
         raise ValueError(f"gradtx.recipe: a different rule named {name!r} exists: {RULES[name]}")
     return new
+
+
+# The rules that run two blocks' rules in one pass, by the pair: see composite.
+COMPOSITES: dict[tuple[Rule, Rule], Rule] = {}
+
+
+def composite(name: str, first: Rule, then: Rule, *, kernel: str) -> Rule:
+    """Define the rule of ``first``'s block followed by ``then``'s, run by one kernel.
+
+    ``then``'s per-element step takes ``first``'s direction as its gradient. The new
+    rule's scalars, options and moments are ``first``'s, then ``then``'s (no name may
+    be in both), so each part of the kernel finds its own at a fixed offset. ``then``'s
+    scalars must not depend on the updates reaching its block: the kernel computes
+    them in the same pass, so a recipe never has them. A recipe that lists the two
+    blocks in a row runs this rule's kernel (see :func:`composed`).
+    """
+    for field in ("scalars", "options", "moments"):
+        clash = set(getattr(first, field)) & set(getattr(then, field))
+        if clash:
+            raise ValueError(
+                f"gradtx.recipe: {first.name} and {then.name} both have {field} {sorted(clash)}"
+            )
+    new = rule(
+        name,
+        scalars=first.scalars + then.scalars,
+        options=first.options + then.options,
+        moments=first.moments + then.moments,
+        kernel=kernel,
+    )
+    COMPOSITES[(first, then)] = new
+    return new
+
+
+def composed(first: Rule, then: Rule) -> Rule | None:
+    """The rule that runs ``first`` then ``then`` in one pass, if one is defined."""
+    return COMPOSITES.get((first, then))
 
 
 class Stage(NamedTuple):

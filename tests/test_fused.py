@@ -227,7 +227,20 @@ FUSED = {
     "optimistic_gradient_descent": lambda: gradtx.optimistic_gradient_descent(1e-2),
     "optimistic, scheduled alpha": lambda: gradtx.optimistic_gradient_descent(
         1e-2, alpha=S.cosine_decay(1.0, 30), beta=0.5),
+    # Adam's rule and the optimistic correction of its direction: one composite kernel.
+    "optimistic_adam_v2": lambda: gradtx.optimistic_adam_v2(1e-2),
+    "optimistic_adam_v2 plain adam, scheduled beta, clipped": lambda: gradtx.chain(
+        gradtx.clip_by_global_norm(1.0), gradtx.optimistic_adam_v2(
+            S.cosine_decay(1e-2, 30), alpha=0.5, beta=S.linear(2.0, 0.5, 20), nesterov=False)),
+    "optimistic_adam, its optimism": lambda: _deprecated(gradtx.optimistic_adam, 1e-2, 5e-3),
+    "injected optimistic_adam_v2": lambda: gradtx.inject_hyperparams(gradtx.optimistic_adam_v2)(
+        learning_rate=1e-2, beta=0.7),
 }  # fmt: skip
+
+
+def _deprecated(make, *args):
+    with pytest.warns(DeprecationWarning):
+        return make(*args)
 
 
 def _plain(opt, grads, state, params):
@@ -349,16 +362,20 @@ BF16 = {
     "optimistic_gradient_descent": lambda dtype: gradtx.optimistic_gradient_descent(
         1e-2, state_dtype=dtype
     ),
+    "optimistic_adam_v2": lambda dtype: gradtx.optimistic_adam_v2(
+        1e-2, beta=0.5, state_dtype=dtype
+    ),
 }
 # Where a moment's float32 value is computed as XLA computes it, its bfloat16 bits are the
 # plain path's. Elsewhere it can differ in the last float32 bit (the clip's scale contracted
 # into another product; AMSGrad's maximum of nu times, not divided by, its bias correction;
 # a trace after XLA's rsqrt, which is a hardware estimate refined by Newton steps, not the
 # correctly rounded 1/sqrt; Adan's second moment on a 0-d leaf, whose sum XLA contracts as it
-# does in float32, not as in the arrays widened from bfloat16), and the stochastic rounding's
-# hash of those bits then picks either bfloat16 neighbour: one bfloat16 ulp apart, each as
-# likely as it should be.
-WITHIN_AN_ULP = {"adamw, clipped", "amsgrad", "rmsprop momentum", "adan"}
+# does in float32, not as in the arrays widened from bfloat16; optimistic Adam's stored last
+# direction, Adam's step, which in float32 can differ from the plain path's in the last bit
+# where Adam's moments do not), and the stochastic rounding's hash of those bits then picks
+# either bfloat16 neighbour: one bfloat16 ulp apart, each as likely as it should be.
+WITHIN_AN_ULP = {"adamw, clipped", "amsgrad", "rmsprop momentum", "adan", "optimistic_adam_v2"}
 
 
 def _bf16_ulps(a, b):
@@ -409,7 +426,7 @@ def test_the_bfloat16_kernels_round_as_stochastic_round(seed):
     g = jnp.asarray(rng.normal(size=4096) * 10.0 ** rng.integers(-30, 30, 4096), jnp.float32)
     g = g.at[:3].set(jnp.asarray([jnp.inf, -jnp.inf, 0.0]))
     hyper = jnp.zeros(len(gradtx.fused.layout.scalars(gradtx.transforms.averages.TRACE)))
-    seeds = jnp.asarray([seed, 0], jnp.uint32)
+    seeds = jnp.zeros(gradtx.fused.layout.SEEDS, jnp.uint32).at[0].set(seed)
     _, (trace,), _ = gradtx.fused._call(
         "gradtx_sgd_momentum_bf16", 0, hyper, seeds, jnp.zeros_like(g), g,
         (jnp.zeros(g.shape, jnp.bfloat16),),
@@ -472,6 +489,8 @@ def test_clip_then_adamw_and_injected_adamw_are_one_kernel_call(name):
         ("sgd, then momentum on the scaled steps", {"gradtx_sgd": 1}),
         ("clip then centered rmsprop, nesterov", {"gradtx_rmsprop_centered": 1}),
         ("injected amsgrad", {"gradtx_amsgrad": 1}),
+        ("optimistic_adam_v2", {"gradtx_optimistic_adam": 1}),
+        ("injected optimistic_adam_v2", {"gradtx_optimistic_adam": 1}),
         # A mask splits the leaves in two kinds: one call for each.
         ("adamw, masked", {"gradtx_adam": 2}),
         ("adamw, mask of the params", {"gradtx_adam": 2}),
@@ -617,7 +636,7 @@ def test_each_kernel_reads_every_scalar_and_option_of_its_layout(rule):
             rule.kernel,
             flags,
             jnp.asarray(hyper),
-            jnp.zeros(2, jnp.uint32),
+            jnp.zeros(gradtx.fused.layout.SEEDS, jnp.uint32),
             p,
             g,
             moments[: None if flags & momentum else -1],

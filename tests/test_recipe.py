@@ -99,3 +99,14 @@ def test_declarations_must_fit_their_rule():
     (stage,) = stages(recipe.declare(gradtx.identity(), SCALE, lambda s, u: {"scale": 2.0}))
     with pytest.raises(ValueError, match=r"scale declares scalars \['scale'\]; its rule has"):
         stage.values(PARAMS)
+
+
+def test_a_composite_rule_lays_out_both_parts_and_refuses_shared_names():
+    from gradtx.transforms.optimistic import OPTIMISTIC_ADAM, SCALE_BY_OPTIMISTIC_GRADIENT
+
+    assert recipe.composed(SCALE_BY_ADAM, SCALE_BY_OPTIMISTIC_GRADIENT) is OPTIMISTIC_ADAM
+    assert recipe.composed(SCALE_BY_OPTIMISTIC_GRADIENT, SCALE_BY_ADAM) is None
+    assert OPTIMISTIC_ADAM.scalars == SCALE_BY_ADAM.scalars + SCALE_BY_OPTIMISTIC_GRADIENT.scalars
+    assert OPTIMISTIC_ADAM.moments == ("mu", "nu", "previous_gradient")
+    with pytest.raises(ValueError, match=r"scale_by_adam and scale_by_adam both have scalars"):
+        recipe.composite("adam_twice", SCALE_BY_ADAM, SCALE_BY_ADAM, kernel="gradtx_none")

@@ -94,6 +94,7 @@ class _Plan(NamedTuple):
 
     rule: recipe.Rule
     core: recipe.Stage | None  # the stage of the rule; None for plain SGD
+    then: recipe.Stage | None  # the second block of a composite rule (recipe.composite)
     sign: bool  # a scale_by_sign after the rule: a signed rule's "sign" option
     clip: recipe.Stage | None
     coupled: recipe.Stage | None
@@ -102,14 +103,22 @@ class _Plan(NamedTuple):
     momentum: recipe.Stage | None  # a trace after the rate: momentum on the scaled steps
 
     @property
+    def _stages(self) -> tuple[recipe.Stage, ...]:
+        """The stages with moments, in the kernel's order of moments."""
+        return tuple(s for s in (self.core, self.then, self.momentum) if s is not None)
+
+    @property
     def moments(self) -> tuple[Any, ...]:
         """The kernel's moment trees: the rule's, then the momentum's trace."""
-        return tuple(m for s in (self.core, self.momentum) if s is not None for m in s.moments)
+        return tuple(m for s in self._stages for m in s.moments)
 
     @property
     def seeds(self) -> jax.Array:
-        """The stochastic-rounding seeds of the rule's moments and of the trace, as uint32."""
-        seeds = [0 if s is None else s.seed for s in (self.core, self.momentum)]
+        """The stochastic-rounding seed of each of the rule's moment places (0 where unused),
+        then the trace's, as uint32[layout.SEEDS]: each moment rounds with its block's."""
+        rule = [s.seed for s in (self.core, self.then) if s is not None for _ in s.moments]
+        trace = 0 if self.momentum is None else self.momentum.seed
+        seeds = [*rule, *[0] * (layout.MOMENT_PLACES - len(rule)), trace]
         return jnp.stack([jnp.asarray(seed).astype(jnp.uint32) for seed in seeds])
 
     @property
@@ -125,15 +134,15 @@ class _Plan(NamedTuple):
 
     def put(self, state: Any, moments: tuple[Any, ...]) -> Any:
         """``state`` with the kernel's new moments (in :attr:`moments`' order) put back."""
-        for stage in (self.core, self.momentum):
-            if stage is not None:
-                mine, moments = moments[: len(stage.moments)], moments[len(stage.moments) :]
-                state = stage.put(state, mine)
+        for stage in self._stages:
+            mine, moments = moments[: len(stage.moments)], moments[len(stage.moments) :]
+            state = stage.put(state, mine)
         return state
 
 
 def _plan(stages: tuple[recipe.Stage, ...] | None) -> _Plan | None:
-    """Match ``[clip] [decay] [rule] [sign] [decay] scale [trace]``, identities dropped, or None."""
+    """Match ``[clip] [decay] [rule [then]] [sign] [decay] scale [trace]``, identities dropped,
+    or None; ``rule then`` is two blocks whose rules make a composite rule."""
     if stages is None:
         return None
     rest = [s for s in stages if s.rule is not IDENTITY]
@@ -144,14 +153,17 @@ def _plan(stages: tuple[recipe.Stage, ...] | None) -> _Plan | None:
     clip = take(lambda r: r is CLIP_BY_GLOBAL_NORM)
     coupled = take(lambda r: r is ADD_DECAYED_WEIGHTS)
     core = take(lambda r: r.kernel is not None)
+    then = None if core is None else take(lambda r: recipe.composed(core.rule, r) is not None)
     rule = layout.SGD if core is None else core.rule
+    if core is not None and then is not None:
+        rule = recipe.composed(core.rule, then.rule) or rule
     sign = take(lambda r: r is SCALE_BY_SIGN) is not None
     decoupled = take(lambda r: r is ADD_DECAYED_WEIGHTS) if core is not None or sign else None
     rate = take(lambda r: r is SCALE)
     momentum = take(lambda r: r is TRACE)
     if rate is None or rest or (sign and not rule.signed):
         return None
-    return _Plan(rule, core, sign, clip, coupled, decoupled, rate, momentum)
+    return _Plan(rule, core, then, sign, clip, coupled, decoupled, rate, momentum)
 
 
 def _fusable(learner: GradientTransformation, state: Any) -> _Plan | None:
@@ -171,7 +183,8 @@ def is_fused(learner: GradientTransformation) -> bool:
     included), ``gradtx.amsgrad``, ``gradtx.adamax``, ``gradtx.adamaxw``,
     ``gradtx.adabelief``, ``gradtx.radam``, ``gradtx.yogi``, ``gradtx.sgd``,
     ``gradtx.sign_sgd``, ``gradtx.signum``, ``gradtx.adan``, ``gradtx.rprop``,
-    ``gradtx.optimistic_gradient_descent``,
+    ``gradtx.optimistic_gradient_descent``, ``gradtx.optimistic_adam``,
+    ``gradtx.optimistic_adam_v2``,
     ``gradtx.rmsprop`` (centered or not, with or without momentum),
     ``gradtx.adagrad`` and ``gradtx.lion`` (with or without ``mask``), with
     ``state_dtype`` None, float32 or bfloat16, and the same blocks chained by hand, after
@@ -419,6 +432,8 @@ def _scalars(plan: _Plan, updates: Any) -> jax.Array | None:
     }
     values = [given[name] for name in layout.SHARED_SCALARS]
     values += [] if plan.core is None else plan.core.values(updates)
+    # The second rule's scalars never read its incoming updates (recipe.composite).
+    values += [] if plan.then is None else plan.then.values(None)
     if any(v is None or jnp.shape(v) != () for v in values):
         return None
     return jnp.stack([jnp.asarray(v, jnp.float32) for v in values])
@@ -433,6 +448,7 @@ def _flags(plan: _Plan, updates: Any) -> list[int]:
         "momentum_nesterov": momentum.get("nesterov", False),
         "momentum_unit_gain": momentum.get("unit_gain", False),
         **({} if plan.core is None else plan.core.options),
+        **({} if plan.then is None else plan.then.options),
     }
     if plan.rule.signed:
         given["sign"] = plan.sign
@@ -458,7 +474,8 @@ def _call(
     moments (in its rule's order), and the sums of squares of the gradients and updates.
 
     ``flags``: the option bits of every leaf, or a list of each leaf's. ``seeds``: the
-    rule's and the trace's rounding seeds (uint32[2]; read for bfloat16 moments only).
+    rounding seeds of the rule's moments and the trace's (uint32[layout.SEEDS], see
+    ``_Plan.seeds``; read for bfloat16 moments only).
     """
     param_leaves, treedef = jax.tree.flatten(params)
     grad_leaves = jax.tree.leaves(updates)

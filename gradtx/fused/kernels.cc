@@ -553,6 +553,32 @@ struct Optimistic {
   }
 };
 
+// optimistic_adam and optimistic_adam_v2: Adam's direction, then its optimistic
+// correction, in one pass (recipe.composite: Adam's scalars, options and moments, then
+// the correction's, so each part reads its own at an offset).
+template <class O>
+struct OptimisticAdam {
+  using L = gradtx_layout::optimistic_adam;
+  using A = gradtx_layout::scale_by_adam;
+  using C = gradtx_layout::scale_by_optimistic_gradient;
+  static constexpr int kOffset = L::scalar::kAlphaPlusBeta - C::scalar::kAlphaPlusBeta;
+  static_assert(L::scalar::kB1 == A::scalar::kB1 && L::scalar::kEpsRoot == A::scalar::kEpsRoot &&
+                L::scalar::kAlphaPlusBeta == A::scalar::kCount);
+  static_assert(L::scalar::kBeta - C::scalar::kBeta == kOffset &&
+                L::scalar::kInitial - C::scalar::kInitial == kOffset);
+  static_assert(L::option::kNesterov == A::option::kNesterov && L::option::kCount == A::option::kCount);
+  static_assert(L::moment::kMu == A::moment::kMu && L::moment::kNu == A::moment::kNu &&
+                L::moment::kPreviousGradient == A::moment::kCount &&
+                C::moment::kPreviousGradient == 0);
+  Adam<O> adam;
+  Optimistic<O> correction;
+  explicit OptimisticAdam(const float* h) : adam(h), correction(h + kOffset) {}
+  template <class M>
+  float Step(float g, int64_t i, const M& mu, const M& nu, const M& previous, const M& none) const {
+    return correction.Step(adam.Step(g, i, mu, nu, none, none), i, previous, none, none, none);
+  }
+};
+
 // Adan: averages of the gradient (m), of its change d (v) and of |g + (1 - b2) d|^2 (n),
 // the last gradient kept for the next d (0 at the first step).
 template <class O>
@@ -592,12 +618,37 @@ struct Squares {
   }
 };
 
+// Software prefetch into L1 of the elements [from, from + kBlock) of an array, one
+// instruction per cache line, for writing where the loop writes it; nothing past the
+// range's end (x null: no such array). The loop asks for the block kPrefetchAhead
+// elements ahead of the one it computes. Left to the hardware prefetcher, a loop
+// streaming three or more arrays from the last-level cache got 0.8x the bandwidth of
+// a two-array triad (Adam's kernel 1.3x of the triad's time for its bytes, SGD with
+// momentum's 1.0x, Lion's 1.2x on the same arrays); with it, Lion's 1.0x and Adam's
+// 1.1x (docs/performance.md, "The roofline"). One block ends in one reduction of the
+// sums' lanes.
+constexpr int64_t kBlock = 256, kPrefetchAhead = 512;
+
+template <class T>
+void Prefetch(const T* x, int64_t from, int64_t n, bool written) {
+  if (x == nullptr || from + kBlock > n) return;
+  constexpr int64_t kPerLine = 64 / sizeof(T);
+  for (int64_t c = from; c < from + kBlock; c += kPerLine) {
+    if (written) {
+      __builtin_prefetch(x + c, 1, 3);
+    } else {
+      __builtin_prefetch(x + c, 0, 3);
+    }
+  }
+}
+
 // One range of one leaf: every array a restrict pointer and every scalar read into
 // a local first, the options template parameters (the momentum's own aside: see
 // Trace), so the loop has no loads of captured state and no branches, and the
 // compiler vectorises it. m0 to m3 are the rule's moments and t the momentum
 // option's trace, each null where absent, all stored as M (F32 or Bf16); the
-// rule's moments round with the key of seeds[0], the trace with that of seeds[1].
+// rule's moments round with the keys of seeds[0] to seeds[3] (one each, as each
+// block's moments round with its own), the trace with that of seeds[4].
 template <template <class> class Rule, class O, class M>
 Squares Loop(float* __restrict__ p, typename M::Elem* __restrict__ m0,
              typename M::Elem* __restrict__ m1, typename M::Elem* __restrict__ m2,
@@ -612,16 +663,17 @@ Squares Loop(float* __restrict__ p, typename M::Elem* __restrict__ m0,
   const Trace momentum{h[S::kMomentum], h[S::kOneMinusMomentum],
                        ((flags >> B::kMomentumNesterov) & 1) != 0,
                        ((flags >> B::kMomentumUnitGain) & 1) != 0};
-  const uint32_t key = seeds[0] * 0x9E3779B9u, trace_key = seeds[1] * 0x9E3779B9u;
-  const M a0{m0, key}, a1{m1, key}, a2{m2, key}, a3{m3, key}, trace{t, trace_key};
-  // The sums of squares in float32 over blocks of kSumBlock elements (each vector lane of a
-  // block adds kSumBlock / lanes squares), then in float64: a conversion to double per
-  // element made the lightest loops (signSGD's 12 bytes per element) compute-bound, and
-  // each block ends in a reduction across the lanes (128 elements per block cost 10%).
-  constexpr int64_t kSumBlock = 1024;
+  auto key = [seeds](int k) { return seeds[k] * 0x9E3779B9u; };
+  const M a0{m0, key(0)}, a1{m1, key(1)}, a2{m2, key(2)}, a3{m3, key(3)}, trace{t, key(4)};
+  // The sums of squares in float32 over each block (each vector lane adds kBlock / lanes
+  // squares), then in float64: a conversion to double per element made the lightest
+  // loops (signSGD's 12 bytes per element) compute-bound.
   double grad = 0.0, update = 0.0;
-  for (int64_t lo = 0; lo < n; lo += kSumBlock) {
-    const int64_t hi = std::min(n, lo + kSumBlock);
+  for (int64_t lo = 0; lo < n; lo += kBlock) {
+    const int64_t hi = std::min(n, lo + kBlock), ahead = lo + kPrefetchAhead;
+    Prefetch(p, ahead, n, true);
+    Prefetch(g, ahead, n, false);
+    for (const auto* moment : {m0, m1, m2, m3, t}) Prefetch(moment, ahead, n, true);
     float grad_block = 0.0f, update_block = 0.0f;
 #pragma omp simd reduction(+ : grad_block, update_block)
     for (int64_t i = lo; i < hi; ++i) {
@@ -656,21 +708,22 @@ using LoopFn = Squares (*)(float*, typename M::Elem*, typename M::Elem*, typenam
 // The handler of one kernel: checks the call against its layout (gradtx_layout.h), then
 // runs Rule, its options as template parameters and its moments stored as M, over every
 // range of every leaf, and writes the sums of squares of the gradients and updates to
-// `squares`. `seeds` holds the rule's and the momentum's rounding seeds (see Bf16).
+// `squares`. `seeds` holds the rounding seeds of the rule's four moment places and of
+// the momentum's trace (see Bf16).
 template <class Layout, template <class> class Rule, class M>
 ffi::Error Kernel(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> hyper, ffi::Buffer<ffi::U32> seeds,
                   ffi::ResultBuffer<ffi::F32> squares, ffi::RemainingArgs args,
                   ffi::RemainingRets rets, int64_t threads, int64_t flags) {
   constexpr size_t kMoments = Layout::moment::kCount;
-  static_assert(kMoments <= 4, "Loop takes at most four moments of the rule");
+  static_assert(kMoments <= gradtx_layout::kMomentPlaces, "Loop takes four moments at most");
   if (static_cast<int64_t>(hyper.element_count()) != Layout::scalar::kCount) {
     return ffi::Error::InvalidArgument("gradtx fused: wrong number of scalars");
   }
   if (flags < 0 || flags >> Layout::option::kCount) {
     return ffi::Error::InvalidArgument("gradtx fused: unknown option bits");
   }
-  if (seeds.element_count() != 2) {
-    return ffi::Error::InvalidArgument("gradtx fused: the seeds operand takes two integers");
+  if (seeds.element_count() != gradtx_layout::kSeeds) {
+    return ffi::Error::InvalidArgument("gradtx fused: wrong number of seeds");
   }
   if (squares->element_count() != 2) {
     return ffi::Error::InvalidArgument("gradtx fused: the squares result takes two floats");
@@ -760,3 +813,4 @@ GRADTX_KERNEL(gradtx_radam, scale_by_radam, Radam)
 GRADTX_KERNEL(gradtx_rprop, scale_by_rprop, Rprop)
 GRADTX_KERNEL(gradtx_optimistic, scale_by_optimistic_gradient, Optimistic)
 GRADTX_KERNEL(gradtx_adan, scale_by_adan, Adan)
+GRADTX_KERNEL(gradtx_optimistic_adam, optimistic_adam, OptimisticAdam)

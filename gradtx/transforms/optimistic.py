@@ -9,6 +9,7 @@ import jax.numpy as jnp
 
 from gradtx import checks, recipe, tree
 from gradtx.core import GradientTransformation, ScalarOrSchedule
+from gradtx.transforms.adam import SCALE_BY_ADAM
 
 # `initial` switches the last gradient for this one (the first step).
 SCALE_BY_OPTIMISTIC_GRADIENT = recipe.rule(
@@ -16,6 +17,10 @@ SCALE_BY_OPTIMISTIC_GRADIENT = recipe.rule(
     scalars=("alpha_plus_beta", "beta", "initial"),
     moments=("previous_gradient",),
     kernel="gradtx_optimistic",
+)
+# optimistic_adam and optimistic_adam_v2: Adam's direction and its correction in one pass.
+OPTIMISTIC_ADAM = recipe.composite(
+    "optimistic_adam", SCALE_BY_ADAM, SCALE_BY_OPTIMISTIC_GRADIENT, kernel="gradtx_optimistic_adam"
 )
 
 
