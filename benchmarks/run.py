@@ -1,6 +1,6 @@
 """gradtx's benchmark suite: step time against optax, torch's fused kernels and the roofline.
 
-    python -m benchmarks            # the full table (a few minutes)
+    python -m benchmarks            # the full table (about 25 minutes)
     python -m benchmarks --quick    # smaller arrays and trees, about 75 s
 
 Every figure is a median over rounds in which the contenders take turns, so
