@@ -9,7 +9,7 @@ A learner is a pure ``(init, update)`` pair built by chaining small blocks::
     params = gradtx.apply_updates(params, updates)
 """
 
-from gradtx import cntk, contrib, learners, schedules, training, transforms
+from gradtx import cntk, contrib, learners, schedules, torch_optim, training, transforms
 from gradtx import tree as tree  # optax.tree's helpers; gradtx.tree_utils is optax.tree_utils
 from gradtx import tree_utils as tree_utils
 from gradtx.checks import TreeMismatchError
@@ -235,6 +235,7 @@ __all__ = [
     "state_dict",
     "stateless",
     "sweep",
+    "torch_optim",
     "training",
     "zero_shardings",
 ]

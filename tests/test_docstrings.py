@@ -18,17 +18,20 @@ import pytest
 import gradtx
 import gradtx.testing
 
-SUBMODULES = ("cntk", "contrib", "learners", "schedules", "training", "transforms")
+SUBMODULES = ("cntk", "contrib", "learners", "schedules", "torch_optim", "training",
+              "transforms")  # fmt: skip
 PUBLIC = [
     *(("gradtx", n) for n in gradtx.__all__ if n not in SUBMODULES),
     *(("gradtx.contrib", n) for n in gradtx.contrib.__all__),
     *(("gradtx.schedules", n) for n in gradtx.schedules.__all__ if n != "shapes"),
     *(("gradtx.cntk", n) for n in gradtx.cntk.__all__),
+    *(("gradtx.torch_optim", n) for n in gradtx.torch_optim.__all__),
     *(("gradtx.testing", n) for n in ("CheckFailed", "check_transform", "check_schedule",
                                       "pytrees", "hyperparameters")),
 ]  # fmt: skip
 MODULES = {"gradtx": gradtx, "gradtx.schedules": gradtx.schedules, "gradtx.cntk": gradtx.cntk,
-           "gradtx.contrib": gradtx.contrib, "gradtx.testing": gradtx.testing}  # fmt: skip
+           "gradtx.contrib": gradtx.contrib, "gradtx.testing": gradtx.testing,
+           "gradtx.torch_optim": gradtx.torch_optim}  # fmt: skip
 
 
 @pytest.mark.parametrize("module,name", PUBLIC)
