@@ -36,7 +36,8 @@ import jax
 import jax.numpy as jnp
 
 from gradtx import checks, tree
-from gradtx.core import GradientTransformation, chain, float_leaves
+from gradtx.core import GradientTransformation
+from gradtx.torch_optim._torch import learner, negate_if, pair
 from gradtx.transforms.rprop import scale_by_rprop
 from gradtx.transforms.scaling import scale, scale_by_learning_rate
 from gradtx.transforms.weight_decay import add_decayed_weights
@@ -104,68 +105,16 @@ def _lerp(start: jax.Array, end: jax.Array, weight: Any) -> jax.Array:
     )
 
 
-def _pair(who: str, name: str, value: Any) -> tuple[Any, Any]:
-    """torch's tuple arguments (``betas``, ``etas``, ``step_sizes``, ``eps``): two values."""
-    if isinstance(value, str) or not hasattr(value, "__len__") or len(value) != 2:
-        raise ValueError(f"{who}: {name} must be a pair of two values, got {value!r}")
-    return value[0], value[1]
-
-
 def _check_betas(who: str, betas: Any) -> tuple[Any, Any]:
-    beta1, beta2 = _pair(who, "betas", betas)
+    beta1, beta2 = pair(who, "betas", betas)
     checks.check_interval(who, "betas[0]", beta1, checks.DECAY)
     checks.check_interval(who, "betas[1]", beta2, checks.DECAY)
     return beta1, beta2
 
 
-def _negate_if(maximize: bool) -> GradientTransformation | None:
-    """torch's ``maximize``: the gradient's sign flipped before anything else."""
-    return scale(-1.0) if maximize else None
-
-
 def _coupled_decay(weight_decay: Any) -> GradientTransformation:
     """torch's default weight decay, ``grad = grad + weight_decay * param``."""
     return add_decayed_weights(weight_decay)
-
-
-def _as_real(x: Any, conjugate: bool = False) -> Any:
-    """``torch.view_as_real``: a complex array as real pairs on a new last axis."""
-    if not jnp.iscomplexobj(x):
-        return x
-    x = jnp.conj(x) if conjugate else x
-    return jnp.stack([x.real, x.imag], axis=-1)
-
-
-def _as_complex(u: Any, like: Any) -> Any:
-    return jax.lax.complex(u[..., 0], u[..., 1]) if jnp.iscomplexobj(like) else u
-
-
-def _real_view(inner: GradientTransformation) -> GradientTransformation:
-    """Run ``inner`` on complex leaves as torch does: each entry two independent reals.
-
-    JAX's gradient of a complex parameter is the conjugate of torch's ``.grad``: it is
-    conjugated into torch's before the real view (as in the package's other learners).
-    """
-
-    def init(params):
-        return inner.init(jax.tree.map(_as_real, params))
-
-    def update(updates, state, params=None, **extra):
-        real_params = None if params is None else jax.tree.map(_as_real, params)
-        real_updates = jax.tree.map(lambda g: _as_real(g, True), updates)
-        out, state = inner.update(real_updates, state, real_params, **extra)
-        return jax.tree.map(_as_complex, out, updates), state
-
-    return GradientTransformation(init, update)
-
-
-def _learner(
-    *blocks: GradientTransformation | None, real_view: bool = True
-) -> GradientTransformation:
-    """The learner: its blocks in a chain (one alone as it is), on float leaves only."""
-    present = [b for b in blocks if b is not None]
-    inner = present[0] if len(present) == 1 else chain(*present)
-    return float_leaves(_real_view(inner) if real_view else inner)
 
 
 def _step_from(new_params: Any, params: Any) -> Any:
@@ -311,7 +260,7 @@ def nadam(
             blocks = (direction, add_decayed_weights(weight_decay))
         else:
             blocks = (_coupled_decay(weight_decay), direction)
-        return _learner(_negate_if(maximize), *blocks, scale_by_learning_rate(lr))
+        return learner(negate_if(maximize), *blocks, scale_by_learning_rate(lr))
 
 
 # --- RAdam ---------------------------------------------------------------------------
@@ -435,7 +384,7 @@ def radam(
             blocks = (direction, add_decayed_weights(weight_decay))
         else:
             blocks = (_coupled_decay(weight_decay), direction)
-        return _learner(_negate_if(maximize), *blocks, scale_by_learning_rate(lr))
+        return learner(negate_if(maximize), *blocks, scale_by_learning_rate(lr))
 
 
 # --- Rprop ---------------------------------------------------------------------------
@@ -496,8 +445,8 @@ def rprop(
     """
     del capturable, foreach, differentiable  # implementation flags: one XLA program here
     who = "rprop"
-    eta_minus, eta_plus = _pair(who, "etas", etas)
-    step_size_min, step_size_max = _pair(who, "step_sizes", step_sizes)
+    eta_minus, eta_plus = pair(who, "etas", etas)
+    step_size_min, step_size_max = pair(who, "step_sizes", step_sizes)
     checks.check_interval(who, "lr", lr, checks.NONNEGATIVE)
     checks.check_interval(who, "etas[0]", eta_minus, "(0, 1)")
     checks.check_interval(who, "etas[1]", eta_plus, "(1, inf)")
@@ -520,8 +469,8 @@ def rprop(
             initial = min(max(float(initial), float(step_size_min)), float(step_size_max))
         else:
             initial = jnp.clip(initial, step_size_min, step_size_max)
-        return _learner(
-            _negate_if(maximize),
+        return learner(
+            negate_if(maximize),
             scale_by_rprop(
                 initial, eta_minus, eta_plus, step_size_min, step_size_max, lagged=False
             ),
@@ -645,8 +594,8 @@ def asgd(
         weight_decay=(weight_decay, checks.NONNEGATIVE),
     )
     with checks.named(who):
-        return _learner(
-            _negate_if(maximize),
+        return learner(
+            negate_if(maximize),
             _coupled_decay(weight_decay),
             _scale_by_torch_asgd(lr, lambd, alpha, t0),
         )
@@ -851,7 +800,7 @@ def adafactor(
     """
     del foreach  # an implementation flag: one XLA program here
     who = "adafactor"
-    eps1, eps2 = _pair(who, "eps", eps)
+    eps1, eps2 = pair(who, "eps", eps)
     checks.check_hyperparams(
         who,
         lr=(lr, checks.NONNEGATIVE),
@@ -863,8 +812,8 @@ def adafactor(
         checks.check_interval(who, "eps[0]", eps1, checks.NONNEGATIVE)
     checks.check_interval(who, "eps[1]", eps2, checks.NONNEGATIVE)
     with checks.named(who):
-        return _learner(
-            _negate_if(maximize),
+        return learner(
+            negate_if(maximize),
             # It refuses complex leaves and factors the last two axes: no real view.
             _torch_adafactor(lr, beta2_decay, eps1, eps2, d, weight_decay),
             real_view=False,

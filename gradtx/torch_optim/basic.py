@@ -35,10 +35,10 @@ import jax
 import jax.numpy as jnp
 
 from gradtx import checks, tree
-from gradtx.core import GradientTransformation, chain, float_leaves
+from gradtx.core import GradientTransformation
 from gradtx.learners.basic import coupled_decay
+from gradtx.torch_optim._torch import learner, negate_if, pair
 from gradtx.transforms import (
-    scale,
     scale_by_adadelta,
     scale_by_adamax,
     scale_by_learning_rate,
@@ -73,50 +73,6 @@ _BETAS = {"b1": "betas[0]", "b2": "betas[1]"}
 def _is_zero(value: Any) -> bool:
     """A concrete Python zero: torch's ``if weight_decay != 0`` skips the term entirely."""
     return type(value) in (int, float) and value == 0
-
-
-def _betas(who: str, betas: Any) -> tuple[Any, Any]:
-    """torch's ``betas`` pair, split; its values are checked by the block that uses them."""
-    if isinstance(betas, str) or not hasattr(betas, "__len__") or len(betas) != 2:
-        raise ValueError(f"{who}: betas must be a pair (beta1, beta2), got {betas!r}")
-    return betas[0], betas[1]
-
-
-def _maximize(maximize: bool) -> tuple[GradientTransformation, ...]:
-    """torch's ``maximize``: ``grad = -grad`` before anything else, weight decay included."""
-    return (scale(-1.0),) if maximize else ()
-
-
-def _as_real(x: Any, conjugate: bool) -> Any:
-    """``torch.view_as_real``: a complex array as (real, imaginary) pairs on a new last axis."""
-    if not jnp.iscomplexobj(x):
-        return x
-    x = jnp.conj(x) if conjugate else x
-    return jnp.stack([x.real, x.imag], axis=-1)
-
-
-def _as_complex(u: Any, like: Any) -> Any:
-    return jax.lax.complex(u[..., 0], u[..., 1]) if jnp.iscomplexobj(like) else u
-
-
-def _learner(*blocks: GradientTransformation) -> GradientTransformation:
-    """The blocks in a chain, on float leaves, with complex leaves as torch's real views.
-
-    JAX's gradient of a complex parameter is the conjugate of torch's ``.grad``; it is
-    conjugated into torch's before the real view, and the step comes back as it is.
-    """
-    inner = blocks[0] if len(blocks) == 1 else chain(*blocks)
-
-    def init(params):
-        return inner.init(jax.tree.map(lambda p: _as_real(p, False), params))
-
-    def update(updates, state, params=None, **extra):
-        real_params = None if params is None else jax.tree.map(lambda p: _as_real(p, False), params)
-        real_updates = jax.tree.map(lambda g: _as_real(g, True), updates)
-        out, state = inner.update(real_updates, state, real_params, **extra)
-        return jax.tree.map(_as_complex, out, updates), state
-
-    return float_leaves(GradientTransformation(init, update))
 
 
 # --- SGD's momentum --------------------------------------------------------------------
@@ -222,8 +178,8 @@ def sgd(
         momentum_blocks = (
             () if _is_zero(momentum) else (_sgd_momentum(momentum, dampening, nesterov),)
         )
-        return _learner(
-            *_maximize(maximize),
+        return learner(
+            negate_if(maximize),
             *coupled_decay(weight_decay),
             *momentum_blocks,
             scale_by_learning_rate(lr),
@@ -349,7 +305,7 @@ def _adam(
     maximize: bool,
     decoupled_weight_decay: bool,
 ) -> GradientTransformation:
-    beta1, beta2 = _betas(who, betas)
+    beta1, beta2 = pair(who, "betas", betas)
     with checks.named(who, scale_by_learning_rate=_LR):
         direction = _scale_by_torch_adam(who, beta1, beta2, eps, amsgrad)
         if decoupled_weight_decay:
@@ -357,7 +313,7 @@ def _adam(
             blocks = (direction, scale_by_learning_rate(lr), *decay)
         else:
             blocks = (*coupled_decay(weight_decay), direction, scale_by_learning_rate(lr))
-        return _learner(*_maximize(maximize), *blocks)
+        return learner(negate_if(maximize), *blocks)
 
 
 def adam(
@@ -539,8 +495,8 @@ def adagrad(
             return tree.resolve(lr, count) / (1 + count * lr_decay)
 
     with checks.named(who, scale_by_learning_rate=_LR):
-        return _learner(
-            *_maximize(maximize),
+        return learner(
+            negate_if(maximize),
             *coupled_decay(weight_decay),
             scale_by_rss(initial_accumulator_value, eps, eps_in_sqrt=False),
             scale_by_learning_rate(rate),
@@ -594,10 +550,10 @@ def adamax(
     """
     del foreach, differentiable, capturable  # implementation flags
     who = "adamax"
-    beta1, beta2 = _betas(who, betas)
+    beta1, beta2 = pair(who, "betas", betas)
     with checks.named(who, scale_by_learning_rate=_LR, scale_by_adamax=_BETAS):
-        return _learner(
-            *_maximize(maximize),
+        return learner(
+            negate_if(maximize),
             *coupled_decay(weight_decay),
             scale_by_adamax(beta1, beta2, eps),
             scale_by_learning_rate(lr),
@@ -652,8 +608,8 @@ def adadelta(
     """
     del foreach, capturable, differentiable  # implementation flags
     with checks.named("adadelta", scale_by_learning_rate=_LR):
-        return _learner(
-            *_maximize(maximize),
+        return learner(
+            negate_if(maximize),
             *coupled_decay(weight_decay),
             scale_by_adadelta(rho, eps),
             scale_by_learning_rate(lr),
@@ -728,8 +684,8 @@ def rmsprop(
     with checks.named("rmsprop", **renames):
         # trace's buffer is torch's: g / d_t + mu * b, the rate applied after it.
         momentum_blocks = () if _is_zero(momentum) else (trace(momentum),)
-        return _learner(
-            *_maximize(maximize),
+        return learner(
+            negate_if(maximize),
             *coupled_decay(weight_decay),
             second_moment(alpha, eps, 0.0, eps_in_sqrt=False),
             *momentum_blocks,
