@@ -153,10 +153,10 @@ def _plan(stages: tuple[recipe.Stage, ...] | None) -> _Plan | None:
     clip = take(lambda r: r is CLIP_BY_GLOBAL_NORM)
     coupled = take(lambda r: r is ADD_DECAYED_WEIGHTS)
     core = take(lambda r: r.kernel is not None)
-    then = None if core is None else take(lambda r: recipe.composed(core.rule, r) is not None)
     rule = layout.SGD if core is None else core.rule
-    if core is not None and then is not None:
-        rule = recipe.composed(core.rule, then.rule) or rule
+    then = None if core is None else take(lambda r: recipe.composed(rule, r) is not None)
+    if then is not None:
+        rule = recipe.composed(rule, then.rule) or rule
     sign = take(lambda r: r is SCALE_BY_SIGN) is not None
     decoupled = take(lambda r: r is ADD_DECAYED_WEIGHTS) if core is not None or sign else None
     rate = take(lambda r: r is SCALE)
