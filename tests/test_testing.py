@@ -61,6 +61,24 @@ def test_wrong_dtype_shape_and_growing_state_are_caught():
     assert "jit agrees with no jit" not in names  # consistent, just wrong
 
 
+def test_a_buffer_shared_by_two_state_leaves_is_caught():
+    # torch_optim.adam's init once gave exp_avg and exp_avg_sq one zeros tree: a training
+    # step that donates the state then failed with "Attempt to donate the same buffer twice".
+    def init(params):
+        zeros = jax.tree.map(jnp.zeros_like, params)
+        return {"mu": zeros, "nu": zeros}
+
+    def update(u, s, p=None):
+        return u, {"mu": u, "nu": u}
+
+    with pytest.raises(CheckFailed) as info:
+        check_transform(transform(init, update), make_params())
+    (message,) = [m for name, m in info.value.failures if "share a buffer" in name]
+    assert "['nu']" in message and "the buffer of ['mu']" in message
+    names = [name for name, _ in info.value.failures]
+    assert "the state keeps its structure, shapes and dtypes" in names  # update's state too
+
+
 def test_init_failure_stops_early_and_names_it():
     def init(p):
         raise RuntimeError("no")

@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import gradtx.testing
 from gradtx.torch_optim.lbfgs import lbfgs, lbfgs_step
 
 torch = pytest.importorskip("torch")
@@ -236,6 +237,16 @@ def test_integer_leaves_left_alone_and_value_fn_extra():
     np.testing.assert_allclose(params["w"] + updates["w"], target, atol=1e-5)
     with pytest.raises(TypeError, match="other"):
         opt.update(params, state, params, value_fn=f, target=target, other=1)
+
+
+@pytest.mark.parametrize("line_search_fn", [None, "strong_wolfe"])
+def test_check_transform(line_search_fn):
+    def value_fn(params):
+        return sum(jnp.sum(jnp.abs(x) ** 2) for x in jax.tree.leaves(params))
+
+    params = {"w": jnp.linspace(-1.0, 1.0, 6).reshape(2, 3), "b": jnp.array([0.5, -0.25])}
+    opt = lbfgs(lr=0.5, max_iter=3, history_size=2, line_search_fn=line_search_fn)
+    gradtx.testing.check_transform(opt, params, extra={"value_fn": value_fn}, name="lbfgs")
 
 
 def test_vmap_over_lr():

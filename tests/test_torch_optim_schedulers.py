@@ -355,6 +355,42 @@ def test_sequential_lr():
     check(ours, expected)
 
 
+@pytest.mark.parametrize(
+    ("milestones", "spe"), [([5, 8], 1), ([5, 8], 3), ([0, 4], 1), ([3, 3], 2)]
+)
+def test_sequential_lr_continues_a_multiplicative_lr(milestones, spe):
+    # torch's MultiplicativeLR has no closed form: after a milestone it multiplies the
+    # rate it takes over by lr_lambda(0), then by lr_lambda(1), ... (at milestone 0 it
+    # starts from the base rate, as alone).
+    def factors(e):
+        return {0: 0.9, 1: 0.7}.get(e, 0.95)
+
+    def make(o):
+        first = lr_scheduler.StepLR(o, 2, 0.5)
+        second = lr_scheduler.MultiplicativeLR(o, factors)
+        third = lr_scheduler.MultiplicativeLR(o, lambda e: 0.8)
+        return lr_scheduler.SequentialLR(o, [first, second, third], milestones=milestones)
+
+    expected, _ = torch_run(make, steps_per_epoch=spe)
+
+    def ours():
+        return S.sequential_lr(
+            [
+                S.step_lr(LR, 2, 0.5, steps_per_epoch=spe),
+                S.multiplicative_lr(
+                    LR,
+                    lambda e: jnp.where(e == 0, 0.9, jnp.where(e == 1, 0.7, 0.95)),
+                    steps_per_epoch=spe,
+                ),
+                S.multiplicative_lr(LR, lambda e: 0.8, steps_per_epoch=spe),
+            ],
+            milestones=milestones,
+            steps_per_epoch=spe,
+        )
+
+    check(ours, expected, atol=1e-300, rtol32=2e-4)
+
+
 def test_sequential_lr_per_epoch_and_milestone_zero():
     def make(o):
         c = lr_scheduler.ConstantLR(o, 0.1, 3)
@@ -637,3 +673,73 @@ def test_float_counts_truncate():
         np.asarray(schedule(jnp.asarray([9.9, 10.0, -3.0]))), [1.0, 0.5, 1.0]
     )
     assert math.isfinite(float(schedule(3 * 10**9)))
+
+
+# ---------------------------------------------------------------------------- momentum
+
+
+@pytest.mark.parametrize(
+    ("name", "torch_name", "driven"),
+    [
+        ("sgd", "SGD", "momentum"),
+        ("rmsprop", "RMSprop", "momentum"),
+        ("adam", "Adam", "betas"),
+        ("adamw", "AdamW", "betas"),
+        ("adamax", "Adamax", "betas"),
+        ("nadam", "NAdam", "betas"),
+        ("radam", "RAdam", "betas"),
+    ],
+)
+@pytest.mark.parametrize("scheduler", ["cyclic", "one_cycle"])
+def test_cycled_momentum_drives_the_learners_as_in_torch(name, torch_name, driven, scheduler):
+    """``.momentum`` given as the learner's momentum (or ``betas[0]``), against torch's loop.
+
+    torch's CyclicLR and OneCycleLR write ``momentum`` or ``betas[0]`` into the param group
+    at every ``step()``; each learner reads it at its next update.
+    """
+    from gradtx import torch_optim
+
+    steps, rng = 120, np.random.default_rng(0)
+    start = rng.normal(size=(2, 3))
+    grads = rng.normal(size=(steps, 2, 3))
+
+    def make(opt):
+        if scheduler == "cyclic":
+            return lr_scheduler.CyclicLR(opt, 1e-3, 1e-2, step_size_up=7, mode="triangular2")
+        return lr_scheduler.OneCycleLR(opt, max_lr=1e-2, total_steps=steps)
+
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)  # torch's scalar state (NAdam's mu_product) too
+    try:
+        weights = torch.tensor(start, requires_grad=True)
+        extra = {"momentum": 0.9} if driven == "momentum" else {}
+        opt = getattr(torch.optim, torch_name)([weights], lr=1e-3, **extra)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            sched = make(opt)
+        expected = []
+        for g in grads:
+            weights.grad = torch.tensor(g)
+            opt.step()
+            sched.step()
+            expected.append(weights.detach().numpy().copy())
+    finally:
+        torch.set_default_dtype(previous)
+
+    with jax.enable_x64(True):
+        if scheduler == "cyclic":
+            s = S.cyclic_lr(1e-3, 1e-2, step_size_up=7, mode="triangular2")
+        else:
+            s = S.one_cycle_lr(1e-2, total_steps=steps)
+        assert s.momentum is not None
+        kwargs = (
+            {"momentum": s.momentum} if driven == "momentum" else {"betas": (s.momentum, 0.999)}
+        )
+        learner = getattr(torch_optim, name)(s, **kwargs)
+        params = jnp.asarray(start)
+        state = learner.init(params)
+        update = jax.jit(learner.update)
+        for t, g in enumerate(grads):
+            updates, state = update(jnp.asarray(g), state, params)
+            params = params + updates
+            np.testing.assert_allclose(params, expected[t], rtol=1e-12, atol=1e-12, err_msg=str(t))

@@ -6,8 +6,10 @@ each scheduler is a pure function of the update count. They are checked against 
 torch: 200 steps of every learner and flag at 1e-12 in float64, every scheduler at
 every count to 3,000. See :mod:`gradtx.torch_optim.basic` (SGD, Adam, AdamW, Adagrad,
 Adamax, Adadelta, RMSprop), :mod:`gradtx.torch_optim.adaptive` (NAdam, RAdam, Rprop,
-ASGD, Adafactor), :mod:`gradtx.torch_optim.lbfgs` and
-:mod:`gradtx.torch_optim.schedulers`.
+ASGD, Adafactor), :mod:`gradtx.torch_optim.lbfgs`, :mod:`gradtx.torch_optim.schedulers` and
+:mod:`gradtx.torch_optim.swa` (AveragedModel and SWALR); a torch optimizer's
+``state_dict()`` becomes the matching learner's state with
+:func:`gradtx.torch_optim.from_torch_state_dict`.
 
 A complex parameter is updated as torch updates it: JAX's gradient of it is the
 conjugate of torch's ``.grad``, and the learners conjugate it first.
@@ -37,6 +39,7 @@ from gradtx.torch_optim.basic import (
     rmsprop,
     sgd,
 )
+from gradtx.torch_optim.convert import from_torch_state_dict
 from gradtx.torch_optim.lbfgs import LBFGSState, lbfgs, lbfgs_step
 from gradtx.torch_optim.schedulers import (
     ReduceLROnPlateauState,
@@ -57,9 +60,16 @@ from gradtx.torch_optim.schedulers import (
     sequential_lr,
     step_lr,
 )
+from gradtx.torch_optim.swa import (
+    AveragedModelState,
+    averaged_model,
+    averaged_model_params,
+    swalr,
+)
 
 __all__ = [
     "ASGDState",
+    "AveragedModelState",
     "AdafactorState",
     "DecoupledDecayState",
     "LBFGSState",
@@ -77,12 +87,15 @@ __all__ = [
     "adamw",
     "asgd",
     "asgd_averaged_params",
+    "averaged_model",
+    "averaged_model_params",
     "chained_scheduler",
     "constant_lr",
     "cosine_annealing_lr",
     "cosine_annealing_warm_restarts",
     "cyclic_lr",
     "exponential_lr",
+    "from_torch_state_dict",
     "lambda_lr",
     "lbfgs",
     "lbfgs_step",
@@ -99,4 +112,5 @@ __all__ = [
     "sequential_lr",
     "sgd",
     "step_lr",
+    "swalr",
 ]

@@ -11,6 +11,25 @@ from gradtx.core import GradientTransformation, chain, float_leaves
 from gradtx.transforms.scaling import scale
 
 
+def scalar_dtype() -> Any:
+    """JAX's default float dtype: the counterpart of torch's ``_get_scalar_dtype()``."""
+    return jax.dtypes.canonicalize_dtype(jnp.float64)
+
+
+def one_minus_power(base: Any, exponent: jax.Array) -> jax.Array:
+    """A bias correction ``1 - base ** exponent``, as accurate as torch's Python floats.
+
+    In float32, ``1 - 0.999 ** t`` from the rounded 0.999 loses about ``t * 1e-8`` of
+    ``0.999 ** t`` (a relative error near 1e-5 in the correction after 100 steps).
+    ``-expm1(t * log1p(-(1 - base)))`` keeps it to a few ulps: ``1 - base`` is exact
+    for a concrete base (a Python float) and by Sterbenz's lemma for a traced one (a
+    schedule's ``betas[0]``). With float64 enabled the formula is torch's own.
+    """
+    if scalar_dtype() == jnp.float64:
+        return 1 - base**exponent  # pyright: ignore[reportOperatorIssue]
+    return -jnp.expm1(exponent * jnp.log1p(-jnp.asarray(1 - base)))
+
+
 def pair(who: str, name: str, value: Any) -> tuple[Any, Any]:
     """torch's tuple arguments (``betas``, ``etas``, ``step_sizes``, ``eps``): two values."""
     if isinstance(value, str) or not hasattr(value, "__len__") or len(value) != 2:

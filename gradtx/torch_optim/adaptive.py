@@ -37,7 +37,7 @@ import jax.numpy as jnp
 
 from gradtx import checks, tree
 from gradtx.core import GradientTransformation
-from gradtx.torch_optim._torch import learner, negate_if, pair
+from gradtx.torch_optim._torch import learner, negate_if, one_minus_power, pair, scalar_dtype
 from gradtx.transforms.rprop import scale_by_rprop
 from gradtx.transforms.scaling import scale, scale_by_learning_rate
 from gradtx.transforms.weight_decay import add_decayed_weights
@@ -59,14 +59,9 @@ __all__ = [
 # --- shared pieces -------------------------------------------------------------------
 
 
-def _scalar_dtype() -> Any:
-    """JAX's default float dtype: the counterpart of torch's ``_get_scalar_dtype()``."""
-    return jax.dtypes.canonicalize_dtype(jnp.float64)
-
-
 def _step_number(count: jax.Array) -> jax.Array:
     """torch's ``step`` after its ``step_t += 1``: this update's 1-based number, as a float."""
-    return tree.safe_increment(count).astype(_scalar_dtype())
+    return tree.safe_increment(count).astype(scalar_dtype())
 
 
 def _power(base: Any, exponent: jax.Array) -> jax.Array:
@@ -77,22 +72,12 @@ def _power(base: Any, exponent: jax.Array) -> jax.Array:
     :math:`\\rho_t` by hundredths; from a concrete base the logarithm is taken in double
     precision instead, which keeps the result to a few float32 ulps.
     """
-    if _scalar_dtype() == jnp.float64 or not checks.is_concrete(base) or callable(base):
+    if scalar_dtype() == jnp.float64 or not checks.is_concrete(base) or callable(base):
         return base**exponent  # pyright: ignore[reportOperatorIssue]
     base = float(base)
     if base <= 0:
         return base**exponent
     return jnp.exp(exponent * math.log(base))
-
-
-def _one_minus_power(base: Any, exponent: jax.Array) -> jax.Array:
-    """``1 - base ** exponent`` (a bias correction), without float32's cancellation near 1."""
-    if _scalar_dtype() == jnp.float64 or not checks.is_concrete(base) or callable(base):
-        return 1 - base**exponent  # pyright: ignore[reportOperatorIssue]
-    base = float(base)
-    if base <= 0:
-        return 1 - base**exponent
-    return -jnp.expm1(exponent * math.log(base))
 
 
 def _lerp(start: jax.Array, end: jax.Array, weight: Any) -> jax.Array:
@@ -142,7 +127,7 @@ class NAdamState(NamedTuple):
 
 def _momentum_decay_power(momentum_decay: Any, step: jax.Array) -> jax.Array:
     """Dozat's :math:`0.96^{t\\psi}`, with the exponent's factor in double where concrete."""
-    if _scalar_dtype() == jnp.float64 or not checks.is_concrete(momentum_decay):
+    if scalar_dtype() == jnp.float64 or not checks.is_concrete(momentum_decay):
         return 0.96 ** (step * momentum_decay)
     return jnp.exp(step * (float(momentum_decay) * math.log(0.96)))
 
@@ -155,7 +140,7 @@ def _scale_by_torch_nadam(
     def init(params):
         return NAdamState(
             tree.zeros_count(),
-            jnp.ones([], _scalar_dtype()),
+            jnp.ones([], scalar_dtype()),
             tree.state_zeros_like(params),
             tree.state_zeros_like(params),
         )
@@ -163,14 +148,15 @@ def _scale_by_torch_nadam(
     def update(updates, state, params=None, **extra):
         checks.check_moments("nadam", updates, state, "exp_avg", "exp_avg_sq")
         step = _step_number(state.count)
-        bias_correction2 = _one_minus_power(beta2, step)
-        mu = beta1 * (1.0 - 0.5 * _momentum_decay_power(momentum_decay, step))
-        mu_next = beta1 * (1.0 - 0.5 * _momentum_decay_power(momentum_decay, step + 1))
-        mu_product = (state.mu_product * mu).astype(_scalar_dtype())
+        b1 = tree.resolve(beta1, state.count)  # torch reads betas[0] at every step
+        bias_correction2 = one_minus_power(beta2, step)
+        mu = b1 * (1.0 - 0.5 * _momentum_decay_power(momentum_decay, step))
+        mu_next = b1 * (1.0 - 0.5 * _momentum_decay_power(momentum_decay, step + 1))
+        mu_product = (state.mu_product * mu).astype(scalar_dtype())
         mu_product_next = mu_product * mu_next
         grad_coefficient = (1.0 - mu) / (1.0 - mu_product)
         avg_coefficient = mu_next / (1.0 - mu_product_next)
-        exp_avg = jax.tree.map(lambda m, g: _lerp(m, g, 1 - beta1), state.exp_avg, updates)
+        exp_avg = jax.tree.map(lambda m, g: _lerp(m, g, 1 - b1), state.exp_avg, updates)
         exp_avg_sq = jax.tree.map(
             lambda v, g: v * beta2 + (1 - beta2) * (g * g), state.exp_avg_sq, updates
         )
@@ -289,12 +275,13 @@ def _scale_by_torch_radam(beta1: Any, beta2: Any, eps: Any) -> GradientTransform
     def update(updates, state, params=None, **extra):
         checks.check_moments("radam", updates, state, "exp_avg", "exp_avg_sq")
         step = _step_number(state.count)
-        exp_avg = jax.tree.map(lambda m, g: _lerp(m, g, 1 - beta1), state.exp_avg, updates)
+        b1 = tree.resolve(beta1, state.count)  # torch reads betas[0] at every step
+        exp_avg = jax.tree.map(lambda m, g: _lerp(m, g, 1 - b1), state.exp_avg, updates)
         exp_avg_sq = jax.tree.map(
             lambda v, g: v * beta2 + (1 - beta2) * (g * g), state.exp_avg_sq, updates
         )
-        bias_correction1 = _one_minus_power(beta1, step)
-        bias_correction2 = _one_minus_power(beta2, step)
+        bias_correction1 = one_minus_power(b1, step)
+        bias_correction2 = one_minus_power(beta2, step)
         rho_inf = 2 / (1 - beta2) - 1  # a Python float when beta2 is one, as in torch
         rho_t = rho_inf - 2 * step * _power(beta2, step) / bias_correction2
         rectified = rho_t > _RADAM_THRESHOLD
@@ -496,8 +483,8 @@ def _scale_by_torch_asgd(lr: Any, lambd: Any, alpha: Any, t0: Any) -> GradientTr
     def init(params):
         return ASGDState(
             tree.zeros_count(),
-            jnp.asarray(tree.resolve(lr, tree.zeros_count()), _scalar_dtype()),
-            jnp.ones([], _scalar_dtype()),
+            jnp.asarray(tree.resolve(lr, tree.zeros_count()), scalar_dtype()),
+            jnp.ones([], scalar_dtype()),
             tree.state_zeros_like(params),
         )
 
@@ -518,8 +505,8 @@ def _scale_by_torch_asgd(lr: Any, lambd: Any, alpha: Any, t0: Any) -> GradientTr
         # The next update's eta and mu, from this update's number and rate, as torch does.
         step = _step_number(state.count)
         rate = tree.resolve(lr, state.count)
-        next_eta = jnp.asarray(rate / ((1 + lambd * rate * step) ** alpha), _scalar_dtype())
-        next_mu = jnp.asarray(1 / jnp.maximum(1, step - t0), _scalar_dtype())
+        next_eta = jnp.asarray(rate / ((1 + lambd * rate * step) ** alpha), scalar_dtype())
+        next_mu = jnp.asarray(1 / jnp.maximum(1, step - t0), scalar_dtype())
         new_state = ASGDState(tree.safe_increment(state.count), next_eta, next_mu, ax)
         return _step_from(new_params, params), new_state
 

@@ -37,16 +37,16 @@ import jax.numpy as jnp
 from gradtx import checks, tree
 from gradtx.core import GradientTransformation
 from gradtx.learners.basic import coupled_decay
-from gradtx.torch_optim._torch import learner, negate_if, pair
+from gradtx.torch_optim._torch import learner, negate_if, one_minus_power, pair
 from gradtx.transforms import (
     scale_by_adadelta,
-    scale_by_adamax,
     scale_by_learning_rate,
     scale_by_rms,
     scale_by_rss,
     scale_by_stddev,
     trace,
 )
+from gradtx.transforms.adam import ScaleByAdamState
 
 __all__ = [
     "SGDMomentumState",
@@ -64,7 +64,6 @@ __all__ = [
 # The blocks' argument names, as torch calls them; each learner builds its chain inside
 # checks.named(...) with these, so an error reads "adam: betas[0] must be in [0, 1), got 1.5".
 _LR = {"learning_rate": "lr"}
-_BETAS = {"b1": "betas[0]", "b2": "betas[1]"}
 
 
 # --- shared pieces -------------------------------------------------------------------
@@ -199,18 +198,6 @@ class TorchAdamState(NamedTuple):
     max_exp_avg_sq: Any
 
 
-def _bias_correction(beta: Any, count: jax.Array) -> jax.Array:
-    """:math:`1 - \\beta^t`, as accurate in float32 as torch's Python-float arithmetic.
-
-    ``1 - 0.999**t`` in float32 loses about ``t * 1e-8`` of ``0.999**t`` to the rounding
-    of 0.999 itself, a relative error near 1e-5 in the correction after 100 steps;
-    ``1 - beta`` is exact (computed on the Python float, or by Sterbenz's lemma), and
-    ``-expm1(t * log1p(-(1 - beta)))`` keeps that accuracy.
-    """
-    one_minus_beta = 1 - beta
-    return -jnp.expm1(count * jnp.log1p(-jnp.asarray(one_minus_beta)))
-
-
 def _scale_by_torch_adam(
     who: str, beta1: Any, beta2: Any, eps: Any, amsgrad: bool
 ) -> GradientTransformation:
@@ -218,7 +205,7 @@ def _scale_by_torch_adam(
 
     :func:`gradtx.scale_by_amsgrad` is optax's, which keeps the maximum of the
     bias-corrected moment; torch keeps it before the correction. The corrections
-    are computed as accurately as torch's (see :func:`_bias_correction`).
+    are computed as accurately as torch's (see :func:`one_minus_power`).
     """
     checks.check_hyperparams(
         who,
@@ -230,16 +217,19 @@ def _scale_by_torch_adam(
     )
 
     def init(params):
-        zeros = tree.state_zeros_like(params)
-        return TorchAdamState(tree.zeros_count(), zeros, zeros, zeros if amsgrad else ())
+        # One buffer per moment: a donated state may not hold the same buffer twice.
+        zeros = lambda: tree.state_zeros_like(params)  # noqa: E731
+        return TorchAdamState(tree.zeros_count(), zeros(), zeros(), zeros() if amsgrad else ())
 
     def update(updates, state, params=None, **extra):
         checks.check_moments(who, updates, state, "exp_avg", "exp_avg_sq")
         count = tree.safe_increment(state.count)
-        bias_correction1 = _bias_correction(beta1, count)
-        bias_correction2_sqrt = jnp.sqrt(_bias_correction(beta2, count))
+        # torch reads betas[0] at every step: cyclic_lr's .momentum may drive it.
+        b1 = tree.resolve(beta1, state.count)
+        bias_correction1 = one_minus_power(b1, count)
+        bias_correction2_sqrt = jnp.sqrt(one_minus_power(beta2, count))
         # torch's lerp_(grad, 1 - beta1) and mul_(beta2).addcmul_(grad, grad, 1 - beta2).
-        exp_avg = jax.tree.map(lambda m, g: m + (1 - beta1) * (g - m), state.exp_avg, updates)
+        exp_avg = jax.tree.map(lambda m, g: m + (1 - b1) * (g - m), state.exp_avg, updates)
         exp_avg_sq = jax.tree.map(
             lambda v, g: v * beta2 + (1 - beta2) * g * g, state.exp_avg_sq, updates
         )
@@ -255,6 +245,41 @@ def _scale_by_torch_adam(
 
         out = jax.tree.map(direction, exp_avg, second)
         return out, TorchAdamState(count, exp_avg, exp_avg_sq, max_exp_avg_sq)
+
+    return GradientTransformation(init, update)
+
+
+def _scale_by_torch_adamax(beta1: Any, beta2: Any, eps: Any) -> GradientTransformation:
+    """torch's Adamax direction, before ``-lr``, reading ``betas[0]`` at every step.
+
+    :func:`gradtx.scale_by_adamax` is the same rule with constant betas; torch's
+    ``CyclicLR``/``OneCycleLR`` may cycle ``betas[0]`` (a ``.momentum`` schedule).
+    """
+    checks.check_hyperparams(
+        "adamax",
+        **{
+            "betas[0]": (beta1, checks.DECAY),
+            "betas[1]": (beta2, checks.DECAY),
+            "eps": (eps, checks.NONNEGATIVE),
+        },
+    )
+
+    def init(params):
+        zeros = lambda: tree.state_zeros_like(params)  # noqa: E731
+        return ScaleByAdamState(tree.zeros_count(), zeros(), zeros())
+
+    def update(updates, state, params=None, **extra):
+        checks.check_moments("adamax", updates, state, "mu", "nu")
+        count = tree.safe_increment(state.count)
+        b1 = tree.resolve(beta1, state.count)
+        bias_correction = one_minus_power(b1, count)
+        # torch's exp_avg.lerp_(grad, 1 - beta1) and maximum(exp_inf * beta2, |grad| + eps).
+        exp_avg = jax.tree.map(lambda m, g: m + (1 - b1) * (g - m), state.mu, updates)
+        exp_inf = jax.tree.map(
+            lambda n, g: jnp.maximum(n * beta2, jnp.abs(g) + eps), state.nu, updates
+        )
+        out = jax.tree.map(lambda m, n: m / n / bias_correction.astype(m.dtype), exp_avg, exp_inf)
+        return out, ScaleByAdamState(count, exp_avg, exp_inf)
 
     return GradientTransformation(init, update)
 
@@ -551,11 +576,11 @@ def adamax(
     del foreach, differentiable, capturable  # implementation flags
     who = "adamax"
     beta1, beta2 = pair(who, "betas", betas)
-    with checks.named(who, scale_by_learning_rate=_LR, scale_by_adamax=_BETAS):
+    with checks.named(who, scale_by_learning_rate=_LR):
         return learner(
             negate_if(maximize),
             *coupled_decay(weight_decay),
-            scale_by_adamax(beta1, beta2, eps),
+            _scale_by_torch_adamax(beta1, beta2, eps),
             scale_by_learning_rate(lr),
         )
 

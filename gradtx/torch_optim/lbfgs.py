@@ -111,6 +111,8 @@ def _flatten(plan: _Flat, values: Any, *, conj: bool) -> jax.Array:
         if kind is None:
             continue
         x = jnp.asarray(x)
+        if tree.is_split(x):  # explicit sharding: torch's flat view is whole on every device
+            x = jax.sharding.reshard(x, jax.sharding.PartitionSpec())
         if kind == "complex":
             x = jnp.conj(x) if conj else x
             x = jnp.stack([x.real, x.imag], axis=-1)
@@ -133,9 +135,12 @@ def _unflatten(plan: _Flat, flat: jax.Array, like: Any) -> Any:
         offset += size
         if kind == "complex":
             piece = piece.reshape((*shape, 2))
-            out.append(jax.lax.complex(piece[..., 0], piece[..., 1]).astype(dtype))
+            piece = jax.lax.complex(piece[..., 0], piece[..., 1]).astype(dtype)
         else:
-            out.append(piece.reshape(shape).astype(dtype))
+            piece = piece.reshape(shape).astype(dtype)
+        out.append(
+            jax.sharding.reshard(piece, jax.typeof(x).sharding.spec) if tree.is_split(x) else piece
+        )
     return jax.tree.unflatten(plan.treedef, out)
 
 
@@ -616,19 +621,18 @@ def lbfgs(
             for s, k in zip(plan.shapes, plan.kinds, strict=True)
             if k is not None
         )
-        z = jnp.zeros([], plan.dtype)
         return LBFGSState(
             func_evals=tree.zeros_count(),
             n_iter=tree.zeros_count(),
             d=jnp.zeros(n, plan.dtype),
-            t=z,
+            t=jnp.zeros([], plan.dtype),
             old_dirs=jnp.zeros((history_size, n), plan.dtype),
             old_stps=jnp.zeros((history_size, n), plan.dtype),
             ro=jnp.zeros(history_size, plan.dtype),
             history_count=tree.zeros_count(),
             H_diag=jnp.ones([], plan.dtype),
             prev_flat_grad=jnp.zeros(n, plan.dtype),
-            prev_loss=z,
+            prev_loss=jnp.zeros([], plan.dtype),
         )
 
     def update(

@@ -83,16 +83,19 @@ class TorchSchedule:
       ``step()`` multiplies the current rate by a factor), the schedule of the
       rate divided by ``base_lr``; None otherwise. :func:`chained_scheduler`
       multiplies these.
+    - ``lr_lambda``: :func:`multiplicative_lr`'s factor function, None for the
+      others: :func:`sequential_lr` continues it from the rate it takes over.
     """
 
-    __slots__ = ("__weakref__", "_fn", "base_lr", "momentum", "multiplier", "name")
+    __slots__ = ("__weakref__", "_fn", "base_lr", "lr_lambda", "momentum", "multiplier", "name")
 
-    def __init__(self, fn, base_lr, name, *, momentum=None, multiplier=None):
+    def __init__(self, fn, base_lr, name, *, momentum=None, multiplier=None, lr_lambda=None):
         self._fn = fn
         self.base_lr = base_lr
         self.name = name
         self.momentum = momentum
         self.multiplier = multiplier
+        self.lr_lambda = lr_lambda
 
     def __call__(self, count: Any) -> jax.Array:
         return self._fn(count)
@@ -946,7 +949,9 @@ def multiplicative_lr(
         last = jnp.max(e, initial=0)
         return jax.lax.fori_loop(1, last + 1, body, jnp.ones(e.shape, dt))
 
-    return _from_factor(who, lr, factor, spe)
+    schedule = _from_factor(who, lr, factor, spe)
+    schedule.lr_lambda = lr_lambda
+    return schedule
 
 
 def _schedules(who: str, schedulers: Any) -> list:
@@ -972,12 +977,14 @@ def sequential_lr(
 
     (:math:`m_{-1} = 0`), which is what torch's SequentialLR does: at a
     milestone it restarts the next scheduler at its epoch 0 from the base rate
-    (``_get_closed_form_lr`` at 0). Build every scheduler with the same base
-    rate and the same ``steps_per_epoch`` (torch's all read one optimizer);
-    ``schedulers`` may be any gradtx schedules. Not reproduced: a
-    ``multiplicative_lr`` after a milestone (torch multiplies the previous
-    scheduler's last rate by ``lr_lambda(0)`` there); the momentum of a
-    ``cyclic_lr`` or ``one_cycle_lr`` inside (``momentum`` is None).
+    (``_get_closed_form_lr`` at 0). A :func:`multiplicative_lr` has no closed
+    form and continues instead, from the rate it takes over:
+    :math:`\\eta_e = \\eta_{m-1} \\prod_{k=0}^{e-m} \\lambda(k)` (torch's
+    ``step(0)`` multiplies by :math:`\\lambda(0)`). Build every scheduler with the
+    same base rate and the same ``steps_per_epoch`` (torch's all read one
+    optimizer); ``schedulers`` may be any gradtx schedules. Not reproduced: the
+    momentum of a ``cyclic_lr`` or ``one_cycle_lr`` inside (``momentum`` is None:
+    torch leaves the momentum where the last cycling scheduler put it).
 
     Args:
       schedulers: the schedules, at least one.
@@ -1008,14 +1015,25 @@ def sequential_lr(
     shifts = [0] + [min(m * spe, INT32_MAX) for m in milestones]
     table = np.asarray([min(m, INT32_MAX) for m in milestones], np.int32)
 
+    def segment(i, t):
+        """Scheduler ``i``'s rate at the counts ``t`` (of the whole sequence)."""
+        s, since = schedulers[i], jnp.maximum(t - shifts[i], 0)
+        # At milestone 0 there is no rate to take over: torch runs it from the base rate.
+        if shifts[i] == 0 or getattr(s, "lr_lambda", None) is None:
+            return jnp.asarray(s(since), _dtype())
+        return (
+            taken_over(i) * jnp.asarray(s.lr_lambda(jnp.int32(0)), _dtype()) * s.multiplier(since)
+        )
+
+    def taken_over(i):
+        """The rate at the last update before scheduler ``i``'s milestone."""
+        last = shifts[i] - 1
+        return segment(int(np.searchsorted(table, last // spe, side="right")), jnp.int32(last))
+
     def schedule(count):
         t = _count(count)
         index = jnp.searchsorted(jnp.asarray(table), t // spe, side="right")
-        dt = _dtype()
-        choices = [
-            jnp.broadcast_to(jnp.asarray(s(jnp.maximum(t - shift, 0)), dt), t.shape)
-            for s, shift in zip(schedulers, shifts, strict=True)
-        ]
+        choices = [jnp.broadcast_to(segment(i, t), t.shape) for i in range(len(schedulers))]
         return jnp.choose(index, choices, mode="clip")
 
     return TorchSchedule(schedule, getattr(schedulers[0], "base_lr", None), who)
