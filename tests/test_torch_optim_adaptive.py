@@ -278,6 +278,12 @@ def test_complex_params_are_real_pairs_as_in_torch():
                     updates, state = opt.update({"z": jnp.asarray(np.conj(grad))}, state, params)
                     params = gradtx.apply_updates(params, updates)
             np.testing.assert_allclose(np.asarray(params["z"]), p.detach().numpy(), rtol=1e-12)
+            if name == "asgd":  # torch's ax is complex, like the param: so is gradtx's
+                ax = T.asgd_averaged_params(state)["z"]
+                assert jnp.iscomplexobj(ax) and ax.shape == z.shape
+                np.testing.assert_allclose(
+                    np.asarray(ax), optimizer.state[p]["ax"].numpy(), rtol=1e-12
+                )
     with pytest.raises(ValueError, match="adafactor: the leaf at"):
         T.adafactor().init({"z": jnp.asarray(z.astype(np.complex64))})
 

@@ -7,7 +7,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from gradtx.core import GradientTransformation, chain, float_leaves
+from gradtx.core import GradientTransformation, chain, float_leaves, stateless_with_tree_map
 from gradtx.transforms.scaling import scale
 
 
@@ -40,6 +40,11 @@ def pair(who: str, name: str, value: Any) -> tuple[Any, Any]:
 def negate_if(maximize: bool) -> GradientTransformation | None:
     """torch's ``maximize``: ``grad = -grad`` before anything else, weight decay included."""
     return scale(-1.0) if maximize else None
+
+
+def conjugate_gradient() -> GradientTransformation:
+    """JAX's gradient of a complex param into torch's ``.grad`` (its conjugate); reals pass."""
+    return stateless_with_tree_map(lambda g, p: jnp.conj(g) if jnp.iscomplexobj(g) else g)
 
 
 def _as_real(x: Any, conjugate: bool = False) -> Any:

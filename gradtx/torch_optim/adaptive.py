@@ -37,7 +37,14 @@ import jax.numpy as jnp
 
 from gradtx import checks, tree
 from gradtx.core import GradientTransformation
-from gradtx.torch_optim._torch import learner, negate_if, one_minus_power, pair, scalar_dtype
+from gradtx.torch_optim._torch import (
+    conjugate_gradient,
+    learner,
+    negate_if,
+    one_minus_power,
+    pair,
+    scalar_dtype,
+)
 from gradtx.transforms.rprop import scale_by_rprop
 from gradtx.transforms.scaling import scale, scale_by_learning_rate
 from gradtx.transforms.weight_decay import add_decayed_weights
@@ -539,8 +546,10 @@ def asgd(
 
     (:math:`\\eta_t` the rate at count :math:`t - 1`). The average :math:`\\bar\\theta`
     (torch's ``state["ax"]``) copies the params until step :math:`t_0 + 1`, then averages
-    them equally from there on; read it with :func:`asgd_averaged_params`. Note the
-    order of torch's arguments: its flags are positional too.
+    them equally from there on; read it with :func:`asgd_averaged_params`. A complex
+    param's average is complex, as torch's is (every step is linear, so torch's real
+    view of it is the complex rule). Note the order of torch's arguments: its flags
+    are positional too.
 
     Args:
       lr: learning rate :math:`\\eta \\ge 0`, or a schedule.
@@ -581,10 +590,14 @@ def asgd(
         weight_decay=(weight_decay, checks.NONNEGATIVE),
     )
     with checks.named(who):
+        # Every step of ASGD is linear in the params and the gradient, so a complex
+        # param's real view is the complex rule itself: the average stays complex.
         return learner(
+            conjugate_gradient(),
             negate_if(maximize),
             _coupled_decay(weight_decay),
             _scale_by_torch_asgd(lr, lambd, alpha, t0),
+            real_view=False,
         )
 
 

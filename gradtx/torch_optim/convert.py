@@ -362,7 +362,7 @@ def from_torch_state_dict(
                 f"{_WHO}: {key!r} of torch param {index} is {value.dtype} but params{path} is "
                 f"{jnp.result_type(param)}"
             )
-        if np.iscomplexobj(value):  # the learner keeps torch's view_as_real of it
+        if np.iscomplexobj(value) and not jnp.iscomplexobj(template):  # a view_as_real
             value = np.stack([value.real, value.imag], axis=-1)
         if value.shape != np.shape(template):
             raise ValueError(
