@@ -73,10 +73,20 @@ def test_a_buffer_shared_by_two_state_leaves_is_caught():
 
     with pytest.raises(CheckFailed) as info:
         check_transform(transform(init, update), make_params())
-    (message,) = [m for name, m in info.value.failures if "share a buffer" in name]
+    (message,) = [m for name, m in info.value.failures if "shares a buffer" in name]
     assert "['nu']" in message and "the buffer of ['mu']" in message
     names = [name for name, _ in info.value.failures]
     assert "the state keeps its structure, shapes and dtypes" in names  # update's state too
+
+
+def test_a_state_leaf_holding_a_params_buffer_is_caught():
+    # optax's prodigy keeps the params' own arrays as params0: a step that donates both
+    # the params and the state cannot donate that buffer twice.
+    tx = transform(lambda params: {"start": params}, lambda u, s, p=None: (u, s))
+    with pytest.raises(CheckFailed) as info:
+        check_transform(tx, make_params())
+    (message,) = [m for name, m in info.value.failures if "shares a buffer" in name]
+    assert "(the buffer of params['dense'][0])" in message
 
 
 def test_init_failure_stops_early_and_names_it():

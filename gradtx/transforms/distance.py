@@ -90,7 +90,8 @@ def scale_by_distance_over_gradients(
         return ScaleByDistanceOverGradientsState(
             jax.tree.map(lambda x: reps_rel * (1 + _distance(x)), params),
             jax.tree.map(lambda x: jnp.zeros(1), params),
-            tree.tree_cast(params, param_dtype),
+            # A copy: a train step donates the params and the state, not one buffer twice.
+            jax.tree.map(jnp.copy, tree.tree_cast(params, param_dtype)),
         )
 
     def update(updates, state, params=None, **extra):
