@@ -164,20 +164,27 @@ def _param_paths(params: Any) -> list[tuple[str, Any]]:
     return [(f"params/{jax.tree_util.keystr(p)}", x) for p, x in leaves]
 
 
-def save_npz(path: str | os.PathLike, params: Any, state: Any) -> None:
+def save_npz(path: str | os.PathLike, params: Any, state: Any, *, eval_params: Any = None) -> None:
     """Write params and an optimizer state to one ``.npz`` file, atomically.
 
     Entries are ``params/<key path>`` (``params/['w']``) and ``state/...`` (the
-    keys of :func:`state_dict`, joined by ``/``). The file is written next to
-    ``path`` and renamed into place, so a failed save leaves any earlier file
-    intact. Arrays must be addressable from this process.
+    keys of :func:`state_dict`, joined by ``/``), and with ``eval_params``
+    ``eval_params/<key path>``: the params to use for a model whose learner
+    evaluates elsewhere than it trains (schedule-free's average, see
+    :func:`gradtx.eval_params`), for whoever reads the file without gradtx.
+    The file is written next to ``path`` and renamed into place, so a failed
+    save leaves any earlier file intact. Arrays must be addressable from this
+    process.
 
     Args:
       path: the file to write.
       params: the params tree.
       state: the optimizer state.
+      eval_params: the params to evaluate with, when they are not ``params``.
     """
     arrays = {name: np.asarray(x) for name, x in _param_paths(params)}
+    if eval_params is not None:
+        arrays.update({"eval_" + name: np.asarray(x) for name, x in _param_paths(eval_params)})
     _flatten(state_dict(state), "state", arrays)
     directory = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(dir=directory, suffix=".npz.tmp")
@@ -197,7 +204,8 @@ def load_npz(
     """Read params and an optimizer state written by :func:`save_npz`, shaped like the templates.
 
     Every entry is checked against ``params`` and ``state`` (names, shapes,
-    dtypes) before anything is returned.
+    dtypes) before anything is returned. ``eval_params/`` entries are not read:
+    they follow from the params and the state.
 
     Args:
       path: the file to read.
@@ -222,7 +230,7 @@ def load_npz(
         used.add(name)
     saved = _unflatten(who, state_dict(state), "state", arrays, used)
     new_state = load_state_dict(state, saved)
-    extra = sorted(set(arrays) - used)
+    extra = sorted(k for k in set(arrays) - used if not k.startswith("eval_params/"))
     if extra:
         raise ValueError(f"{who}: unexpected entry {extra[0]!r} in {os.fspath(path)!r}")
     new_params = jax.tree.unflatten(jax.tree.structure(params), leaves)

@@ -276,6 +276,21 @@ def is_split(x: Any) -> bool:
     return spec is not None and any(axis is not None for axis in spec)
 
 
+def gathered(fn: Any, x: jax.Array) -> jax.Array:
+    """``fn(x)`` on the whole of ``x``, split back as ``x`` is under explicit sharding.
+
+    A whole-matrix computation (Muon's Newton-Schulz iteration) contracts the axes a
+    mesh splits, which explicit sharding refuses to guess an output sharding for; the
+    matrix is gathered onto every device first. Otherwise ``fn(x)`` as it is (XLA
+    places automatic shardings itself).
+    """
+    if not is_split(x):
+        return fn(x)
+    spec = jax.typeof(x).sharding.spec
+    whole = jax.sharding.reshard(x, jax.sharding.PartitionSpec())
+    return jax.sharding.reshard(fn(whole), spec)
+
+
 def global_norm(tree: Any, axis_name: Any = None) -> jax.Array:
     """The L2 norm of all leaves taken together, summed across ``axis_name`` when given.
 

@@ -74,6 +74,15 @@ def _full_batch(tx):
     return gradtx.GradientTransformation(tx.init, update)
 
 
+def _with_objective(tx):
+    """Sophia's Hessian estimate reads the objective as the ``obj_fn`` extra."""
+
+    def update(updates, state, params=None, **extra):
+        return tx.update(updates, state, params, obj_fn=_half_square_norm)
+
+    return gradtx.GradientTransformation(tx.init, update)
+
+
 # Factories whose arguments are transforms, functions or CNTK schedules: built by hand.
 BUILDERS = {
     "accumulate": lambda: gradtx.accumulate(gradtx.adam(1e-2), 2),
@@ -134,6 +143,21 @@ BUILDERS = {
     "cntk.rmsprop": lambda: gradtx.cntk.rmsprop(LR, 0.9, 1.2, 0.7, 10.0, 0.1),
     "cntk.fsadagrad": lambda: gradtx.cntk.fsadagrad(LR, MOMENTUM),
     "cntk.adam": lambda: gradtx.cntk.adam(LR, MOMENTUM),
+    # optax.contrib's learners (issue 22) that take transforms, objectives or a kind.
+    "mechanize": lambda: gradtx.mechanize(gradtx.adam(1e-2)),
+    # scale_by_muon takes matrices only (muon sends the rest to AdamW).
+    "scale_by_muon": lambda: gradtx.masked(
+        gradtx.scale_by_muon(), lambda p: jax.tree.map(lambda x: jnp.ndim(x) >= 2, p)
+    ),
+    "scale_by_dog": lambda: gradtx.scale_by_dog(("learning_rate", 0.1)),
+    "schedule_free": lambda: gradtx.schedule_free(gradtx.sgd(0.1), 0.1),
+    "schedule_free_sgd": lambda: gradtx.schedule_free_sgd(0.1),  # a drawn b1 may be 0
+    "schedule_free_adamw": lambda: gradtx.schedule_free_adamw(1e-2),
+    "sam": lambda: gradtx.sam(gradtx.sgd(0.1), gradtx.chain(gradtx.normalize(), gradtx.sgd(0.05))),
+    "sophia": lambda: _with_objective(gradtx.sophia(1e-2)),
+    "hutchinson_estimator_diag_hessian": lambda: _with_objective(
+        gradtx.hutchinson_estimator_diag_hessian(0)
+    ),
     "cntk.adadelta": lambda: gradtx.cntk.adadelta(),
 }
 
@@ -146,6 +170,8 @@ NOT_TRANSFORMS = {
     "skip_large_updates", "skip_not_finite",  # MultiSteps' skip rules
     "per_example_global_norm_clip", "per_example_layer_norm_clip",  # DP-SGD's tree functions
     "value_and_grad_from_state",  # the line searches' value_and_grad
+    "schedule_free_eval_params", "eval_params",  # schedule-free's params to evaluate at
+    "orthogonalize_via_newton_schulz",  # Muon's iteration on one matrix
     "global_norm", "incremental_update", "periodic_update", "safe_norm",  # gradtx.utils
     "safe_root_mean_squares", "scale_gradient", "tree_map_params",
     *gradtx.schedules.optax_schedules.__all__,  # optax's schedules, at the top level as in optax
@@ -224,7 +250,10 @@ NO_COMPLEX_RULE = {"adadelta", "clip", "lion", "scale_by_adadelta", "scale_by_fs
                    "scale_by_lion", "scale_by_minibatch_adam", "scale_by_rms_sign_steps",
                    "keep_params_nonnegative", "rprop", "scale_by_rprop", "scale_by_sign",
                    "sign_sgd", "signum", "scale_by_distance_over_gradients", "sm3",
-                   "scale_by_sm3", *(f"cntk.{n}" for n in BUILDERS_CNTK)}  # fmt: skip
+                   "scale_by_sm3", *(f"cntk.{n}" for n in BUILDERS_CNTK),
+                   # optax.contrib's (issue 22): optax's own numbers are wrong on complex leaves
+                   "prodigy", "dadapt_adamw", "cocob", "scale_by_cocob", "sophia",
+                   "hutchinson_estimator_diag_hessian"}  # fmt: skip
 # adafactor keeps its momentum in float32 by default, which raises naming dtype_momentum for
 # a complex leaf; with the params' dtype it has a complex rule.
 COMPLEX_DRAWS = {"adafactor": {"dtype_momentum": None}}

@@ -22,7 +22,8 @@ SUBMODULES = ("cntk", "contrib", "learners", "schedules", "torch_optim", "traini
               "transforms")  # fmt: skip
 PUBLIC = [
     *(("gradtx", n) for n in gradtx.__all__ if n not in SUBMODULES),
-    *(("gradtx.contrib", n) for n in gradtx.contrib.__all__),
+    # optax.contrib's learners are also at gradtx's top level: listed once, there.
+    *(("gradtx.contrib", n) for n in gradtx.contrib.__all__ if n not in gradtx.__all__),
     *(("gradtx.schedules", n) for n in gradtx.schedules.__all__ if n != "shapes"),
     *(("gradtx.cntk", n) for n in gradtx.cntk.__all__),
     *(("gradtx.torch_optim", n) for n in gradtx.torch_optim.__all__),

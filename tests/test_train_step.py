@@ -66,7 +66,11 @@ LEARNERS = {
         gradtx.cntk.learning_rate_schedule(0.01, gradtx.cntk.UnitType.sample),
         gradtx.cntk.momentum_schedule(0.9),
     ),
+    "momo (reads value)": lambda: gradtx.chain(gradtx.clip_by_global_norm(1.0), gradtx.momo()),
+    "sophia (reads obj_fn)": lambda: gradtx.sophia(1e-2, update_interval=3),
 }
+# The extras the hand-written step passes besides value and batch_size.
+OBJECTIVE = {"sophia (reads obj_fn)"}
 
 
 @pytest.mark.parametrize("name", LEARNERS)
@@ -78,9 +82,11 @@ def test_train_step_equals_hand_written_step(name):
     ref_params, ref_state = params, state
     for batch in make_batches(12):
         params, state, metrics = step(params, state, batch)
+        objective = {"obj_fn": lambda p, b=batch: loss_fn(p, b)} if name in OBJECTIVE else {}
         ref_params, ref_state, ref_metrics = hand_step(
-            opt, ref_params, ref_state, batch, value=loss_fn(ref_params, batch), batch_size=8
-        )
+            opt, ref_params, ref_state, batch, value=loss_fn(ref_params, batch), batch_size=8,
+            **objective,
+        )  # fmt: skip
         for key, value in ref_metrics.items():
             np.testing.assert_allclose(metrics[key], value, rtol=1e-5, err_msg=key)
     assert_trees_close(params, ref_params, rtol=1e-5)

@@ -148,3 +148,47 @@ def test_trainer_progress_bar_when_forced(capsys):
     trainer.fit(make_batches(3), epochs=2)
     err = capsys.readouterr().err
     assert "epoch 1/2" in err and "epoch 2/2" in err and "3/3" in err
+
+
+def test_a_schedule_free_trainer_evaluates_and_exports_its_average(tmp_path):
+    """fit's eval_fn, evaluate and checkpoints see schedule-free's x, not the trained y."""
+    batches = make_batches(4)
+    opt = gradtx.schedule_free_adamw(1e-2, warmup_steps=3, weight_decay=1e-3)
+    trainer = gradtx.Trainer(loss_fn, opt, init_params(), progress=False)
+    seen = []
+    trainer.fit(batches, epochs=2, eval_fn=lambda p: seen.append(p) or loss_fn(p, batches[0]))
+
+    average = gradtx.schedule_free_eval_params(trainer.opt_state, trainer.params)
+    assert_trees_close(trainer.eval_params, average, rtol=1e-6)
+    assert_trees_close(seen[-1], average, rtol=1e-6)
+    moved = max(
+        float(jnp.max(jnp.abs(a - b)))
+        for a, b in zip(jax.tree.leaves(average), jax.tree.leaves(trainer.params), strict=True)
+    )
+    assert moved > 1e-4  # x and y differ: evaluating at y would be a different model
+    np.testing.assert_allclose(
+        trainer.evaluate(lambda p: loss_fn(p, batches[0])), loss_fn(average, batches[0]), rtol=1e-6
+    )
+
+    path = tmp_path / "checkpoint.npz"
+    trainer.save(path)
+    with np.load(path) as f:
+        exported = {k: f[k] for k in f.files if k.startswith("eval_params/")}
+    flat = jax.tree_util.tree_flatten_with_path(trainer.eval_params)[0]
+    assert set(exported) == {f"eval_params/{jax.tree_util.keystr(p)}" for p, _ in flat}
+    for p, x in flat:
+        np.testing.assert_array_equal(exported[f"eval_params/{jax.tree_util.keystr(p)}"], x)
+
+    resumed = gradtx.Trainer(loss_fn, opt, init_params(), progress=False)
+    resumed.load(path)  # the eval_params entries follow from the rest: not read back
+    assert_trees_close(resumed.eval_params, trainer.eval_params, rtol=0)
+
+
+def test_other_learners_evaluate_at_their_params_and_save_no_eval_params(tmp_path):
+    trainer = make_trainer()
+    trainer.fit(make_batches(2))
+    assert trainer.eval_params is trainer.params
+    assert gradtx.eval_params(trainer.opt_state, trainer.params) is trainer.params
+    trainer.save(tmp_path / "c.npz")
+    with np.load(tmp_path / "c.npz") as f:
+        assert not [k for k in f.files if k.startswith("eval_params/")]

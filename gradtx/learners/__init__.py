@@ -20,6 +20,15 @@ from gradtx.learners.adam_relatives import (
     radam,
     yogi,
 )
+from gradtx.learners.adam_variants import (
+    acprop,
+    ademamix,
+    adopt,
+    madgrad,
+    momo,
+    momo_adam,
+    simplified_ademamix,
+)
 from gradtx.learners.basic import (
     adadelta,
     adagrad,
@@ -40,6 +49,16 @@ from gradtx.learners.large_batch import (
 from gradtx.learners.lbfgs import (
     lbfgs,
 )
+from gradtx.learners.lr_free import (
+    cocob,
+    dog,
+    dowg,
+)
+from gradtx.learners.muon import muon
+from gradtx.learners.schedule_free import (
+    schedule_free_adamw,
+    schedule_free_sgd,
+)
 from gradtx.learners.sign_family import (
     fromage,
     noisy_sgd,
@@ -52,8 +71,10 @@ from gradtx.learners.sign_family import (
     signum,
     sm3,
 )
+from gradtx.learners.sophia import sophia
 
 __all__ = [
+    "acprop",
     "adabelief",
     "adadelta",
     "adafactor",
@@ -63,12 +84,21 @@ __all__ = [
     "adamaxw",
     "adamw",
     "adan",
+    "ademamix",
+    "adopt",
     "amsgrad",
+    "cocob",
+    "dog",
+    "dowg",
     "fromage",
     "lamb",
     "lars",
     "lbfgs",
     "lion",
+    "madgrad",
+    "momo",
+    "momo_adam",
+    "muon",
     "nadam",
     "nadamw",
     "noisy_sgd",
@@ -80,9 +110,13 @@ __all__ = [
     "radam",
     "rmsprop",
     "rprop",
+    "schedule_free_adamw",
+    "schedule_free_sgd",
     "sgd",
     "sign_sgd",
     "signum",
+    "simplified_ademamix",
     "sm3",
+    "sophia",
     "yogi",
 ]

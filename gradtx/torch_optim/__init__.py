@@ -41,6 +41,7 @@ from gradtx.torch_optim.basic import (
 )
 from gradtx.torch_optim.convert import from_torch_state_dict
 from gradtx.torch_optim.lbfgs import LBFGSState, lbfgs, lbfgs_step
+from gradtx.torch_optim.muon import TorchMuonState, muon
 from gradtx.torch_optim.schedulers import (
     ReduceLROnPlateauState,
     TorchSchedule,
@@ -78,6 +79,7 @@ __all__ = [
     "ReduceLROnPlateauState",
     "SGDMomentumState",
     "TorchAdamState",
+    "TorchMuonState",
     "TorchSchedule",
     "adadelta",
     "adafactor",
@@ -102,6 +104,7 @@ __all__ = [
     "linear_lr",
     "multi_step_lr",
     "multiplicative_lr",
+    "muon",
     "nadam",
     "one_cycle_lr",
     "polynomial_lr",

@@ -130,13 +130,14 @@ def make_train_step(
 
     One step computes :math:`\\ell, g = \\text{value\\_and\\_grad}(f)(\\theta, b)`,
     then ``u, s = optimizer.update(g, s, θ, value=ℓ, batch_size=n, grad=g,
-    value_fn=f_b)`` and :math:`\\theta \\leftarrow \\theta + u`, where :math:`n` is
+    value_fn=f_b, obj_fn=f_b)`` and :math:`\\theta \\leftarrow \\theta + u`, where :math:`n` is
     the leading dimension of the batch's leaves and :math:`f_b(\\theta')` the loss
     (without ``aux``) at other params on the same batch. The extras let
-    ``reduce_on_plateau`` see the loss, the CNTK learners see the minibatch size,
-    and a line search (:func:`gradtx.lbfgs`'s, or optax's) evaluate the loss along
-    the update, so L-BFGS trains full-batch with no glue: pass the whole data set
-    as the batch. Members that do not take the extras never receive them.
+    ``reduce_on_plateau`` and MoMo see the loss, the CNTK learners see the minibatch
+    size, a line search (:func:`gradtx.lbfgs`'s, or optax's) evaluate the loss along
+    the update, so L-BFGS trains full-batch with no glue (pass the whole data set
+    as the batch), and :func:`gradtx.sophia` estimate the Hessian's diagonal.
+    Members that do not take the extras never receive them.
 
     ``metrics`` is a dict with ``loss``, ``grad_norm`` and ``update_norm``
     (global L2 norms), every hyperparameter the optimizer keeps in its state
@@ -153,6 +154,11 @@ def make_train_step(
     way (to float32 rounding, rtol 1e-6), and so are the state's layout and
     checkpoints. ``fused=False`` always runs ``optimizer.update`` and
     ``apply_updates``, e.g. to differentiate through the step.
+
+    A schedule-free learner (:func:`gradtx.schedule_free_adamw`, ...) trains the
+    point where it takes gradients; evaluate and export with
+    ``gradtx.eval_params(opt_state, params)``, its average (:class:`gradtx.Trainer`
+    does so by itself).
 
     Data parallelism, two ways:
 
@@ -220,9 +226,11 @@ def make_train_step(
         loss, aux = out if has_aux else (out, None)
         if axis_name is not None:
             loss, grads = _mean_over(axis_name, loss, grads)
-        # A line search (lbfgs's) also evaluates the loss along the update: it gets the
-        # gradient and the loss as a function of the params on this batch.
-        line_search = {"grad": grads, "value_fn": objective_on(loss_fn, batch, has_aux, axis_name)}
+        # A line search (lbfgs's) also evaluates the loss along the update, and Sophia's
+        # Hessian estimate differentiates it twice: they get the gradient and the loss as a
+        # function of the params on this batch (value_fn, obj_fn in optax's Sophia).
+        objective = objective_on(loss_fn, batch, has_aux, axis_name)
+        line_search = {"grad": grads, "value_fn": objective, "obj_fn": objective}
         extras = keep({**train_extras(loss, size), **line_search})
         if fusing:
             applied = update_and_apply(optimizer, grads, opt_state, params, extras, wait_for=out)

@@ -18,6 +18,7 @@ from gradtx.core import GradientTransformation
 from gradtx.hyperparams import get_hyperparams, set_hyperparams
 from gradtx.state_dict import load_npz, save_npz
 from gradtx.training import sharding
+from gradtx.training.evaluation import eval_params, has_eval_params
 from gradtx.training.step import make_train_step
 
 Batches = Iterable[Any] | Callable[[int], Iterable[Any]]
@@ -99,6 +100,7 @@ class Trainer:
             with jax.set_mesh(mesh):
                 self.opt_state = jax.jit(optimizer.init)(self.params)
         self.progress = progress
+        self._eval_params: Callable[[Any, Any], Any] | None = None
         self._steps: list[dict] = []
         self.epochs: list[dict[str, float]] = []
 
@@ -129,7 +131,8 @@ class Trainer:
             or a function ``epoch -> iterable`` (epoch from 0) for a fresh
             order each epoch.
           epochs: passes over the data, at least 1.
-          eval_fn: called with the params after each epoch.
+          eval_fn: called with the params to evaluate (:attr:`eval_params`) after
+            each epoch.
         """
         epochs = checks.check_length("Trainer.fit", "epochs", epochs, wording="positive")
         if isinstance(batches, Iterator) and epochs > 1:
@@ -149,7 +152,7 @@ class Trainer:
             if len(rate) == 1:
                 summary["learning_rate"] = float(next(iter(rate.values())))
             if eval_fn is not None:
-                result = eval_fn(self.params)
+                result = self.evaluate(eval_fn)
                 if isinstance(result, dict):
                     summary.update({k: float(v) for k, v in result.items()})
                 else:
@@ -157,6 +160,23 @@ class Trainer:
             self.epochs.append(summary)
             summaries.append(summary)
         return summaries
+
+    @property
+    def eval_params(self) -> Any:
+        """The params to evaluate and export with: :func:`gradtx.eval_params` of the state.
+
+        For a schedule-free learner the average :math:`x_t` it has been converging,
+        not the point :attr:`params` where it takes gradients; :attr:`params` otherwise.
+        """
+        if not has_eval_params(self.opt_state):
+            return self.params
+        if self._eval_params is None:
+            self._eval_params = jax.jit(eval_params)
+        return self._eval_params(self.opt_state, self.params)
+
+    def evaluate(self, fn: Callable[[Any], Any]) -> Any:
+        """``fn(self.eval_params)``: evaluate the model with the params it should be used with."""
+        return fn(self.eval_params)
 
     def _progress(self, source: Iterable, epoch: int, epochs: int) -> Iterable:
         show = sys.stderr.isatty() if self.progress is None else self.progress
@@ -224,14 +244,18 @@ class Trainer:
     def save(self, path: str | os.PathLike) -> None:
         """Write the params and the optimizer's :func:`gradtx.state_dict` to one ``.npz`` file.
 
-        The file is written next to ``path`` and renamed into place, so a
+        For a learner that evaluates elsewhere than it trains (schedule-free), the
+        file also holds :attr:`eval_params` as ``eval_params/<key path>`` entries,
+        the params to use for inference; :meth:`load` recomputes them from the
+        params and the state. The file is written next to ``path`` and renamed into place, so a
         failed save leaves any earlier file intact. In a multi-process run every
         process must call it (arrays split across processes are gathered) and
         process 0 writes the file.
         """
-        host = jax.tree.map(_to_host, (self.params, self.opt_state))
+        evaluated = self.eval_params if has_eval_params(self.opt_state) else None
+        host = jax.tree.map(_to_host, (self.params, self.opt_state, evaluated))
         if jax.process_index() == 0:
-            save_npz(path, *host)
+            save_npz(path, *host[:2], eval_params=host[2])
 
     def load(self, path: str | os.PathLike) -> None:
         """Restore params and optimizer state saved by :meth:`save`; training resumes exactly.

@@ -120,10 +120,40 @@ LEARNERS = {
     "torch adafactor": lambda: torch_optim.adafactor(1e-2),
     # The params flattened into one vector, as torch's _gather_flat_grad does.
     "torch lbfgs": lambda: torch_optim.lbfgs(0.5, max_iter=4, history_size=4),
+    # optax.contrib's learners (issue 22). Muon's Newton-Schulz multiplies the sharded
+    # matrices as they are (XLA inserts the collectives); the biases go to AdamW.
+    "muon": lambda: gradtx.muon(1e-2),
+    "torch muon": lambda: _matrices_only(torch_optim.muon(1e-2)),
+    "schedule_free_adamw": lambda: gradtx.schedule_free_adamw(1e-2, warmup_steps=5),
+    "prodigy": lambda: gradtx.prodigy(),
+    "dadapt_adamw": lambda: gradtx.dadapt_adamw(),
+    "dog": lambda: gradtx.dog(),
+    "dowg": lambda: gradtx.dowg(),
+    "cocob": lambda: gradtx.cocob(),
+    "mechanize": lambda: gradtx.mechanize(gradtx.adam(1e-2)),
+    "adopt": lambda: gradtx.adopt(1e-2),
+    "ademamix": lambda: gradtx.ademamix(1e-2, weight_decay=1e-2),
+    "simplified_ademamix": lambda: gradtx.simplified_ademamix(1e-2),
+    "madgrad": lambda: gradtx.madgrad(1e-2),
+    # ACProp divides by the spread of g around its mean (a difference of nearby numbers):
+    # at optax's eps=1e-16 the mesh's last-bit differences in g grow to 1e-2 in 20 steps.
+    "acprop": lambda: gradtx.acprop(1e-2, eps=1e-8, eps_root=1e-8),
+    "momo": lambda: gradtx.momo(),  # takes the step's value extra
+    "momo_adam": lambda: gradtx.momo_adam(),
+    "sam": lambda: gradtx.sam(gradtx.sgd(0.05), gradtx.chain(gradtx.normalize(), gradtx.sgd(0.01))),
+    "sophia": lambda: gradtx.sophia(1e-2, update_interval=3),  # takes the obj_fn extra
 }
 # Learners that keep no params-shaped moment: plain SGD's plateau scaling, the
 # stateless (or count-and-key) optax learners, and torch's L-BFGS (one flat vector).
 NO_MOMENT = {"plateau", "fromage", "noisy_sgd", "polyak_sgd", "sign_sgd", "torch lbfgs"}
+
+
+def _matrices_only(learner):
+    """torch's Muon takes matrices only: the test model's biases go to SGD."""
+    return gradtx.partition(
+        {"muon": learner, "sgd": gradtx.sgd(0.05)},
+        {"w1": "muon", "b1": "sgd", "w2": "muon", "b2": "sgd"},
+    )
 
 
 def _deprecated(factory, *args, **kwargs):
