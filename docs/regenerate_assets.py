@@ -21,6 +21,7 @@ EXAMPLES = {  # picture -> the example that draws it
     "trainer.png": "trainer.py",
     "sweep.png": "sweep.py",
     "learner_gallery.png": "learner_gallery.py",
+    "modern_learners.png": "modern_learners.py",
 }
 
 

@@ -20,7 +20,7 @@ import jax.numpy as jnp
 
 from gradtx import checks, tree
 from gradtx.core import GradientTransformationExtraArgs
-from gradtx.transforms.linesearch import _value_fn_kwargs
+from gradtx.transforms.linesearch import value_fn_kwargs
 
 # torch's _strong_wolfe constants: LBFGS.step never passes its own, so these hold whatever
 # the optimizer's tolerance_change is.
@@ -658,7 +658,7 @@ def lbfgs(
                 f"{who}: update needs the keyword extra value_and_grad_fn (torch's closure: "
                 f"params -> (loss, grads)) or value_fn (the loss, differentiated here)"
             )
-        fn_kwargs = _value_fn_kwargs(who, fn, fn_kwargs)
+        fn_kwargs = value_fn_kwargs(who, fn, fn_kwargs)
         args = (params, state, value, grad, lr, tolerance_grad, tolerance_change, fn_kwargs)
         eager = checks.is_concrete(args)
         try:

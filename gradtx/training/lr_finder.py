@@ -14,7 +14,7 @@ import numpy as np
 
 from gradtx import checks
 from gradtx.core import GradientTransformation, apply_updates, extras_filter
-from gradtx.training.step import leading_size, train_extras
+from gradtx.training.step import leading_size, objective_on, step_extras
 
 
 @dataclass(frozen=True)
@@ -116,8 +116,9 @@ def _scan(loss_fn, factory, params, batches, order, rates, smoothing, min_steps,
         counts = ~stopped & jnp.isfinite(loss)
         diverged = (mean > stop_factor * first) & (i + 1 >= min_steps)
         stopped = stopped | ~jnp.isfinite(mean) | diverged
+        objective = objective_on(loss_fn, batch, has_aux=False)
         updates, new_state = factory(rate).update(
-            grads, state, params, **keep(train_extras(loss, size))
+            grads, state, params, **keep(step_extras(loss, size, grads, objective))
         )
         new_params = apply_updates(params, updates)
         # A stopped run keeps its last params: masking, not leaving the scan, ends it.

@@ -18,9 +18,19 @@ from gradtx.tree import metric_norm
 TrainStep = Callable[[Any, Any, Any], tuple[Any, Any, dict]]
 
 
-def train_extras(loss: jax.Array, size: int | None) -> dict[str, Any]:
-    """What a training step hands the optimizer: the loss, and the batch size when known."""
-    return {"value": loss} if size is None else {"value": loss, "batch_size": size}
+def step_extras(
+    loss: jax.Array, size: int | None, grads: Any, objective: Callable[..., jax.Array]
+) -> dict[str, Any]:
+    """Every extra a training step offers: the loss, the batch size when known, the gradient.
+
+    ``value`` is what ``reduce_on_plateau`` and MoMo read, ``batch_size`` the CNTK
+    learners' minibatch size. A line search (lbfgs's) also evaluates the loss along the
+    update, and Sophia's Hessian estimate differentiates it twice: they get the gradient
+    and ``objective``, the loss as a function of the params on this batch (``value_fn``;
+    ``obj_fn`` in optax's Sophia).
+    """
+    sized = {} if size is None else {"batch_size": size}
+    return {"value": loss, **sized, "grad": grads, "value_fn": objective, "obj_fn": objective}
 
 
 def objective_on(
@@ -30,12 +40,12 @@ def objective_on(
 
     It returns the scalar loss only (without ``aux``), averaged over ``axis_name``
     inside ``shard_map``/``pmap``, as the step's own loss is. It names ``batch_size``
-    so that a line search, which hands ``value_fn`` the extras it names and rejects
-    the rest (optax's rule), takes the step's ``batch_size`` extra and ignores it.
+    and ``obj_fn`` so that a line search, which hands ``value_fn`` the extras it names
+    and rejects the rest (optax's rule), takes the step's other extras and ignores them.
     """
 
-    def value_fn(params: Any, batch_size: Any = None) -> jax.Array:
-        del batch_size  # the batch is fixed: the extra is accepted only to be dropped
+    def value_fn(params: Any, batch_size: Any = None, obj_fn: Any = None) -> jax.Array:
+        del batch_size, obj_fn  # the batch is fixed: the extras are accepted to be dropped
         out = loss_fn(params, batch)
         loss = out[0] if has_aux else out
         return jax.lax.pmean(loss, axis_name) if axis_name is not None else loss
@@ -226,12 +236,9 @@ def make_train_step(
         loss, aux = out if has_aux else (out, None)
         if axis_name is not None:
             loss, grads = _mean_over(axis_name, loss, grads)
-        # A line search (lbfgs's) also evaluates the loss along the update, and Sophia's
-        # Hessian estimate differentiates it twice: they get the gradient and the loss as a
-        # function of the params on this batch (value_fn, obj_fn in optax's Sophia).
-        objective = objective_on(loss_fn, batch, has_aux, axis_name)
-        line_search = {"grad": grads, "value_fn": objective, "obj_fn": objective}
-        extras = keep({**train_extras(loss, size), **line_search})
+        extras = keep(
+            step_extras(loss, size, grads, objective_on(loss_fn, batch, has_aux, axis_name))
+        )
         if fusing:
             applied = update_and_apply(optimizer, grads, opt_state, params, extras, wait_for=out)
             params, opt_state = applied.params, applied.state

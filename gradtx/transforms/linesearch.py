@@ -51,7 +51,7 @@ def _check_extras(who: str, value: Any, grad: Any, value_fn: Any) -> None:
         )
 
 
-def _value_fn_kwargs(who: str, value_fn: Callable[..., Any], extra_args: dict) -> dict:
+def value_fn_kwargs(who: str, value_fn: Callable[..., Any], extra_args: dict) -> dict:
     """The extras named by ``value_fn``'s parameters; any other is a ``TypeError`` (optax's rule).
 
     A ``value_fn`` that takes ``**kwargs`` still gets only the extras it names, as in
@@ -310,7 +310,7 @@ def scale_by_backtracking_linesearch(
         **extra_args,
     ):
         _check_extras(who, value, grad, value_fn)
-        fn_kwargs = _value_fn_kwargs(who, value_fn, extra_args)
+        fn_kwargs = value_fn_kwargs(who, value_fn, extra_args)
         # The slope of eta -> f(w + eta u) at 0: negative for a descent direction.
         slope = tree.tree_real(tree.tree_vdot(updates, tree.tree_conj(grad)))
         carry = BacktrackingLineSearchState(
@@ -988,7 +988,7 @@ def scale_by_zoom_linesearch(
         **extra_args,
     ):
         _check_extras(who, value, grad, value_fn)
-        fn_kwargs = _value_fn_kwargs(who, value_fn, extra_args)
+        fn_kwargs = value_fn_kwargs(who, value_fn, extra_args)
         start = init_search(
             updates,
             params,
