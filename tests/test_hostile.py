@@ -15,6 +15,7 @@ import gradtx
 INT32_MAX = np.iinfo(np.int32).max
 LR = gradtx.cntk.learning_rate_schedule(0.01, gradtx.cntk.UnitType.minibatch)
 MOMENTUM = gradtx.cntk.momentum_schedule(0.9)
+LINE_SEARCH = ("value", "grad", "value_fn")  # the extras L-BFGS and Polyak's step read
 
 OLD = {"sgd", "adagrad", "rmsprop", "rmsprop centered", "adam", "nadam", "adamw", "amsgrad",
        "adamax", "adadelta", "lion", "cntk"}  # fmt: skip
@@ -45,22 +46,45 @@ LEARNERS = {
     "fromage": lambda: gradtx.fromage(1e-2),
     "lamb": lambda: gradtx.lamb(1e-2),
     "lars": lambda: gradtx.lars(0.1),
-    "lbfgs": lambda: _with_objective(gradtx.lbfgs(memory_size=3)),
+    "lbfgs": lambda: _with_objective(gradtx.lbfgs(memory_size=3), *LINE_SEARCH),
     "nadamw": lambda: gradtx.nadamw(1e-2),
     "noisy_sgd": lambda: gradtx.noisy_sgd(1e-2, key=0),
     "novograd": lambda: gradtx.novograd(1e-2),
     "optimistic_adam": lambda: _deprecated(gradtx.optimistic_adam, 1e-2),
     "optimistic_adam_v2": lambda: gradtx.optimistic_adam_v2(1e-2),
     "optimistic_gradient_descent": lambda: gradtx.optimistic_gradient_descent(1e-2),
-    "polyak_sgd": lambda: _with_objective(gradtx.polyak_sgd(0.1)),
+    "polyak_sgd": lambda: _with_objective(gradtx.polyak_sgd(0.1), *LINE_SEARCH),
     "radam": lambda: gradtx.radam(1e-2),
     "rprop": lambda: gradtx.rprop(1e-2),
     "sign_sgd": lambda: gradtx.sign_sgd(1e-2),
     "signum": lambda: gradtx.signum(1e-2),
     "sm3": lambda: gradtx.sm3(1e-2),
     "yogi": lambda: gradtx.yogi(1e-2),
+    # optax.contrib's learners of issue 22 (with three of gradtx.transforms: prodigy,
+    # dadapt_adamw, mechanize).
+    "acprop": lambda: gradtx.acprop(1e-2),
+    "ademamix": lambda: gradtx.ademamix(1e-2),
+    "adopt": lambda: gradtx.adopt(1e-2),
+    "cocob": lambda: gradtx.cocob(),
+    "dadapt_adamw": lambda: gradtx.transforms.dadapt_adamw(),
+    # DoG's and Prodigy's first steps are 1e-6 at their defaults, Mechanic's 1e-6 of its
+    # base's: starts of 1e-3 make three steps visible in float32 and complex64.
+    "dog": lambda: gradtx.dog(init_step=("heuristic", 1e-3)),
+    "dowg": lambda: gradtx.dowg(),
+    "madgrad": lambda: gradtx.madgrad(1e-2),
+    "mechanize": lambda: gradtx.transforms.mechanize(gradtx.adam(1.0), s_init=1e-3),
+    "momo": lambda: _with_objective(gradtx.momo(), "value"),
+    "momo_adam": lambda: _with_objective(gradtx.momo_adam(), "value"),
+    # Orthogonalizes w (2, 3); b takes Adam's step.
+    "muon": lambda: gradtx.muon(1e-2),
+    "prodigy": lambda: gradtx.transforms.prodigy(estim_lr0=1e-3),
+    "schedule_free_adamw": lambda: gradtx.schedule_free_adamw(1e-2),
+    "schedule_free_sgd": lambda: gradtx.schedule_free_sgd(1e-2),
+    "simplified_ademamix": lambda: gradtx.simplified_ademamix(1e-2),
+    # A Hessian estimate at every step (update_interval=1), from the objective's obj_fn.
+    "sophia": lambda: _with_objective(gradtx.sophia(1e-2, update_interval=1), "obj_fn"),
 }
-NEW = [name for name in LEARNERS if name.split(".")[0] not in OLD]  # issue 20's
+NEW = [name for name in LEARNERS if name.split(".")[0] not in OLD]  # issues 20 and 22
 
 # L-BFGS's zoom line search takes seconds to compile per case: the whole suite's (GRADTX_SLOW).
 CASES, NEW_CASES = (slow_where(names, lambda name: name == "lbfgs") for names in (LEARNERS, NEW))
@@ -70,25 +94,49 @@ CASES, NEW_CASES = (slow_where(names, lambda name: name == "lbfgs") for names in
 SECOND_MOMENT = {"adagrad", "rmsprop", "rmsprop centered", "adam", "nadam", "adamw", "amsgrad",
                  "adadelta", "cntk.fsadagrad", "cntk.adam", "cntk.adadelta",
                  "adabelief", "adan", "lamb", "nadamw", "novograd", "optimistic_adam",
-                 "optimistic_adam_v2", "sm3"}  # fmt: skip
+                 "optimistic_adam_v2", "sm3",
+                 # AdEMAMix (both), ADOPT, MADGRAD (its cube root of the sum of squares),
+                 # schedule-free AdamW, and D-Adaptation's and Prodigy's Adam: their own v.
+                 # AdaBelief's relative ACProp: its first step, with no v yet, is lr * g.
+                 "acprop", "ademamix", "adopt", "dadapt_adamw", "madgrad", "prodigy",
+                 "schedule_free_adamw", "simplified_ademamix",
+                 # Momo-Adam preconditions by Adam's v: w stops, b's Polyak step goes on.
+                 "momo_adam"}  # fmt: skip
 # A squared norm of the gradient (Polyak's step size, LARS's trust ratio) or an inner
 # product with it (L-BFGS's curvature, its line search's slope) overflows: a step of 0.
-ZERO_STEP = {"lars", "lbfgs", "polyak_sgd"}
+ZERO_STEP = {"lars", "lbfgs", "polyak_sgd",
+             # Momo's Polyak step divides by |d|^2; DoG's and DoWG's step sizes by the sum
+             # of |g|^2 over the tree (every leaf stops, b too); COCOB's bet by
+             # max|g| * (sum|g| + max|g|); Muon's Newton-Schulz starts from w / |w|_F.
+             "cocob", "dog", "dowg", "momo", "muon"}  # fmt: skip
 # inf / inf: CNTK's normalisation, Adafactor's factored reconstruction (row times column
 # over their mean), Yogi's sign(v - g^2) once v is inf. As optax's adafactor and yogi.
-NAN_STEP = {"cntk.adagrad", "cntk.rmsprop", "adafactor", "yogi"}
+NAN_STEP = {"cntk.adagrad", "cntk.rmsprop", "adafactor", "yogi",
+            # Mechanic's weight-decay term scales p by |g| (inf); its inner product h with
+            # the first step's distance 0 is inf * 0: NaN in every leaf and in its scalar
+            # scale s from then on, as optax's mechanize (tree.global_norm would not overflow).
+            "mechanize"}  # fmt: skip
 # No square of the gradient: finite, nonzero steps. RAdam's first five steps (rho_t <= 5)
 # are momentum steps of lr * g, ~1e28; from the sixth its coordinates stop as Adam's.
 FINITE_STEP = {"sgd", "adamax", "lion", "cntk.momentum_sgd", "adamaxw", "fromage",
                "noisy_sgd", "optimistic_gradient_descent", "radam", "rprop", "sign_sgd",
-               "signum"}  # fmt: skip
+               "signum",
+               # Schedule-free SGD: no square; its steps mix lr * g into the averaged point.
+               # Sophia clips m / max(gamma * h, eps) to [-1, 1]: a step of lr per coordinate.
+               "schedule_free_sgd", "sophia"}  # fmt: skip
 # Sign rules: an Inf gradient is a step of -lr (sign(inf) = 1). Lion and Signum keep an
 # Inf momentum from then on; sign_sgd keeps no state, and Rprop only step sizes and signs,
 # so nothing of the Inf is left (apply_if_finite skips such steps).
-SIGN_RULES = {"lion": False, "signum": False, "sign_sgd": True, "rprop": True}  # state finite
+SIGN_RULES = {"lion": False, "signum": False, "sign_sgd": True, "rprop": True,  # state finite
+              # Sophia clips m / max(gamma * h, eps) to [-1, 1]: an Inf momentum, a step
+              # of -lr (a NaN gradient still gives NaN), as optax's sophia.
+              "sophia": False}  # fmt: skip
 # No complex rule: a complex leaf raises ValueError naming it (test_complex.py checks the
 # older learners against optax; test_complex_leaves here checks the new ones).
-NO_COMPLEX_RULE = {"rprop", "sign_sgd", "signum", "sm3"}
+NO_COMPLEX_RULE = {"rprop", "sign_sgd", "signum", "sm3",
+                   # COCOB's reward needs a real sign, Sophia's clip an order; D-Adaptation
+                   # and Prodigy square complex gradients in optax, where Adam needs |g|^2.
+                   "cocob", "dadapt_adamw", "prodigy", "sophia"}  # fmt: skip
 # No per-leaf state and no use of the params: nothing to compare a gradient tree with,
 # so the updates mirror it and apply_updates names the mismatch.
 NO_TREE_CHECK = {"noisy_sgd", "polyak_sgd", "sign_sgd"}
@@ -101,12 +149,15 @@ def _deprecated(factory, *args):
         return factory(*args)
 
 
-def _with_objective(tx):
-    """The extras make_train_step hands a line search and Polyak's step, for any gradient.
+def _with_objective(tx, *names):
+    """The extras ``names`` of the loss, as a train step hands them, for any gradient.
 
     The loss is f(q) = 1 + <g, q - p> + |q - p|^2 / 2 on the float leaves (those a
-    learner hands its line search): its value at the params is 1 and its gradient is the
-    hostile gradient g itself. ``batch_size`` reaches ``value_fn``, as in a train step.
+    learner hands its line search, and Sophia its ``obj_fn``): its value at the params
+    is 1 (``value``), its gradient the hostile gradient g itself (``grad``), its Hessian
+    the identity. ``batch_size`` reaches ``value_fn``, as in a train step; ``obj_fn`` is
+    the same loss of the params alone. A line search's ``value_fn`` refuses extras it
+    does not take, so each learner gets only the extras it names.
     """
 
     def update(updates, state, params=None, **extra):
@@ -122,9 +173,9 @@ def _with_objective(tx):
                 )
             return total
 
-        value = jnp.float32(1)
-        extras = {**extra, "value": value, "grad": updates, "value_fn": value_fn}
-        return tx.update(updates, state, params, **extras)
+        objective = {"value": jnp.float32(1), "grad": updates, "value_fn": value_fn,
+                     "obj_fn": value_fn}  # fmt: skip
+        return tx.update(updates, state, params, **extra, **{n: objective[n] for n in names})
 
     return gradtx.GradientTransformation(tx.init, update)
 
@@ -155,7 +206,9 @@ def finite(tree):
 
 @pytest.mark.parametrize("name", CASES)
 def test_nan_and_inf_gradients_propagate(name):
-    steps = 2 if name == "rprop" else 1  # optax's Rprop takes each step one update late
+    # optax's Rprop takes each step one update late; ADOPT's first step is 0 by design
+    # (it only sets v = g^2), so an Inf gradient shows at the second.
+    steps = 2 if name in ("rprop", "adopt") else 1
     for bad in (jnp.nan, jnp.inf):
         grads = {"w": jnp.ones((2, 3)).at[0, 0].set(bad), "b": jnp.ones(3)}
         u, state = run(LEARNERS[name](), params(), grads, steps=steps)

@@ -188,7 +188,10 @@ def dadapt_adamw(
         )  # fmt: skip
         grad_sum_l1 = tree.tree_sum(jax.tree.map(jnp.abs, grad_sum))
         numerator_weighted = sb2 * state.numerator_weighted + (1 - sb2) * dlr * numerator_acum
+        # No gradient seen yet (all zero, or underflowed): 0 / 0, where optax's d turns NaN
+        # for good; D-Adaptation's authors skip the estimate then, and so does this.
         d_estimate = numerator_weighted / ((1 - sb2) * grad_sum_l1)
+        d_estimate = jnp.where(grad_sum_l1 > 0, d_estimate, state.estim_lr)
         estim_lr = jnp.maximum(state.estim_lr, d_estimate)
         new_updates = jax.tree.map(
             lambda ea, eas, p: -decay * dlr * p - ea / (jnp.sqrt(eas) + eps),

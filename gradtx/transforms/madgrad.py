@@ -99,7 +99,9 @@ def scale_by_madgrad(
             )
         checks.check_moments(who, updates, state, "grad_sum_sq", "s", "x0")
         count = tree.safe_increment(state.count)
-        weight = (tree.resolve(learning_rate, state.count) + eps) * jnp.sqrt(state.count + 1)
+        # In float: count + 1 in int32 wraps negative at the int32 maximum.
+        root = jnp.sqrt(state.count.astype(jnp.float32) + 1)
+        weight = (tree.resolve(learning_rate, state.count) + eps) * root
         squares_stored, squares = tree.moment(
             state.grad_sum_sq, updates, state_dtype,
             lambda total: jax.tree.map(

@@ -494,6 +494,9 @@ def scale_by_shape(
             fan_in, fan_out = _fans(
                 u.shape, *_normalize(who, u.shape, dims, checks.path_name(path))
             )
+            if u.size == 0:  # an empty matrix: nothing to scale (and no ratio of fans)
+                out.append(u)
+                continue
             if consistent_rms is None:
                 scale = jnp.sqrt(jnp.maximum(1, fan_out / fan_in))
             else:

@@ -168,7 +168,10 @@ def prodigy(
         numerator_weighted = beta3 * state.numerator_weighted
         numerator_weighted += (estim_lr / estim_lr0) * dlr * numerator_acum
         denominator = tree.tree_sum(jax.tree.map(jnp.abs, grad_sum))
+        # No gradient seen yet (all zero, or underflowed): 0 / 0, where optax's d turns NaN
+        # for good; Prodigy's authors skip the estimate then, and so does this.
         lr_estimate = estim_lr_coef * numerator_weighted / denominator
+        lr_estimate = jnp.where(denominator > 0, lr_estimate, state.estim_lr)
         estim_lr = jnp.maximum(state.estim_lr, lr_estimate)
         new_updates = jax.tree.map(
             lambda ea, eas, p: -decay * dlr * p - dlr * ea / (jnp.sqrt(eas) + estim_lr * eps),
