@@ -10,7 +10,7 @@ import jax.numpy as jnp
 from gradtx import checks, tree
 from gradtx.core import GradientTransformation
 from gradtx.transforms.adam import first_moment_rule
-from gradtx.transforms.belief import ScaleByBeliefState
+from gradtx.transforms.belief import ScaleByBeliefState, belief_init, check_belief
 
 
 def scale_by_acprop(
@@ -69,21 +69,8 @@ def scale_by_acprop(
       optax: ``optax.contrib.scale_by_acprop``.
     """
     who = "scale_by_acprop"
-    checks.check_hyperparams(
-        who,
-        b1=(b1, checks.DECAY),
-        b2=(b2, checks.DECAY),
-        eps=(eps, checks.NONNEGATIVE),
-        eps_root=(eps_root, checks.NONNEGATIVE),
-    )
-    state_dtype = checks.check_state_dtype(who, state_dtype)
-
-    def init(params):
-        return ScaleByBeliefState(
-            tree.zeros_count(),
-            tree.state_zeros_like(params, state_dtype),
-            tree.real_zeros_like(params, state_dtype),
-        )
+    state_dtype = check_belief(who, b1, b2, eps, eps_root, state_dtype)
+    init = belief_init(state_dtype)
 
     def update(updates, state, params=None, **extra):
         checks.check_moments(who, updates, state, "mu", "nu")

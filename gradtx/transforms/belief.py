@@ -35,6 +35,31 @@ class ScaleByBeliefState(NamedTuple):
     nu: Any  # running mean of |g - mu|^2, plus eps_root each step (optax's)
 
 
+def check_belief(who: str, b1: Any, b2: Any, eps: Any, eps_root: Any, state_dtype: Any) -> Any:
+    """Validate a belief-style block's hyperparameters; returns the checked state dtype."""
+    checks.check_hyperparams(
+        who,
+        b1=(b1, checks.DECAY),
+        b2=(b2, checks.DECAY),
+        eps=(eps, checks.NONNEGATIVE),
+        eps_root=(eps_root, checks.NONNEGATIVE),
+    )
+    return checks.check_state_dtype(who, state_dtype)
+
+
+def belief_init(state_dtype: Any) -> Any:
+    """The ``init`` of AdaBelief's and ACProp's state: a count, the mean, the real spread."""
+
+    def init(params):
+        return ScaleByBeliefState(
+            tree.zeros_count(),
+            tree.state_zeros_like(params, state_dtype),
+            tree.real_zeros_like(params, state_dtype),
+        )
+
+    return init
+
+
 def scale_by_belief(
     b1: float | jax.Array = 0.9,
     b2: float | jax.Array = 0.999,
@@ -88,21 +113,8 @@ def scale_by_belief(
       optax: ``optax.scale_by_belief``.
     """
     who = "scale_by_belief"
-    checks.check_hyperparams(
-        who,
-        b1=(b1, checks.DECAY),
-        b2=(b2, checks.DECAY),
-        eps=(eps, checks.NONNEGATIVE),
-        eps_root=(eps_root, checks.NONNEGATIVE),
-    )
-    state_dtype = checks.check_state_dtype(who, state_dtype)
-
-    def init(params):
-        return ScaleByBeliefState(
-            tree.zeros_count(),
-            tree.state_zeros_like(params, state_dtype),
-            tree.real_zeros_like(params, state_dtype),
-        )
+    state_dtype = check_belief(who, b1, b2, eps, eps_root, state_dtype)
+    init = belief_init(state_dtype)
 
     def update(updates, state, params=None, **extra):
         checks.check_moments(who, updates, state, "mu", "nu")
