@@ -12,7 +12,7 @@ from gradtx.transforms import add_decayed_weights, scale_by_learning_rate, scale
 from gradtx.transforms.schedule_free import schedule_free
 
 
-def _warmed_up(learning_rate: ScalarOrSchedule, warmup_steps: int | None) -> ScalarOrSchedule:
+def _warmed_up(learning_rate: Scalar, warmup_steps: int | None) -> ScalarOrSchedule:
     if warmup_steps is None:
         return learning_rate
     return warmup_constant_schedule(0, learning_rate, warmup_steps)
@@ -68,11 +68,11 @@ def schedule_free_sgd(
       optax: ``optax.contrib.schedule_free_sgd``.
     """
     with checks.named("schedule_free_sgd"):
-        learning_rate = _warmed_up(learning_rate, warmup_steps)
-        optimizer = sgd(learning_rate)
+        rate = _warmed_up(learning_rate, warmup_steps)
+        optimizer = sgd(rate)
         if weight_decay is not None:
             optimizer = chain(add_decayed_weights(weight_decay), optimizer)
-        return schedule_free(optimizer, learning_rate, b1, weight_lr_power, state_dtype)
+        return schedule_free(optimizer, rate, b1, weight_lr_power, state_dtype)
 
 
 def schedule_free_adamw(
@@ -136,10 +136,10 @@ def schedule_free_adamw(
       optax: ``optax.contrib.schedule_free_adamw``.
     """
     with checks.named("schedule_free_adamw", scale_by_rms={"decay": "b2"}):
-        learning_rate = _warmed_up(learning_rate, warmup_steps)
+        rate = _warmed_up(learning_rate, warmup_steps)
         optimizer = chain(
             scale_by_rms(b2, eps, 0.0, eps_in_sqrt=False, bias_correction=True),
             add_decayed_weights(weight_decay),
-            scale_by_learning_rate(learning_rate),
+            scale_by_learning_rate(rate),
         )
-        return schedule_free(optimizer, learning_rate, b1, weight_lr_power, state_dtype)
+        return schedule_free(optimizer, rate, b1, weight_lr_power, state_dtype)

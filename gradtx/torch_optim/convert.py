@@ -10,7 +10,7 @@ torch's next ``optimizer.step()``.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 import jax
 import jax.numpy as jnp
@@ -363,7 +363,7 @@ def from_torch_state_dict(
                 f"{jnp.result_type(param)}"
             )
         if np.iscomplexobj(value) and not jnp.iscomplexobj(template):  # a view_as_real
-            value = np.stack([value.real, value.imag], axis=-1)
+            value = np.stack([np.real(value), np.imag(value)], axis=-1)
         if value.shape != np.shape(template):
             raise ValueError(
                 f"{_WHO}: {key!r} of torch param {index} has shape {torch_shape}, but "
@@ -425,12 +425,13 @@ def from_torch_state_dict(
                 fields[field] = count_leaf(template, f"{where}.{field}", first_set)
             elif kind == "scalar":
                 fields[field] = _cast(
-                    scalar_value(block_params, key, template, f"{where}.{field}"), template
+                    scalar_value(block_params, cast(str, key), template, f"{where}.{field}"),
+                    template,
                 )
             else:
                 fields[field] = jax.tree_util.tree_map_with_path(
                     lambda path, leaf, kind=kind, key=key, where=f"{where}.{field}": buffer_leaf(
-                        jax.tree_util.keystr(path), leaf, kind, key, where
+                        jax.tree_util.keystr(path), leaf, kind, cast(str, key), where
                     ),
                     template,
                 )

@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 
 from gradtx import checks, tree
-from gradtx.core import GradientTransformation, init_empty_state
+from gradtx.core import GradientTransformation, ScalarOrSchedule, init_empty_state
 from gradtx.labels import spread_labels
 from gradtx.transforms.adam import corrected_first_moment
 
@@ -308,7 +308,7 @@ def orthogonalize_via_newton_schulz(
 def scale_by_muon(
     ns_coeffs: Any = DEFAULT_NS_COEFFS,
     ns_steps: int = 5,
-    beta: float | jax.Array = 0.95,
+    beta: ScalarOrSchedule = 0.95,
     eps: float | jax.Array = 1e-8,
     mu_dtype: Any = None,
     *,

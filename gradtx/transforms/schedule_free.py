@@ -189,9 +189,8 @@ def schedule_free(
                 f"{who}: update needs the params (y); call update(updates, state, params)"
             )
         checks.check_trees_match(who, "updates", updates, params=params, **{"state.z": state.z})
-        lr = learning_rate
-        if callable(learning_rate):
-            lr = jnp.asarray(learning_rate(state.step_count), state.max_lr.dtype)
+        rate = learning_rate(state.step_count) if callable(learning_rate) else learning_rate
+        lr = jnp.asarray(rate, state.max_lr.dtype)
         max_lr = jnp.maximum(state.max_lr, lr)
         weight = max_lr**weight_lr_power
         weight_sum = state.weight_sum + weight

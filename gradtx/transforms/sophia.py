@@ -62,13 +62,16 @@ def hutchinson_estimator_diag_hessian(
       optax: ``optax.contrib.hutchinson_estimator_diag_hessian``.
     """
     who = "hutchinson_estimator_diag_hessian"
-    first_key = random_seed
-    if isinstance(random_seed, int | np.integer) and not isinstance(random_seed, bool):
+    if random_seed is None:
+        first_key = jax.random.PRNGKey(0)
+    elif isinstance(random_seed, int | np.integer) and not isinstance(random_seed, bool):
         first_key = jax.random.PRNGKey(int(random_seed))
+    else:
+        first_key = random_seed
 
     def init(params):
         del params
-        return HutchinsonState(jax.random.PRNGKey(0) if random_seed is None else first_key)
+        return HutchinsonState(jnp.copy(first_key))
 
     def update(updates, state, params=None, obj_fn=None, **extra):
         del updates, extra
@@ -241,7 +244,8 @@ def scale_by_sophia(
                     jax.lax.cond(due, show, lambda: None)
                 elif bool(due):
                     show()
-            updates = jax.tree.map(lambda u: jnp.clip(u, -clip_threshold, clip_threshold), updates)
+            threshold = clip_threshold
+            updates = jax.tree.map(lambda u: jnp.clip(u, -threshold, threshold), updates)
 
         def estimate(hessian_fn_state, stored_nu):
             diagonal, hessian_fn_state = hessian_diagonal_fn.update(
