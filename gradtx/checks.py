@@ -58,6 +58,15 @@ def named(who: str, /, **renames: Mapping[str, str]) -> Iterator[None]:
         _NAMED.reset(token)
 
 
+def require_params(
+    who: str, params: Any, why: str | None = None, call: str = "update(updates, state, params)"
+) -> None:
+    """Raise ``ValueError`` naming ``who`` (and ``why``) unless ``update`` got the params."""
+    if params is None:
+        because = f" ({why})" if why else ""
+        raise ValueError(f"{who}: update needs the params{because}; call {call}")
+
+
 def reported_name(who: str, name: str) -> tuple[str, str]:
     """The function and argument an error about ``who``'s argument ``name`` names.
 

@@ -228,11 +228,6 @@ def apply_every(k: int | jax.Array = 1) -> GradientTransformation:
     return GradientTransformation(init, update)
 
 
-def _needs_params(who: str, params: Any) -> None:
-    if params is None:
-        raise ValueError(f"{who}: update needs the params; call update(updates, state, params)")
-
-
 class LookaheadParams(NamedTuple):
     """The params of :func:`lookahead`: the fast ones (for gradients) and the slow ones (for eval).
 
@@ -407,7 +402,7 @@ def lookahead_with_slow_weights(
         )
 
     def update(updates, state, params=None, **extra):
-        _needs_params(who, params)
+        checks.require_params(who, params)
         fast_updates, fast_state = fast.update(updates, state.fast, params, **keep(extra))
         count = tree.safe_increment(state.count)
         sync = count % sync_period == 0
@@ -483,7 +478,7 @@ def ema_params(decay: float | jax.Array, *, start_from: str = "params") -> Gradi
         return EmaParamsState(tree.zeros_count(), jax.tree.map(jnp.copy, params))
 
     def update(updates, state, params=None, **extra):
-        _needs_params("ema_params", params)
+        checks.require_params("ema_params", params)
         new_params = jax.tree.map(lambda p, u: p + u, params, updates)
         first = state.count == 0  # torch's n_averaged == 0: copy instead of averaging
         copy_first = start_from == "first_update"

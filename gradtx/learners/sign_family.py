@@ -487,8 +487,7 @@ def _add_scaled_params(factor: ScalarOrSchedule) -> GradientTransformation:
         return AddDecayedWeightsState(tree.zeros_count()) if scheduled else EmptyState()
 
     def update(updates, state, params=None, **extra):
-        if params is None:
-            raise ValueError("fromage: update needs the params; call update(grads, state, params)")
+        checks.require_params("fromage", params, call="update(grads, state, params)")
         checks.check_trees_match("fromage", "updates", updates, params=params)
         if callable(factor):
             c, state = factor(state.count), AddDecayedWeightsState(tree.safe_increment(state.count))

@@ -115,11 +115,6 @@ def _step_from(new_params: Any, params: Any) -> Any:
     return jax.tree.map(lambda n, p: (n - p).astype(p.dtype), new_params, params)
 
 
-def _need_params(who: str, params: Any) -> None:
-    if params is None:
-        raise ValueError(f"{who}: update needs the params (opt.update(grads, state, params))")
-
-
 # --- NAdam ---------------------------------------------------------------------------
 
 
@@ -496,7 +491,7 @@ def _scale_by_torch_asgd(lr: Any, lambd: Any, alpha: Any, t0: Any) -> GradientTr
         )
 
     def update(updates, state, params=None, **extra):
-        _need_params("asgd", params)
+        checks.require_params("asgd", params)
         checks.check_moments("asgd", updates, state, "ax")
         eta, mu = state.eta, state.mu
 
@@ -685,7 +680,7 @@ def _torch_adafactor(
         )
 
     def update(updates, state, params=None, **extra):
-        _need_params("adafactor", params)
+        checks.require_params("adafactor", params)
         tree.reject_complex("adafactor", updates)
         checks.check_trees_match("adafactor", "updates", updates, params=params)
         step = _step_number(state.count)

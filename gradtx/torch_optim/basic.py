@@ -304,10 +304,7 @@ def _decoupled_decay(lr: Any, weight_decay: Any) -> GradientTransformation:
         return DecoupledDecayState(tree.zeros_count())
 
     def update(updates, state, params=None, **extra):
-        if params is None:
-            raise ValueError(
-                "adamw: update needs the params to decay: update(grads, state, params)"
-            )
+        checks.require_params("adamw", params, "to decay", "update(grads, state, params)")
         checks.check_trees_match("adamw", "updates", updates, params=params)
         factor = 1 - tree.resolve(lr, state.count) * tree.resolve(weight_decay, state.count)
 

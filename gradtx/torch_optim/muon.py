@@ -156,8 +156,7 @@ def _torch_muon(
     def update(updates, state, params=None, **extra):
         checks.check_moments("muon", updates, state, "momentum_buffer")
         _check_matrices(updates)
-        if params is None:
-            raise ValueError("muon: update needs the params to decay: update(grads, state, params)")
+        checks.require_params("muon", params, "to decay", "update(grads, state, params)")
         checks.check_trees_match("muon", "updates", updates, params=params)
         opaque_zero = jnp.minimum(state.count, 0)  # zero, but not to XLA (see _rounded)
         rate = tree.resolve(lr, state.count)

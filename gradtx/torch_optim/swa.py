@@ -146,8 +146,7 @@ def averaged_model(
 
     def update(updates, state, params=None, **extra):
         del extra
-        if params is None:
-            raise ValueError(f"{who}: update needs the params; call update(updates, state, params)")
+        checks.require_params(who, params)
         checks.check_trees_match(who, "updates", updates, params=params)
         count = tree.safe_increment(state.count)
         epoch = count // spe - 1

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 
 from gradtx import checks, tree
 from gradtx.core import GradientTransformation
-from gradtx.transforms.dadapt import copy_params, require_params
+from gradtx.transforms.dadapt import copy_params
 
 # optax's reward is the maximum of a complex number and 0; a bet on a complex coordinate
 # has no defined sign.
@@ -91,7 +91,7 @@ def scale_by_cocob(
         )
 
     def update(updates, state, params=None, **extra):
-        require_params(who, params, "the bet is on the distance travelled")
+        checks.require_params(who, params, "the bet is on the distance travelled")
         tree.reject_complex(who, updates, _NO_COMPLEX)
         checks.check_moments(
             who, updates, state, "cumulative_gradients", "scale", "subgradients", "reward"

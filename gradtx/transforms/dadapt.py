@@ -56,14 +56,6 @@ def copy_params(params: Any) -> Any:
     return jax.tree.map(jnp.copy, params)
 
 
-def require_params(who: str, params: Any, why: str) -> None:
-    """Raise naming ``who`` and ``why`` unless ``update`` was given the params."""
-    if params is None:
-        raise ValueError(
-            f"{who}: update needs the params ({why}); call update(updates, state, params)"
-        )
-
-
 def dadapt_adamw(
     learning_rate: ScalarOrSchedule = 1.0,
     betas: tuple[Any, Any] = (0.9, 0.999),
@@ -152,7 +144,7 @@ def dadapt_adamw(
         )
 
     def update(updates, state, params=None, **extra):
-        require_params(who, params, "for its weight decay, as optax's")
+        checks.require_params(who, params, "for its weight decay, as optax's")
         tree.reject_complex(who, updates, NO_COMPLEX)
         checks.check_moments(who, updates, state, "exp_avg", "exp_avg_sq", "grad_sum")
         checks.check_trees_match(who, "updates", updates, params=params)

@@ -95,11 +95,7 @@ def scale_by_distance_over_gradients(
         )
 
     def update(updates, state, params=None, **extra):
-        if params is None:
-            raise ValueError(
-                "scale_by_distance_over_gradients: update needs the params (the distance "
-                "travelled); call update(updates, state, params)"
-            )
+        checks.require_params("scale_by_distance_over_gradients", params, "the distance travelled")
         tree.reject_complex("scale_by_distance_over_gradients", updates, _NO_COMPLEX)
         checks.check_trees_match(
             "scale_by_distance_over_gradients",

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 
 from gradtx import checks, tree
 from gradtx.core import GradientTransformation
-from gradtx.transforms.dadapt import copy_params, require_params, scalar_dtype
+from gradtx.transforms.dadapt import copy_params, scalar_dtype
 
 INIT_STEPS = ("distance", "learning_rate", "heuristic")
 
@@ -109,7 +109,7 @@ def scale_by_dog(
         )
 
     def update(updates, state, params=None, **extra):
-        require_params(who, params, "the distance travelled")
+        checks.require_params(who, params, "the distance travelled")
         checks.check_trees_match(
             who, "updates", updates, params=params, **{"state.init_params": state.init_params}
         )
@@ -186,7 +186,7 @@ def scale_by_dowg(
         )
 
     def update(updates, state, params=None, **extra):
-        require_params(who, params, "the distance travelled")
+        checks.require_params(who, params, "the distance travelled")
         checks.check_trees_match(
             who, "updates", updates, params=params, **{"state.init_params": state.init_params}
         )

@@ -16,8 +16,7 @@ NonNegativeParamsState = EmptyState
 
 
 def _needs_params(who: str, updates: Any, params: Any) -> None:
-    if params is None:
-        raise ValueError(f"{who}: update needs the params; call update(updates, state, params)")
+    checks.require_params(who, params)
     checks.check_trees_match(who, "updates", updates, params=params)
 
 

@@ -92,11 +92,9 @@ def scale_by_madgrad(
         )
 
     def update(updates, state, params=None, **extra):
-        if params is None:
-            raise ValueError(
-                f"{reported}: update needs the params (MADGRAD steps from them); call "
-                f"update(grads, state, params)"
-            )
+        checks.require_params(
+            reported, params, "MADGRAD steps from them", "update(grads, state, params)"
+        )
         checks.check_moments(who, updates, state, "grad_sum_sq", "s", "x0")
         count = tree.safe_increment(state.count)
         # In float: count + 1 in int32 wraps negative at the int32 maximum.

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 
 from gradtx import checks, tree
 from gradtx.core import GradientTransformation, float_leaves, with_extra_args_support
-from gradtx.transforms.dadapt import copy_params, require_params, scalar_dtype
+from gradtx.transforms.dadapt import copy_params, scalar_dtype
 
 
 class MechanicState(NamedTuple):
@@ -110,7 +110,7 @@ def mechanize(
         )
 
     def update(updates, state, params=None, **extra):
-        require_params(who, params, "the distance travelled")
+        checks.require_params(who, params, "the distance travelled")
         checks.check_trees_match(who, "updates", updates, params=params, **{"state.x0": state.x0})
         count_inc = tree.safe_increment(state.count)
         new_neg_updates, base_optimizer_state = base.update(

@@ -41,11 +41,12 @@ def _inner(x: Any, y: Any) -> jax.Array:
 
 
 def _check(reported: str, *, value: Any, params: Any) -> None:
-    if params is None:
-        raise ValueError(
-            f"{reported}: update needs the params (the step's model is linear in them); call "
-            f"update(grads, state, params, value=loss)"
-        )
+    checks.require_params(
+        reported,
+        params,
+        "the step's model is linear in them",
+        "update(grads, state, params, value=loss)",
+    )
     if value is None:
         raise ValueError(
             f"{reported}: update needs this step's loss; call update(grads, state, params, "

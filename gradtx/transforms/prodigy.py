@@ -12,7 +12,6 @@ from gradtx.core import GradientTransformation, ScalarOrSchedule, float_leaves
 from gradtx.transforms.dadapt import (
     NO_COMPLEX,
     copy_params,
-    require_params,
     scalar_dtype,
     unpack_betas,
 )
@@ -134,7 +133,7 @@ def prodigy(
         )
 
     def update(updates, state, params=None, **extra):
-        require_params(who, params, "the distance from the initial params")
+        checks.require_params(who, params, "the distance from the initial params")
         tree.reject_complex(who, updates, NO_COMPLEX)
         checks.check_moments(who, updates, state, "exp_avg", "exp_avg_sq", "grad_sum")
         checks.check_trees_match(

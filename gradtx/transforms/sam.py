@@ -149,8 +149,7 @@ def sam(
 
     def transparent_update(updates, state, params=None, *, grad_fn=None, **extra):
         del grad_fn  # the caller computes each gradient
-        if params is None:
-            raise ValueError(f"{who}: update needs the params; call update(updates, state, params)")
+        checks.require_params(who, params)
         first_step = state.steps_since_sync == 0
         last_step = state.steps_since_sync == sync_period - 1
         adv_updates, adv_state = adv_optimizer.update(
@@ -179,8 +178,7 @@ def sam(
                 f"gradient at the k-th adversarial point: update(updates, state, params, "
                 f"grad_fn=grad_fn)"
             )
-        if params is None:
-            raise ValueError(f"{who}: update needs the params; call update(updates, state, params)")
+        checks.require_params(who, params)
         adv_params, adv_grads, adv_state = params, updates, state.adv_state
         for k in range(sync_period - 1):
             adv_updates, adv_state = adv_optimizer.update(

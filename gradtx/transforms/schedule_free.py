@@ -184,10 +184,7 @@ def schedule_free(
         )
 
     def update(updates, state, params=None, **extra):
-        if params is None:
-            raise ValueError(
-                f"{who}: update needs the params (y); call update(updates, state, params)"
-            )
+        checks.require_params(who, params, "y")
         checks.check_trees_match(who, "updates", updates, params=params, **{"state.z": state.z})
         rate = learning_rate(state.step_count) if callable(learning_rate) else learning_rate
         lr = jnp.asarray(rate, state.max_lr.dtype)

@@ -75,8 +75,7 @@ def hutchinson_estimator_diag_hessian(
 
     def update(updates, state, params=None, obj_fn=None, **extra):
         del updates, extra
-        if params is None:
-            raise ValueError(f"{who}: update needs the params; call update(updates, state, params)")
+        checks.require_params(who, params)
         if obj_fn is None:
             raise ValueError(
                 f"{who}: update needs the extra argument obj_fn, the objective of the params "
@@ -214,8 +213,7 @@ def scale_by_sophia(
         )
 
     def update(updates, state, params=None, **extra):
-        if params is None:
-            raise ValueError(f"{who}: update needs the params; call update(updates, state, params)")
+        checks.require_params(who, params)
         checks.check_moments(who, updates, state, "mu", "nu")
         tree.reject_complex(who, updates, " (Sophia clips each entry, and complex numbers have "
                                           "no order)")  # fmt: skip

@@ -20,11 +20,7 @@ from gradtx.utils import safe_norm, safe_root_mean_squares
 
 def _params_of(who: str, updates: Any, params: Any) -> Any:
     """``params``, checked to be given and shaped like ``updates``."""
-    if params is None:
-        raise ValueError(
-            f"{who}: update needs the params (each block is scaled by its own); call "
-            f"update(updates, state, params)"
-        )
+    checks.require_params(who, params, "each block is scaled by its own")
     checks.check_trees_match(who, "updates", updates, params=params)
     return params
 
