@@ -276,19 +276,74 @@ def is_split(x: Any) -> bool:
     return spec is not None and any(axis is not None for axis in spec)
 
 
-def gathered(fn: Any, x: jax.Array) -> jax.Array:
-    """``fn(x)`` on the whole of ``x``, split back as ``x`` is under explicit sharding.
+def manual_split(spec: Any, where: str = "") -> list[tuple[int, tuple[str, ...]]]:
+    """``(dim, mesh axes)`` for each dimension of a leaf that ``shard_map`` splits.
 
-    A whole-matrix computation (Muon's Newton-Schulz iteration) contracts the axes a
-    mesh splits, which explicit sharding refuses to guess an output sharding for; the
-    matrix is gathered onto every device first. Otherwise ``fn(x)`` as it is (XLA
-    places automatic shardings itself).
+    ``spec`` is the leaf's ``PartitionSpec`` in the ``shard_map``'s ``in_specs``; only
+    the axes that are manual in this trace count, so the same spec means nothing outside
+    ``shard_map``, where the leaf is whole. Raises for an axis the mesh does not have.
     """
+    mesh = jax.sharding.get_abstract_mesh()
+    if spec is None or mesh.empty:
+        return []
+    manual = frozenset(getattr(mesh, "manual_axes", ()))
+    out = []
+    for dim, entry in enumerate(spec):
+        names = tuple(a for a in (entry if isinstance(entry, tuple) else (entry,)) if a)
+        unknown = [a for a in names if a not in mesh.axis_names]
+        if unknown:
+            raise ValueError(
+                f"param_specs{where} names mesh axis {unknown[0]!r}, but the mesh's axes "
+                f"are {tuple(mesh.axis_names)}"
+            )
+        names = tuple(a for a in names if a in manual)
+        if names:
+            out.append((dim, names))
+    return out
+
+
+def varying_axes(x: Any) -> frozenset:
+    """The manual mesh axes over which ``x`` differs from device to device (``shard_map``'s
+    varying-manual-axes type; empty with ``check_vma=False`` or outside ``shard_map``)."""
+    aval = jax.typeof(x)
+    manual_type = getattr(aval, "manual_axis_type", None)
+    return frozenset(getattr(manual_type, "varying", None) or getattr(aval, "vma", ()))
+
+
+def global_shape(x: Any, spec: Any, where: str = "") -> tuple[int, ...]:
+    """The shape of the whole leaf of which ``x`` is a ``shard_map`` block (see manual_split)."""
+    shape = list(jnp.shape(x))
+    for dim, names in manual_split(spec, where):
+        shape[dim] *= jax.lax.axis_size(names)
+    return tuple(shape)
+
+
+def gathered(fn: Any, x: jax.Array, spec: Any = None, where: str = "") -> jax.Array:
+    """``fn(x)`` on the whole of ``x``, split back as ``x`` is.
+
+    A whole-matrix computation (Muon's Newton-Schulz iteration) cannot run on a block.
+    Inside ``shard_map``, ``spec`` (the leaf's ``PartitionSpec`` there) says which
+    dimensions the manual axes split: the blocks are all-gathered over those axes,
+    ``fn`` runs on the whole matrix on every device, and each device keeps its block.
+    Under explicit sharding, which refuses to guess an output sharding for a contraction
+    over split axes, the matrix is resharded whole and back. Otherwise ``fn(x)`` as it
+    is (XLA places automatic shardings itself).
+    """
+    split = manual_split(spec, where)
+    if split:
+        whole = x
+        for dim, names in split:
+            whole = jax.lax.all_gather(whole, names, axis=dim, tiled=True)
+        out = fn(whole)
+        for dim, names in split:
+            size = x.shape[dim]
+            out = jax.lax.dynamic_slice_in_dim(out, jax.lax.axis_index(names) * size, size, dim)
+        return out
     if not is_split(x):
         return fn(x)
-    spec = jax.typeof(x).sharding.spec
+    explicit = jax.typeof(x).sharding.spec
     whole = jax.sharding.reshard(x, jax.sharding.PartitionSpec())
-    return jax.sharding.reshard(fn(whole), spec)
+    return jax.sharding.reshard(fn(whole), explicit)
 
 
 def global_norm(tree: Any, axis_name: Any = None) -> jax.Array:

@@ -474,8 +474,8 @@ def test_vmap_over_beta():
 
 def test_signatures_are_optax_then_keyword_only_options():
     for ours, theirs, extra in [
-        (muon, optax.contrib.muon, ["orthogonalize_higher_rank"]),
-        (scale_by_muon, optax.contrib.scale_by_muon, []),
+        (muon, optax.contrib.muon, ["orthogonalize_higher_rank", "param_specs"]),
+        (scale_by_muon, optax.contrib.scale_by_muon, ["param_specs"]),
     ]:
         mine = list(inspect.signature(ours).parameters.values())
         their = list(inspect.signature(theirs).parameters.values())

@@ -179,7 +179,8 @@ def test_torch_defaults():
     ours = inspect.signature(muon).parameters
     theirs = dict(inspect.signature(torch.optim.Muon.__init__).parameters)
     theirs.pop("self"), theirs.pop("params")
-    assert list(ours) == list(theirs)
+    assert list(ours) == [*theirs, "param_specs"]  # gradtx's, for shard_map
+    assert ours["param_specs"].kind is inspect.Parameter.KEYWORD_ONLY
     for k, p in theirs.items():
         assert ours[k].default == p.default, k
         assert ours[k].kind == p.kind, k

@@ -85,6 +85,7 @@ def muon(
     muon_weight_dimension_numbers: DimensionNumbersOrFn | None = None,
     consistent_rms: float | jax.Array | None = None,
     orthogonalize_higher_rank: bool = True,
+    param_specs: Any = None,
 ) -> GradientTransformation:
     """Muon: MomentUm Orthogonalized by Newton–Schulz, for the matrices; AdamW for the rest.
 
@@ -143,6 +144,11 @@ def muon(
       orthogonalize_higher_rank: without ``muon_weight_dimension_numbers``, Muon also
         takes the leaves of rank above 2 (gradtx's default); False: AdamW takes them,
         as in optax.
+      param_specs: inside ``jax.shard_map``, the params' ``PartitionSpec`` in its
+        ``in_specs`` (one, a tree or a prefix, or ``(path, leaf) -> spec``): a matrix
+        split over manual mesh axes is gathered, orthogonalised whole on every device,
+        and each device keeps its block; shape scaling uses the whole matrix's fans.
+        Not needed under ``jit`` with sharded arrays (XLA partitions the iteration).
 
     Examples:
       >>> import jax.numpy as jnp, numpy as np, gradtx
@@ -205,8 +211,9 @@ def muon(
                 adaptive=adaptive,
                 preconditioning=preconditioning,
                 weight_dimension_numbers=muon_branch_dims,
+                param_specs=param_specs,
             ),
-            scale_by_shape(muon_branch_dims, consistent_rms),
+            scale_by_shape(muon_branch_dims, consistent_rms, param_specs),
             add_decayed_weights(weight_decay, weight_decay_mask),
             scale_by_learning_rate(learning_rate),
         )

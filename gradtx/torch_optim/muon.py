@@ -21,6 +21,7 @@ import jax.numpy as jnp
 from gradtx import checks, tree
 from gradtx.core import GradientTransformation
 from gradtx.torch_optim._torch import learner
+from gradtx.transforms.muon import specs_per_leaf, whole_matrix
 
 __all__ = ["TorchMuonState", "muon"]
 
@@ -148,6 +149,7 @@ def _torch_muon(
     eps: Any,
     ns_steps: int,
     adjust_lr_fn: str | None,
+    param_specs: Any,
 ) -> GradientTransformation:
     def init(params):
         _check_matrices(params)
@@ -172,20 +174,32 @@ def _torch_muon(
             else buffers
         )
 
-        def step(d, p):
-            ortho = tree.gathered(
+        def step(path, d, p, spec):
+            where = checks.path_name(path)
+            ortho = whole_matrix(
+                "muon",
                 lambda d: _zeropower_via_newtonschulz(
                     d, ns_coefficients, ns_steps, eps, opaque_zero
                 ),
                 d,
+                spec,
+                where,
             ).astype(p.dtype)
             # param.mul_(1 - lr * weight_decay), then param.add_(ortho, alpha=-adjusted_lr),
             # a fused multiply-add; the difference from p is exact for a step below |p|.
             decayed = _rounded(p * jnp.asarray(1 - rate * decay, p.dtype), opaque_zero)
-            alpha = -(rate * _adjusted_ratio(adjust_lr_fn, p.shape))
-            return _fma(alpha, ortho, decayed, opaque_zero) - p
+            ratio = _adjusted_ratio(adjust_lr_fn, tree.global_shape(p, spec, where))
+            return _fma(-(rate * ratio), ortho, decayed, opaque_zero) - p
 
-        out = jax.tree.map(step, directions, params)
+        flat, treedef = jax.tree_util.tree_flatten_with_path(directions)
+        specs = specs_per_leaf("muon", param_specs, directions)
+        out = jax.tree.unflatten(
+            treedef,
+            [
+                step(path, d, p, spec)
+                for (path, d), p, spec in zip(flat, jax.tree.leaves(params), specs, strict=True)
+            ],
+        )
         return out, TorchMuonState(tree.safe_increment(state.count), buffers)
 
     return GradientTransformation(init, update)
@@ -200,6 +214,8 @@ def muon(
     eps: float = 1e-07,
     ns_steps: int = 5,
     adjust_lr_fn: str | None = None,
+    *,
+    param_specs: Any = None,
 ) -> GradientTransformation:
     """torch's Muon: momentum orthogonalised by a bfloat16 Newton–Schulz iteration, for matrices.
 
@@ -236,6 +252,9 @@ def muon(
       eps: :math:`\\epsilon \\ge 0`, the least norm divided by.
       ns_steps: :math:`k`, an integer in [0, 100).
       adjust_lr_fn: None or ``"original"`` (Jordan's), or ``"match_rms_adamw"`` (Liu et al.).
+      param_specs: gradtx's, for ``jax.shard_map``: the params' ``PartitionSpec`` in its
+        ``in_specs`` (as :func:`gradtx.contrib.muon`'s): a matrix split over manual mesh
+        axes is gathered, orthogonalised whole, and each device keeps its block.
 
     Examples:
       >>> import jax.numpy as jnp, numpy as np
@@ -283,7 +302,7 @@ def muon(
     return learner(
         _torch_muon(
             lr, weight_decay, momentum, nesterov, tuple(ns_coefficients), eps, ns_steps,
-            adjust_lr_fn,
+            adjust_lr_fn, param_specs,
         ),
         real_view=False,
     )  # fmt: skip

@@ -18,6 +18,7 @@ from typing import Any, Literal, NamedTuple
 
 import jax
 import jax.numpy as jnp
+from jax.sharding import PartitionSpec
 
 from gradtx import checks, tree
 from gradtx.core import GradientTransformation, ScalarOrSchedule, init_empty_state
@@ -136,6 +137,16 @@ class _Box:
         self.value = value
 
 
+def _spread(
+    who: str, given: Any, updates: Any, is_entry: Callable[[Any], bool], what: str
+) -> list[Any]:
+    """One entry of ``given`` (a tree of entries shaped like ``updates`` or a prefix of it)
+    per leaf of ``updates``, in leaf order; None (at the root or at a leaf) stays None."""
+    boxed = jax.tree.map(_Box, given, is_leaf=lambda x: x is None or is_entry(x))
+    spread = spread_labels(boxed, updates, who, what=what, target="updates")
+    return [box.value for box in jax.tree.leaves(spread)]
+
+
 def dimension_numbers_per_leaf(
     who: str, weight_dimension_numbers: DimensionNumbersOrFn | None, updates: Any
 ) -> list[MuonDimensionNumbers | None]:
@@ -148,9 +159,43 @@ def dimension_numbers_per_leaf(
     dims = weight_dimension_numbers
     if callable(dims) and not is_dimension_numbers(dims):
         dims = dims(updates)
-    boxed = jax.tree.map(_Box, dims, is_leaf=lambda x: x is None or is_dimension_numbers(x))
-    spread = spread_labels(boxed, updates, who, what="weight_dimension_numbers", target="updates")
-    return [box.value for box in jax.tree.leaves(spread)]
+    return _spread(who, dims, updates, is_dimension_numbers, "weight_dimension_numbers")
+
+
+def specs_per_leaf(who: str, param_specs: Any, updates: Any) -> list[Any]:
+    """One ``PartitionSpec`` (or None: whole) per leaf of ``updates``, in leaf order.
+
+    ``param_specs`` takes :func:`gradtx.make_train_step`'s forms: None, one
+    ``PartitionSpec`` for every leaf, a tree of them shaped like ``updates`` or a prefix
+    of it, or a function ``(path, leaf) -> PartitionSpec``.
+    """
+    flat = jax.tree_util.tree_flatten_with_path(updates)[0]
+    if param_specs is None or isinstance(param_specs, PartitionSpec):
+        return [param_specs] * len(flat)
+    if callable(param_specs):
+        return [param_specs(path, x) for path, x in flat]
+    return _spread(who, param_specs, updates, lambda x: isinstance(x, PartitionSpec), "param_specs")
+
+
+def whole_matrix(
+    who: str, fn: Callable[[jax.Array], jax.Array], x: jax.Array, spec: Any, where: str
+):
+    """``fn`` on the whole matrix of which ``x`` may be a ``shard_map`` block (``spec``).
+
+    Raises, rather than orthogonalise a block as if it were the matrix, when ``x``
+    differs across a manual mesh axis that ``spec`` does not split over.
+    """
+    split = {name for _, names in tree.manual_split(spec, where) for name in names}
+    stray = tree.varying_axes(x) - split
+    if stray:
+        raise ValueError(
+            f"{who}: inside shard_map, the update at {where} differs across mesh axes "
+            f"{sorted(stray)}, which its param_specs entry {spec} does not split: for a "
+            f"matrix split over them, pass param_specs= (the PartitionSpecs of the "
+            f"shard_map's in_specs); for per-device gradients, average them first "
+            f"(jax.lax.pmean)"
+        )
+    return tree.gathered(fn, x, spec, where)
 
 
 def _check_ns_coeffs(who: str, ns_coeffs: Any, ns_steps: int) -> Any:
@@ -316,6 +361,7 @@ def scale_by_muon(
     adaptive: bool = False,
     preconditioning: Literal["frobenius", "spectral", "aol", "schatten"] = "frobenius",
     weight_dimension_numbers: DimensionNumbersOrFn | None = None,
+    param_specs: Any = None,
 ) -> GradientTransformation:
     """Muon's direction: a momentum, orthogonalised by Newton–Schulz (steepest descent in
     the spectral norm).
@@ -352,6 +398,11 @@ def scale_by_muon(
         :func:`orthogonalize_via_newton_schulz`).
       weight_dimension_numbers: a tree of :class:`MuonDimensionNumbers` (or None) shaped
         like the params or a prefix of it, or a function of the updates returning one.
+      param_specs: inside ``jax.shard_map``, the ``PartitionSpec`` of each leaf in its
+        ``in_specs`` (one for all, a tree or a prefix of it, or ``(path, leaf) -> spec``):
+        a leaf split over manual axes is all-gathered, orthogonalised whole on every
+        device, and each device keeps its block. Ignored outside ``shard_map``, where
+        XLA partitions the iteration itself. None: every leaf is whole.
 
     Examples:
       >>> import jax.numpy as jnp, numpy as np, gradtx
@@ -420,22 +471,22 @@ def scale_by_muon(
         )
         mu_hat = corrected_first_moment(mu, updates, decay, count, nesterov)
 
-        def orthogonalized(m, d):
-            return orthogonalize_via_newton_schulz(
+        def direction(m, d):
+            o = orthogonalize_via_newton_schulz(
                 m, state.ns_coeffs, ns_steps, preconditioning, eps, d
             )
+            if not adaptive:
+                return o
+            if jnp.iscomplexobj(o):
+                return jnp.real(jnp.sum(jnp.conj(m) * o)).astype(o.dtype) * o
+            return jnp.sum(m * o) * o
 
+        flat = jax.tree_util.tree_flatten_with_path(mu_hat)[0]
+        specs = specs_per_leaf(who, param_specs, updates)
         out = [
-            tree.gathered(functools.partial(orthogonalized, d=d), m)
-            for m, d in zip(jax.tree.leaves(mu_hat), dims, strict=True)
+            whole_matrix(who, functools.partial(direction, d=d), m, spec, checks.path_name(path))
+            for (path, m), d, spec in zip(flat, dims, specs, strict=True)
         ]
-        if adaptive:
-            out = [
-                jnp.real(jnp.sum(jnp.conj(m) * o)).astype(o.dtype) * o
-                if jnp.iscomplexobj(o)
-                else jnp.sum(m * o) * o
-                for m, o in zip(jax.tree.leaves(mu_hat), out, strict=True)
-            ]
         out = jax.tree.unflatten(jax.tree.structure(updates), out)
         return out, MuonState(count, mu_stored, state.ns_coeffs)
 
@@ -445,6 +496,7 @@ def scale_by_muon(
 def scale_by_shape(
     weight_dimension_numbers: DimensionNumbersOrFn | None = None,
     consistent_rms: float | jax.Array | None = None,
+    param_specs: Any = None,
 ) -> GradientTransformation:
     """Scale each leaf by a factor of its matrix's shape, so one learning rate fits all widths.
 
@@ -464,6 +516,8 @@ def scale_by_shape(
     Args:
       weight_dimension_numbers: as in :func:`scale_by_muon` (None: the leaf's default matrix).
       consistent_rms: :math:`\\rho \\ge 0`; None: Jordan's width scaling.
+      param_specs: inside ``jax.shard_map``, the leaves' ``PartitionSpec`` (as in
+        :func:`scale_by_muon`): the fans are the whole matrix's, not a block's.
 
     Examples:
       >>> import jax.numpy as jnp, numpy as np, gradtx
@@ -485,15 +539,18 @@ def scale_by_shape(
     def update(updates, state, params=None, **extra):
         flat, treedef = jax.tree_util.tree_flatten_with_path(updates)
         out = []
-        for (path, u), dims in zip(
-            flat, dimension_numbers_per_leaf(who, weight_dimension_numbers, updates), strict=True
+        for (path, u), dims, spec in zip(
+            flat,
+            dimension_numbers_per_leaf(who, weight_dimension_numbers, updates),
+            specs_per_leaf(who, param_specs, updates),
+            strict=True,
         ):
+            where = checks.path_name(path)
             dims = dims or matrix_dimension_numbers(u.ndim)
             if dims is None:
-                raise ValueError(f"{who}: the leaf at {checks.path_name(path)} has rank < 2")
-            fan_in, fan_out = _fans(
-                u.shape, *_normalize(who, u.shape, dims, checks.path_name(path))
-            )
+                raise ValueError(f"{who}: the leaf at {where} has rank < 2")
+            shape = tree.global_shape(u, spec, where)
+            fan_in, fan_out = _fans(shape, *_normalize(who, shape, dims, where))
             if u.size == 0:  # an empty matrix: nothing to scale (and no ratio of fans)
                 out.append(u)
                 continue

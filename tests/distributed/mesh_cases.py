@@ -450,3 +450,113 @@ def test_fused_update_with_explicit_sharding_takes_the_plain_path():
     new_params, new_state = fused
     assert new_params["w1"].sharding.spec == P(None, "model")
     assert new_state[0].mu["w1"].sharding.spec == P(None, "model")
+
+
+MUON_SPECS = {
+    "w1": P(None, "model"),
+    "b1": P("model"),
+    "w2": P("model", None),
+    "conv": P(None, None, "model", None),  # (h, w, c_in, c_out): split along c_in
+    "b2": P(),
+}
+SHARD_MAP_MUONS = {
+    "muon": lambda specs: gradtx.muon(1e-2, weight_decay=1e-2, param_specs=specs),
+    "muon adaptive, consistent rms": lambda specs: gradtx.muon(
+        1e-2, adaptive=True, consistent_rms=0.2, param_specs=specs
+    ),
+    "torch muon": lambda specs: gradtx.partition(
+        {
+            "muon": torch_optim.muon(1e-2, adjust_lr_fn="match_rms_adamw", param_specs=specs),
+            "sgd": gradtx.sgd(0.05),
+        },
+        {"w1": "muon", "b1": "sgd", "w2": "muon", "conv": "sgd", "b2": "sgd"},
+    ),
+}
+
+
+def _muon_params():
+    params = dict(init_params())
+    params["conv"] = jnp.asarray(np.random.default_rng(2).normal(size=(3, 3, 16, 4)), jnp.float32)
+    return params
+
+
+def _muon_grads(count):
+    rng = np.random.default_rng(3)
+    return [
+        jax.tree.map(lambda p: jnp.asarray(rng.normal(size=p.shape), p.dtype), _muon_params())
+        for _ in range(count)
+    ]
+
+
+def _shard_mapped_muon_step(opt, m, specs, param_specs):
+    """``opt``'s step inside ``shard_map``; its state specs read from an init on the mesh."""
+    placed = jax.device_put(_muon_params(), jax.tree.map(lambda s: NamedSharding(m, s), specs))
+    state_specs = jax.tree.map(lambda x: x.sharding.spec, jax.jit(opt.init)(placed))
+
+    def step(grads, state, params):
+        updates, state = opt.update(grads, state, params)
+        return gradtx.apply_updates(params, updates), state
+
+    return jax.jit(
+        jax.shard_map(
+            step,
+            mesh=m,
+            in_specs=(param_specs, state_specs, param_specs),
+            out_specs=(param_specs, state_specs),
+        )
+    )
+
+
+@pytest.mark.parametrize("name", SHARD_MAP_MUONS)
+@pytest.mark.parametrize(
+    "layout",
+    [
+        ((8,), ("model",), MUON_SPECS),
+        # Both axes of the mesh split one dimension, and a matrix along both of its own.
+        (
+            (2, 4),
+            ("data", "model"),
+            {**MUON_SPECS, "w1": P("data", "model"), "w2": P(("data", "model"), None)},
+        ),
+    ],
+    ids=["model8", "data2 x model4"],
+)
+def test_muon_inside_shard_map_equals_the_single_device_update(name, layout):
+    shape, names, specs = layout
+    m = jax.make_mesh(shape, names, axis_types=(AxisType.Auto,) * len(names))
+    reference = SHARD_MAP_MUONS[name](None)
+    opt = SHARD_MAP_MUONS[name](specs)
+    mapped = _shard_mapped_muon_step(opt, m, specs, specs)
+
+    @jax.jit
+    def reference_step(grads, state, params):
+        updates, state = reference.update(grads, state, params)
+        return gradtx.apply_updates(params, updates), state
+
+    params = ref_params = _muon_params()
+    state, ref_state = opt.init(params), reference.init(params)
+    with jax.checking_leaks():
+        for grads in _muon_grads(20):
+            params, state = mapped(grads, state, params)
+            ref_params, ref_state = reference_step(grads, ref_state, ref_params)
+    jax.tree.map(
+        lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), params, ref_params
+    )
+    assert params["w1"].sharding.spec == specs["w1"]  # the update kept each device's block
+
+
+def test_muon_inside_shard_map_without_param_specs_says_what_to_pass():
+    m = jax.make_mesh((8,), ("model",), axis_types=(AxisType.Auto,))
+    params, grads = _muon_params(), _muon_grads(1)[0]
+    opt = gradtx.muon(1e-2)
+    mapped = _shard_mapped_muon_step(opt, m, MUON_SPECS, MUON_SPECS)
+    with pytest.raises(
+        ValueError,
+        match=r"scale_by_muon: inside shard_map, the update at \['conv'\] differs across mesh "
+        r"axes \['model'\], .*pass param_specs=",
+    ):
+        mapped(grads, opt.init(params), params)
+    typo = gradtx.muon(1e-2, param_specs={**MUON_SPECS, "w1": P(None, "modle")})
+    mapped = _shard_mapped_muon_step(typo, m, MUON_SPECS, MUON_SPECS)
+    with pytest.raises(ValueError, match=r"param_specs\['w1'\] names mesh axis 'modle'"):
+        mapped(grads, typo.init(params), params)
