@@ -18,8 +18,15 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 
 DEVICES = 8
+
+
+def _relay(stream) -> None:
+    for line in stream:
+        if not line.startswith("[Gloo]"):
+            print(line, end="", flush=True)
 
 
 def spawn(processes: int, steps: int) -> int:
@@ -30,16 +37,26 @@ def spawn(processes: int, steps: int) -> int:
     command = [sys.executable, os.path.abspath(__file__), "--steps", str(steps)]
     procs = [
         subprocess.Popen(
-            [*command, "--processes", str(processes), "--process-id", str(i), "--port", str(port)]
+            [*command, "--processes", str(processes), "--process-id", str(i), "--port", str(port)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
         )
         for i in range(processes)
     ]
+    # gloo reports every connection it makes ("[Gloo] Rank 0 is connected to 1 peer
+    # ranks..."), 16 lines for two processes; pass on only what the example prints.
+    readers = [threading.Thread(target=_relay, args=(p.stdout,)) for p in procs]
+    for reader in readers:
+        reader.start()
     try:
         codes = [p.wait(timeout=600) for p in procs]
     finally:
         for p in procs:
             if p.poll() is None:
                 p.kill()
+        for reader in readers:
+            reader.join()
     return max(codes)
 
 

@@ -1,6 +1,6 @@
 """A convergence gallery: every gradtx learner on the digits MLP, and a few on Rosenbrock.
 
-    python examples/learner_gallery.py [--out docs/assets/learner_gallery.png] [--steps 300]
+    python examples/learner_gallery.py [--out outputs/learner_gallery.png] [--steps 300]
 
 Every learner of ``gradtx.learners.__all__`` trains the same 64-32-10 ReLU MLP
 on scikit-learn's digits from the same initialisation, on the same 300
@@ -46,7 +46,7 @@ from digits_data import init_mlp, loss_fn, split  # noqa: E402
 
 import gradtx  # noqa: E402
 
-OUT = Path(__file__).resolve().parent.parent / "docs" / "assets" / "learner_gallery.png"
+OUT = Path(__file__).resolve().parent.parent / "outputs" / "learner_gallery.png"
 SIZES = (64, 32, 10)
 BATCH_SIZE = 64
 EVERY = 10  # steps between two evaluations of the whole-training-set loss

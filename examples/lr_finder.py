@@ -6,7 +6,7 @@ test stops once the smoothed loss doubles. Here the whole test is one compiled
 ``lax.scan``, and four more tests with other data orders run in one ``vmap`` to
 show how much the suggestion moves.
 
-    python examples/lr_finder.py [--out docs/assets/lr_finder.png] [--epochs 10]
+    python examples/lr_finder.py [--out outputs/lr_finder.png] [--epochs 10]
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from digits_data import accuracy, epoch_batches, init_mlp, loss_fn, split  # noq
 
 import gradtx  # noqa: E402
 
-OUT = Path(__file__).resolve().parent.parent / "docs" / "assets" / "lr_finder.png"
+OUT = Path(__file__).resolve().parent.parent / "outputs" / "lr_finder.png"
 
 
 def sgd(learning_rate):

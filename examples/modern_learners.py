@@ -1,6 +1,6 @@
 """optax.contrib's learners on the digits MLP: the learning-rate-free ones, and the others tuned.
 
-    python examples/modern_learners.py [--out docs/assets/modern_learners.png] [--epochs 10]
+    python examples/modern_learners.py [--out outputs/modern_learners.png] [--epochs 10]
 
 Every learner trains the 64-64-10 ReLU MLP of ``examples/digits_data.py`` from
 the same initialisation on the same minibatches (``epochs`` shuffled epochs of
@@ -47,7 +47,7 @@ from digits_data import epoch_batches, init_mlp, loss_fn, predict, split  # noqa
 
 import gradtx  # noqa: E402
 
-OUT = Path(__file__).resolve().parent.parent / "docs" / "assets" / "modern_learners.png"
+OUT = Path(__file__).resolve().parent.parent / "outputs" / "modern_learners.png"
 EVALS_PER_EPOCH = 3  # 21 minibatches an epoch: every 7 steps
 SWEEP = 1e-3 * np.sqrt(10.0) ** np.arange(5)  # 1e-3, 3.2e-3, 1e-2, 3.2e-2, 0.1
 LOSS_RANGE = (3e-3, 5.0)

@@ -1,6 +1,6 @@
 """Draw every gradtx schedule and wrapper over 1500 steps into one PNG.
 
-    python examples/schedules_gallery.py [--out docs/assets/schedules_gallery.png]
+    python examples/schedules_gallery.py [--out outputs/schedules_gallery.png]
 
 Each panel is one schedule evaluated on all 1500 counts in a single call.
 """
@@ -17,6 +17,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from gradtx import schedules as S  # noqa: E402
 
+OUT = Path(__file__).resolve().parent.parent / "outputs" / "schedules_gallery.png"
 STEPS = 1500
 MULTISTEP = S.multistep_decay(1.0, [250, 750, 900], 0.5)  # MXNet's MultiFactorScheduler example
 
@@ -64,6 +65,5 @@ def main(out: Path) -> None:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    default = Path(__file__).resolve().parent.parent / "docs" / "assets" / "schedules_gallery.png"
-    parser.add_argument("--out", type=Path, default=default)
+    parser.add_argument("--out", type=Path, default=OUT)
     main(parser.parse_args().out)

@@ -9,7 +9,7 @@
    test accuracy each epoch; then a checkpoint round trip and a plot of the
    per-step loss and rate.
 
-    python examples/trainer.py [--out docs/assets/trainer.png]
+    python examples/trainer.py [--out outputs/trainer.png]
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from digits_data import accuracy, epoch_batches, init_mlp, loss_fn, split  # noq
 
 import gradtx  # noqa: E402
 
-OUT = Path(__file__).resolve().parent.parent / "docs" / "assets" / "trainer.png"
+OUT = Path(__file__).resolve().parent.parent / "outputs" / "trainer.png"
 
 
 def one_step_by_hand(params, batch) -> None:

@@ -88,13 +88,19 @@ def test_trainer_example_decays_the_rate_and_round_trips(tmp_path, capsys):
     assert trainer.epochs[-1]["test_accuracy"] > 0.93
 
 
-def test_sweep_example_runs_the_whole_grid(tmp_path, capsys):
+def test_sweep_example_chooses_on_validation_and_reports_test(tmp_path, capsys):
     result = _load("sweep").main(tmp_path / "sweep.png", steps=300)
-    assert result.metrics["accuracy"].shape == (32, 2)
+    metrics = result.metrics
+    assert metrics["test_accuracy"].shape == (32, 2)
     i, j = result.best_index
-    assert result.metrics["accuracy"][i, j] > 0.95
-    assert result.metrics["accuracy"][0, 0] < 0.5  # the smallest rate has not trained yet
-    assert "64 runs of 300 steps in one sweep call" in capsys.readouterr().out
+    # Chosen on the validation loss, never on the test set.
+    assert (i, j) == np.unravel_index(np.argmin(metrics["val_loss"]), (32, 2))
+    assert metrics["test_accuracy"][i, j] > 0.95
+    assert metrics["val_accuracy"][0, 0] < 0.5  # the smallest rate has not trained yet
+    out = capsys.readouterr().out
+    assert "64 configurations x 3 seeds of 300 steps in one sweep call" in out
+    assert f"test accuracy {metrics['test_accuracy'][i, j]:.4f}" in out
+    assert (tmp_path / "sweep.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def _run_example(*args: str) -> str:
@@ -119,6 +125,7 @@ def test_data_parallel_example_one_and_two_processes():
     assert "its Adam moment P(None, 'model')" in one
     two = _run_example("--steps", "30", "--processes", "2")
     assert "2 process(es) with 4 each" in two
+    assert "[Gloo]" not in two  # gloo's connection log is not the example's output
     losses = lambda text: [line for line in text.splitlines() if line.startswith("step")]  # noqa: E731
     assert losses(one) == losses(two)  # the same run, printed to 4 decimals
 
@@ -205,3 +212,23 @@ def test_modern_learners_example_trains_every_contrib_learner(tmp_path):
     schedule_free = figures["schedule_free_adamw"]  # its eval params differ from the trained ones
     assert schedule_free["final"] != schedule_free["trained_final"]
     assert figures["adamw"]["final"] == figures["adamw"]["trained_final"]
+
+
+PICTURE_EXAMPLES = [
+    "schedules_gallery", "lr_finder", "trainer", "sweep", "learner_gallery", "modern_learners",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("name", PICTURE_EXAMPLES)
+def test_examples_write_untracked_outputs_by_default(name):
+    import shutil
+    import subprocess
+
+    out = _load(name).OUT
+    root = EXAMPLES.parent
+    assert out.parent == root / "outputs", out  # never the tracked docs/assets/
+    if shutil.which("git") and (root / ".git").exists():
+        ignored = subprocess.run(["git", "check-ignore", "-q", str(out)], cwd=root)
+        assert ignored.returncode == 0, f"{out} is not gitignored"
+    regenerate = load_script(root / "docs" / "regenerate_assets.py")
+    assert regenerate.EXAMPLES[out.name] == f"{name}.py"  # and the docs' copy is redrawn there

@@ -148,6 +148,11 @@ def test_trainer_progress_bar_when_forced(capsys):
     trainer.fit(make_batches(3), epochs=2)
     err = capsys.readouterr().err
     assert "epoch 1/2" in err and "epoch 2/2" in err and "3/3" in err
+    # The first step's compilation is its own phase: epoch 1's bar starts at 1/3, so its
+    # rate and estimate are the steps' own; epoch 2 compiles nothing.
+    assert "epoch 1/2: compiling:   0%" in err and "epoch 2/2: compiling" not in err
+    assert "epoch 1/2:   0%" not in err and "epoch 1/2:  33%" in err
+    assert "epoch 2/2:   0%" in err
 
 
 def test_a_schedule_free_trainer_evaluates_and_exports_its_average(tmp_path):

@@ -181,7 +181,8 @@ class Trainer:
     def _progress(self, source: Iterable, epoch: int, epochs: int) -> Iterable:
         show = sys.stderr.isatty() if self.progress is None else self.progress
         if not show:
-            return source
+            yield from source
+            return
         try:
             from tqdm.auto import tqdm
         except ImportError as error:
@@ -189,7 +190,16 @@ class Trainer:
                 "Trainer(progress=True) needs tqdm: pip install tqdm (or gradtx[examples])"
             ) from error
         total = len(cast(Sized, source)) if hasattr(source, "__len__") else None
-        return tqdm(source, total=total, desc=f"epoch {epoch + 1}/{epochs}", unit="step")
+        desc = f"epoch {epoch + 1}/{epochs}"
+        batches, done = iter(source), 0
+        if not self._steps:
+            # The first step compiles: a phase of its own, outside the bar's rate and estimate.
+            for batch in batches:
+                with tqdm(total=total, desc=f"{desc}: compiling", unit="step", leave=False):
+                    yield batch  # fit steps on it before asking for the next
+                done = 1
+                break
+        yield from tqdm(batches, total=total, initial=done, desc=desc, unit="step")
 
     # -- metrics and hyperparameters -----------------------------------------------------------
 
