@@ -28,9 +28,11 @@ settings.load_profile(
 # long comparisons in WITHOUT_JIT_IS_SLOW (their jitted halves run by default), and more
 # hypothesis examples (examples()).
 SLOW = bool(os.environ.get("GRADTX_SLOW"))
-WITHOUT_JIT_IS_SLOW = {"test_adam_relatives", "test_complex", "test_large_batch",
-                       "test_multi_steps", "test_optax_schedules", "test_optax_wrappers",
-                       "test_packing", "test_sign_family"}  # fmt: skip
+WITHOUT_JIT_IS_SLOW = {"test_adam_relatives", "test_adam_variants", "test_complex",
+                       "test_large_batch", "test_lr_free", "test_multi_steps", "test_muon",
+                       "test_optax_schedules", "test_optax_wrappers", "test_packing",
+                       "test_sam", "test_schedule_free", "test_sign_family", "test_sophia",
+                       "test_torch_optim_muon"}  # fmt: skip
 
 
 def examples(n: int) -> int:

@@ -52,6 +52,22 @@ def test_eight_device_cases(tmp_path, shard):
     assert int(suite.get("tests")) > 10 and int(suite.get("skipped")) == 0, suite.attrib
 
 
+def test_orbax_checkpoints_on_eight_devices(tmp_path):
+    report = tmp_path / "report.xml"
+    command = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", f"--junitxml={report}"]
+    result = subprocess.run(
+        [*command, str(HERE / "orbax_cases.py")],
+        env=_env(8),
+        cwd=HERE.parent.parent,  # the repository, for its pytest settings
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-3000:]
+    suite = ElementTree.parse(report).getroot().find("testsuite")
+    assert int(suite.get("tests")) >= 7 and int(suite.get("skipped")) == 0, suite.attrib
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
