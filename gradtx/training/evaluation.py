@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from gradtx.training.step import combine, split
 from gradtx.transforms.schedule_free import find_schedule_free_states, schedule_free_eval_params
 
 
@@ -17,10 +18,12 @@ def eval_params(opt_state: Any, params: Any) -> Any:
     ``opt_state``. For every other learner it is ``params`` itself. :class:`gradtx.Trainer`
     evaluates with it (``fit``'s ``eval_fn``, :meth:`gradtx.Trainer.evaluate`) and writes
     it into its checkpoints; with :func:`gradtx.make_train_step`, call it before evaluating.
+    ``params`` may be a model with leaves that are not arrays (an equinox ``Module``): the
+    average replaces its array leaves, the others stay as they are.
 
     Args:
       opt_state: the optimizer's state.
-      params: the params being trained.
+      params: the params being trained, or the model holding them.
 
     Raises:
       ValueError: if ``opt_state`` holds several schedule-free states.
@@ -41,7 +44,10 @@ def eval_params(opt_state: Any, params: Any) -> Any:
     References:
       Defazio et al., "The Road Less Scheduled", NeurIPS 2024 (arXiv:2405.15682).
     """
-    return schedule_free_eval_params(opt_state, params) if has_eval_params(opt_state) else params
+    if not has_eval_params(opt_state):
+        return params
+    arrays, static = split(params)
+    return combine(schedule_free_eval_params(opt_state, arrays), static)
 
 
 def has_eval_params(opt_state: Any) -> bool:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.sharding import Mesh
 
 from gradtx.core import GradientTransformation, apply_updates, extras_filter
@@ -16,6 +18,102 @@ from gradtx.training import sharding
 from gradtx.tree import metric_norm
 
 TrainStep = Callable[[Any, Any, Any], tuple[Any, Any, dict]]
+
+# What equinox's ``is_array`` calls an array: what jit traces and the optimizer trains.
+ARRAY_TYPES = (jax.Array, np.ndarray, np.generic)
+
+
+def is_array(x: Any) -> bool:
+    """Whether a params leaf is trained (a JAX or NumPy array) or static (anything else)."""
+    return isinstance(x, ARRAY_TYPES)
+
+
+class _Identity:
+    """An unhashable static leaf, equal only to itself: a step compiled for it is its own."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any):
+        self.value = value
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _Identity) and other.value is self.value
+
+    def __hash__(self) -> int:
+        return id(self.value)
+
+
+def _static_key(x: Any) -> Any:
+    try:
+        hash(x)
+    except TypeError:
+        return _Identity(x)
+    return type(x), x  # 1, 1.0 and True are equal, but trace differently
+
+
+class Static:
+    """The part of a params tree that is not arrays: its structure and its other leaves.
+
+    Hashable, and equal for two trees whose structures are equal and whose
+    non-array leaves are equal (by type and value; unhashable ones by identity),
+    so a jitted step keyed on it compiles once per model architecture, not per
+    call. :meth:`combine` puts arrays (a tree with None at the static leaves,
+    as :func:`split` gives) back into the whole tree.
+    """
+
+    __slots__ = ("treedef", "leaves", "trained", "_key")
+
+    def __init__(self, treedef: Any, leaves: tuple, trained: tuple[bool, ...]):
+        self.treedef, self.leaves, self.trained = treedef, leaves, trained
+        self._key = (treedef, trained, tuple(_static_key(x) for x in leaves))
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Static) and other._key == self._key
+
+    def __hash__(self) -> int:
+        return hash(self._key)
+
+    def combine(self, arrays: Any) -> Any:
+        """The whole tree: the leaves of ``arrays`` at its array positions, the rest static."""
+        trained, static = iter(jax.tree.leaves(arrays)), iter(self.leaves)
+        return self.treedef.unflatten(
+            [next(trained) if is_trained else next(static) for is_trained in self.trained]
+        )
+
+
+def split(params: Any) -> tuple[Any, Static | None]:
+    """``(arrays, static)``: the params' array leaves (None elsewhere) and the rest of them.
+
+    ``arrays`` is what ``eqx.filter(params, eqx.is_array)`` gives, the tree the
+    optimizer sees; ``static`` is None when every leaf is an array (``arrays`` is
+    then ``params`` itself), else a :class:`Static` with ``static.combine(arrays)
+    == params``. Python numbers are static, as in equinox.
+    """
+    leaves, treedef = jax.tree.flatten(params)
+    trained = tuple(map(is_array, leaves))
+    if all(trained):
+        return params, None
+    arrays = treedef.unflatten([x if t else None for x, t in zip(leaves, trained, strict=True)])
+    static = tuple(x for x, t in zip(leaves, trained, strict=True) if not t)
+    return arrays, Static(treedef, static, trained)
+
+
+def combine(arrays: Any, static: Static | None) -> Any:
+    """The inverse of :func:`split`: ``combine(*split(params))`` is ``params``."""
+    return arrays if static is None else static.combine(arrays)
+
+
+def split_checked(who: str, params: Any) -> tuple[Any, Static | None]:
+    """:func:`split`, rejecting params with nothing to train."""
+    arrays, static = split(params)
+    if static is not None and not any(static.trained):
+        kinds = sorted({type(x).__name__ for x in static.leaves})
+        raise TypeError(
+            f"{who}: params have no array leaf to train (leaves of type {', '.join(kinds)}); "
+            f"Python numbers, functions and other non-arrays are static, as in equinox: "
+            f"make trained values arrays, e.g. jnp.asarray(1.0)"
+        )
+    return arrays, static
 
 
 def step_extras(
@@ -165,6 +263,18 @@ def make_train_step(
     checkpoints. ``fused=False`` always runs ``optimizer.update`` and
     ``apply_updates``, e.g. to differentiate through the step.
 
+    The params may be a model whose leaves are not all arrays, such as an
+    equinox ``Module``: its JAX and NumPy array leaves (equinox's ``is_array``)
+    are traced and trained, and the rest (functions, ``eqx.nn.Lambda``'s
+    function, Python numbers, strings) stays static and comes back as it was.
+    ``loss_fn`` gets the whole model; the optimizer, the gradients and the
+    norms see the array leaves alone, with None elsewhere (what
+    ``eqx.filter(model, eqx.is_array)`` gives), so ``opt_state`` is
+    ``optimizer.init(eqx.filter(model, eqx.is_array))``. The step compiles once
+    per structure and static values (equal by type and value, unhashable ones
+    by identity), not per call or per fresh model of the same architecture; a
+    tree of arrays alone takes the jitted step as it always has.
+
     A schedule-free learner (:func:`gradtx.schedule_free_adamw`, ...) trains the
     point where it takes gradients; evaluate and export with
     ``gradtx.eval_params(opt_state, params)``, its average (:class:`gradtx.Trainer`
@@ -202,6 +312,7 @@ def make_train_step(
     Raises:
       ValueError: ``data_axis`` not in the mesh, or (at call time) a batch that
         does not split evenly over it, or whose leaves disagree on ``n``.
+      TypeError: (at call time) params with no array leaf to train.
     """
     who = "make_train_step"
     if not callable(loss_fn):
@@ -227,17 +338,19 @@ def make_train_step(
     fusing = fused is True or (fused is None and mesh is None and axis_name is None)
     keep = extras_filter(optimizer.update)
 
-    def step(params, opt_state, batch):
+    def step(static, params, opt_state, batch):
+        # With a static part, params are the arrays alone: the loss sees the whole model.
+        loss_of = loss_fn if static is None else lambda a, b: loss_fn(static.combine(a), b)
         size = leading_size(batch, who)
         in_place = fusing and runs_kernel(optimizer, opt_state, params)
-        settled = _settled(loss_fn, has_aux) if in_place else loss_fn
+        settled = _settled(loss_of, has_aux) if in_place else loss_of
         grad_fn = jax.value_and_grad(settled, has_aux=has_aux)
         out, grads = grad_fn(params, batch)
         loss, aux = out if has_aux else (out, None)
         if axis_name is not None:
             loss, grads = _mean_over(axis_name, loss, grads)
         extras = keep(
-            step_extras(loss, size, grads, objective_on(loss_fn, batch, has_aux, axis_name))
+            step_extras(loss, size, grads, objective_on(loss_of, batch, has_aux, axis_name))
         )
         if fusing:
             applied = update_and_apply(optimizer, grads, opt_state, params, extras, wait_for=out)
@@ -255,25 +368,68 @@ def make_train_step(
 
     donated = (0, 1) if donate else ()
     if mesh is None:
-        return jax.jit(step, donate_argnums=donated)
+        plain = jax.jit(functools.partial(step, None), donate_argnums=donated)
+        with_static = jax.jit(step, static_argnums=0, donate_argnums=tuple(i + 1 for i in donated))
+
+        arrays_only: bool | None = None  # whether params are all arrays, seen on the first call
+
+        def train_step(params, opt_state, batch):
+            nonlocal arrays_only
+            if arrays_only is None:
+                arrays_only = all(map(is_array, jax.tree.leaves(params)))
+            if arrays_only:
+                # Later calls skip that look at every leaf (70 us for 400 leaves): a model
+                # passed after all still fails here, in jit, before it traces or donates.
+                try:
+                    return plain(params, opt_state, batch)
+                except TypeError:
+                    if all(map(is_array, jax.tree.leaves(params))):
+                        raise
+                    arrays_only = False
+            arrays, static = split_checked(who, params)
+            arrays, opt_state, metrics = with_static(static, arrays, opt_state, batch)
+            return combine(arrays, static), opt_state, metrics
+
+        return _TrainStep(train_step, plain)
 
     sharding.check_axis(who, mesh, data_axis, "data_axis")
     compiled: dict[Any, Callable] = {}
     lockstep = jax.process_count() > 1 and mesh.devices.flat[0].platform == "cpu"
 
     def sharded_step(params, opt_state, batch):
+        params, static = split_checked(who, params)
         batch = sharding.place_batch(who, mesh, data_axis, batch)
         shardings = (sharding.shardings_of(params, mesh), sharding.shardings_of(opt_state, mesh))
         params, opt_state = sharding.place((params, opt_state), shardings)
-        key = jax.tree.structure(shardings), tuple(jax.tree.leaves(shardings))
+        key = jax.tree.structure(shardings), tuple(jax.tree.leaves(shardings)), static
         if key not in compiled:
-            compiled[key] = jax.jit(step, out_shardings=(*shardings, None), donate_argnums=donated)
+            compiled[key] = jax.jit(
+                functools.partial(step, static),
+                out_shardings=(*shardings, None),
+                donate_argnums=donated,
+            )
         with jax.set_mesh(mesh):
             out = compiled[key](params, opt_state, batch)
         if lockstep:
             # Across processes on CPU, gloo collectives of steps in flight at once can
             # deadlock when one process runs ahead; wait for each step to finish.
             jax.block_until_ready(out)
-        return out
+        params, opt_state, metrics = out
+        return combine(params, static), opt_state, metrics
 
     return sharded_step
+
+
+class _TrainStep:
+    """The one-device step: a function, with the jitted step of array trees' ``lower``, etc."""
+
+    __slots__ = ("_call", "_plain", "__weakref__")  # pmap holds the step by weak reference
+
+    def __init__(self, call: TrainStep, plain: Any):
+        self._call, self._plain = call, plain
+
+    def __call__(self, params: Any, opt_state: Any, batch: Any) -> tuple[Any, Any, dict]:
+        return self._call(params, opt_state, batch)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._plain, name)

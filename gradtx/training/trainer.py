@@ -19,7 +19,7 @@ from gradtx.hyperparams import get_hyperparams, set_hyperparams
 from gradtx.state_dict import load_npz, save_npz
 from gradtx.training import sharding
 from gradtx.training.evaluation import eval_params, has_eval_params
-from gradtx.training.step import make_train_step
+from gradtx.training.step import combine, make_train_step, split, split_checked
 
 Batches = Iterable[Any] | Callable[[int], Iterable[Any]]
 
@@ -38,6 +38,14 @@ class Trainer:
     Every step's metrics (loss, gradient and update norms, the optimizer's
     injected hyperparameters) go to :attr:`history`.
 
+    The params may be a model whose leaves are not all arrays (an equinox
+    ``Module`` with its activation functions, sizes and flags): as in
+    :func:`make_train_step`, its JAX and NumPy array leaves are trained and
+    everything else is static. The optimizer sees the array leaves alone (None
+    elsewhere, as ``eqx.filter(model, eqx.is_array)`` gives), so its state is
+    the one an equinox loop makes; :attr:`params`, :attr:`eval_params` and
+    ``evaluate`` give the whole model, and checkpoints hold its arrays.
+
     ``learning_rate`` and ``set_learning_rate`` work like MXNet's
     ``gluon.Trainer`` when the learning rate lives in the optimizer's state,
     i.e. the optimizer was built with :func:`gradtx.inject_hyperparams`, e.g.
@@ -53,7 +61,7 @@ class Trainer:
     Args:
       loss_fn: ``loss_fn(params, batch) -> loss`` (or ``(loss, aux)`` with ``has_aux``).
       optimizer: a gradtx or optax gradient transformation.
-      params: the initial parameters (copied).
+      params: the initial parameters (their arrays are copied), or a model holding them.
       has_aux: whether ``loss_fn`` returns ``(loss, aux)``.
       progress: show a tqdm progress bar in :meth:`fit`: ``None`` shows it
         only when standard error is a terminal, ``True`` forces it, ``False``
@@ -88,17 +96,19 @@ class Trainer:
         )
         self.optimizer = optimizer
         self.mesh = mesh
+        arrays, static = split_checked("Trainer", params)
         if mesh is None:
             if param_specs is not None:
                 raise ValueError("Trainer: param_specs place params on a mesh; pass mesh= too")
-            self.params = jax.tree.map(jnp.array, params)  # a copy: the step donates its buffers
-            self.opt_state = optimizer.init(self.params)
+            arrays = jax.tree.map(jnp.array, arrays)  # a copy: the step donates its buffers
+            self.opt_state = optimizer.init(arrays)
         else:
-            placement = sharding.param_shardings("Trainer", mesh, params, param_specs)
-            placed = sharding.place(params, placement)
-            self.params = jax.tree.map(lambda x: x.copy(), placed)  # never donate the caller's
+            placement = sharding.param_shardings("Trainer", mesh, arrays, param_specs)
+            placed = sharding.place(arrays, placement)
+            arrays = jax.tree.map(lambda x: x.copy(), placed)  # never donate the caller's
             with jax.set_mesh(mesh):
-                self.opt_state = jax.jit(optimizer.init)(self.params)
+                self.opt_state = jax.jit(optimizer.init)(arrays)
+        self.params = combine(arrays, static)
         self.progress = progress
         self._eval_params: Callable[[Any, Any], Any] | None = None
         self._steps: list[dict] = []
@@ -172,7 +182,8 @@ class Trainer:
             return self.params
         if self._eval_params is None:
             self._eval_params = jax.jit(eval_params)
-        return self._eval_params(self.opt_state, self.params)
+        arrays, static = split(self.params)
+        return combine(self._eval_params(self.opt_state, arrays), static)
 
     def evaluate(self, fn: Callable[[Any], Any]) -> Any:
         """``fn(self.eval_params)``: evaluate the model with the params it should be used with."""
@@ -252,7 +263,7 @@ class Trainer:
     # -- checkpoints ---------------------------------------------------------------------------
 
     def save(self, path: str | os.PathLike) -> None:
-        """Write the params and the optimizer's :func:`gradtx.state_dict` to one ``.npz`` file.
+        """Write the params' arrays and the optimizer's :func:`gradtx.state_dict` to an ``.npz``.
 
         For a learner that evaluates elsewhere than it trains (schedule-free), the
         file also holds :attr:`eval_params` as ``eval_params/<key path>`` entries,
@@ -262,8 +273,8 @@ class Trainer:
         process must call it (arrays split across processes are gathered) and
         process 0 writes the file.
         """
-        evaluated = self.eval_params if has_eval_params(self.opt_state) else None
-        host = jax.tree.map(_to_host, (self.params, self.opt_state, evaluated))
+        evaluated = split(self.eval_params)[0] if has_eval_params(self.opt_state) else None
+        host = jax.tree.map(_to_host, (split(self.params)[0], self.opt_state, evaluated))
         if jax.process_index() == 0:
             save_npz(path, *host[:2], eval_params=host[2])
 
@@ -276,10 +287,9 @@ class Trainer:
         Raises:
           ValueError: naming the first entry that is missing, unexpected or misshapen.
         """
-        params, opt_state = load_npz(path, self.params, self.opt_state, who="Trainer.load")
-        if self.mesh is None:
-            self.params, self.opt_state = params, opt_state
-            return
-        # Back onto the mesh with the shardings the Trainer's arrays have now.
-        current = sharding.shardings_of((self.params, self.opt_state), self.mesh)
-        self.params, self.opt_state = sharding.place((params, opt_state), current)
+        arrays, static = split(self.params)
+        params, opt_state = load_npz(path, arrays, self.opt_state, who="Trainer.load")
+        if self.mesh is not None:  # back onto the mesh with the shardings the arrays have now
+            current = sharding.shardings_of((arrays, self.opt_state), self.mesh)
+            params, opt_state = sharding.place((params, opt_state), current)
+        self.params, self.opt_state = combine(params, static), opt_state
