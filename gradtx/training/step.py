@@ -15,7 +15,7 @@ from gradtx.core import GradientTransformation, apply_updates, extras_filter
 from gradtx.fused import after, runs_kernel, update_and_apply
 from gradtx.hyperparams import get_hyperparams
 from gradtx.training import sharding
-from gradtx.tree import metric_norm
+from gradtx.tree import metric_norm, varying_axes
 
 TrainStep = Callable[[Any, Any, Any], tuple[Any, Any, dict]]
 
@@ -174,9 +174,7 @@ def _mean_over(axis_name: Any, loss: jax.Array, grads: Any) -> tuple[jax.Array, 
     axes = set(axis_name if isinstance(axis_name, tuple) else (axis_name,))
 
     def varies(x: Any) -> bool:
-        aval = jax.typeof(x)
-        manual = getattr(aval, "manual_axis_type", None)  # newer JAX; older ones call it vma
-        return axes <= set(manual.varying if manual is not None else getattr(aval, "vma", ()))
+        return axes <= varying_axes(x)
 
     typed = varies(loss)  # the loss of a split batch varies, if varying types are tracked
     size = jax.lax.psum(1, axis_name)
