@@ -74,6 +74,7 @@ from gradtx.multi_steps import (
     skip_large_updates,
     skip_not_finite,
 )
+from gradtx.optax_state import from_optax_state, to_optax_state
 from gradtx.packing import GroupedState, Packed, PackedState, grouped, pack, packed
 from gradtx.schedules.optax_schedules import (
     constant_schedule,
@@ -235,6 +236,8 @@ __all__ = [
     "warmup_exponential_decay_schedule",
     "set_hyperparams",
     "state_dict",
+    "from_optax_state",
+    "to_optax_state",
     "stateless",
     "sweep",
     "torch_optim",
