@@ -24,6 +24,7 @@ from gradtx.combine import (
     selective_transform,
     set_to_zero,
 )
+from gradtx.compression import CompressedMeanState, compressed_mean
 from gradtx.conditional import (
     ConditionallyMaskState,
     ConditionallyTransformState,
@@ -133,6 +134,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AccumulateState",
+    "CompressedMeanState",
     "ApplyEvery",
     "ConditionallyMaskState",
     "ConditionallyTransformState",
@@ -236,6 +238,7 @@ __all__ = [
     "warmup_exponential_decay_schedule",
     "set_hyperparams",
     "state_dict",
+    "compressed_mean",
     "from_optax_state",
     "to_optax_state",
     "stateless",

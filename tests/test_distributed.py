@@ -32,40 +32,39 @@ def _env(devices: int | None = None) -> dict[str, str]:
 MESH_SHARDS = 6  # the per-learner cases, split over this many processes
 
 
+def run_cases(tmp_path, cases: str, *args: str, env: dict | None = None) -> dict:
+    """``cases`` (a file in tests/distributed) under pytest on 8 host devices; its totals."""
+    report = tmp_path / "report.xml"
+    command = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", f"--junitxml={report}"]
+    result = subprocess.run(
+        [*command, *args, str(HERE / cases)],
+        env={**_env(8), **(env or {})},
+        cwd=HERE.parent.parent,  # the repository, for its pytest settings
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-3000:]
+    suite = ElementTree.parse(report).getroot().find("testsuite")
+    assert int(suite.get("skipped")) == 0, suite.attrib
+    return {key: int(suite.get(key)) for key in ("tests", "skipped")}
+
+
 # The first shard (every case without a learner, a sixth of the learners) by default.
 @pytest.mark.parametrize("shard", slow_where(range(MESH_SHARDS), lambda shard: shard > 0))
 def test_eight_device_cases(tmp_path, shard):
-    report = tmp_path / "report.xml"
-    command = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", f"--junitxml={report}"]
-    if shard:  # the cases that take no learner run once, in shard 0
-        command += ["-k", "mesh_4x2_equals_single_device or explicit_sharding_raises"]
-    result = subprocess.run(
-        [*command, str(HERE / "mesh_cases.py")],
-        env={**_env(8), "GRADTX_MESH_SHARD": f"{shard}/{MESH_SHARDS}"},
-        cwd=HERE.parent.parent,  # the repository, for its pytest settings
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-3000:]
-    suite = ElementTree.parse(report).getroot().find("testsuite")
-    assert int(suite.get("tests")) > 10 and int(suite.get("skipped")) == 0, suite.attrib
+    # The cases that take no learner run once, in shard 0.
+    only = ["-k", "mesh_4x2_equals_single_device or explicit_sharding_raises"] if shard else []
+    env = {"GRADTX_MESH_SHARD": f"{shard}/{MESH_SHARDS}"}
+    assert run_cases(tmp_path, "mesh_cases.py", *only, env=env)["tests"] > 10
 
 
 def test_orbax_checkpoints_on_eight_devices(tmp_path):
-    report = tmp_path / "report.xml"
-    command = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", f"--junitxml={report}"]
-    result = subprocess.run(
-        [*command, str(HERE / "orbax_cases.py")],
-        env=_env(8),
-        cwd=HERE.parent.parent,  # the repository, for its pytest settings
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-3000:]
-    suite = ElementTree.parse(report).getroot().find("testsuite")
-    assert int(suite.get("tests")) >= 7 and int(suite.get("skipped")) == 0, suite.attrib
+    assert run_cases(tmp_path, "orbax_cases.py")["tests"] >= 7
+
+
+def test_compressed_mean_on_eight_devices(tmp_path):
+    assert run_cases(tmp_path, "compression_cases.py")["tests"] >= 25
 
 
 def _free_port() -> int:
