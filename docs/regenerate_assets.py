@@ -22,6 +22,7 @@ EXAMPLES = {  # picture -> the example that draws it
     "sweep.png": "sweep.py",
     "learner_gallery.png": "learner_gallery.py",
     "modern_learners.png": "modern_learners.py",
+    "compressed_training.png": "compressed_training.py",
 }
 
 

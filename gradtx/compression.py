@@ -5,13 +5,14 @@
 bf16 one ``psum`` in bfloat16; for the other schemes the two-phase compressed
 all-reduce of 1-bit Adam, one ``all_to_all`` and one ``all_gather`` of packed
 ``uint8`` bytes per step for the whole tree (the leaves are bucketed into one
-buffer), with error feedback on both sides.
+buffer), with error feedback on both sides (2bit: on the workers, as MXNet's).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Mapping
 from typing import Any, NamedTuple
 
 import jax
@@ -65,10 +66,15 @@ class _Plan:
     devices: int
     scales_per_row: int  # f32 scales sent with each chunk (0: fp16 and 2bit send none)
     payload_per_row: int  # packed bytes per chunk
+    gathered_per_row: int  # bytes per chunk of the all_gather (2bit's: its vote counts)
 
     @property
     def row_bytes(self) -> int:
         return self.payload_per_row + 4 * self.scales_per_row
+
+    @property
+    def gathered_row_bytes(self) -> int:
+        return self.gathered_per_row + 4 * self.scales_per_row
 
 
 def _plan(scheme: str, size: int, devices: int, block_size: int | None) -> _Plan:
@@ -79,7 +85,13 @@ def _plan(scheme: str, size: int, devices: int, block_size: int | None) -> _Plan
     else:
         scales = -(-chunk // block_size) if block_size else 1
     payload = chunk // _PER_BYTE[scheme] * _BYTES_PER_VALUE[scheme]
-    return _Plan(size, chunk, devices, scales, payload)
+    gathered = chunk * jnp.dtype(_vote_dtype(devices)).itemsize if scheme == "2bit" else payload
+    return _Plan(size, chunk, devices, scales, payload, gathered)
+
+
+def _vote_dtype(devices: int) -> Any:
+    """The integer that holds a sum of ``devices`` 2bit codes in {-1, 0, 1}."""
+    return jnp.int8 if devices <= 127 else jnp.int16
 
 
 def _is_float(x: Any) -> bool:
@@ -198,6 +210,17 @@ def _decode(
     return _decode_codes(scheme, _unpack(payload, _ONE_BIT_SHIFTS, 1), scales, threshold)
 
 
+def _votes(payload: jax.Array, devices: int) -> jax.Array:
+    """2bit's aggregate: the sum over the devices' rows of their codes (+1, -1, 0), as bytes.
+
+    The sum of n codes is an integer in [-n, n], so the mean ``votes * threshold / n``
+    is exactly the mean of the decompressed pushes (MXNet's server sum), in one byte.
+    """
+    codes = _unpack(payload, _TWO_BIT_SHIFTS, 2)
+    votes = jnp.sum(jnp.where(codes == 3, 1, jnp.where(codes == 2, -1, 0)), axis=0)
+    return jax.lax.bitcast_convert_type(votes.astype(_vote_dtype(devices)), jnp.uint8).reshape(-1)
+
+
 def _scale_bytes(scales: jax.Array) -> jax.Array:
     r = scales.shape[0]
     return jax.lax.bitcast_convert_type(scales, jnp.uint8).reshape(r, -1)
@@ -225,10 +248,14 @@ def _bound_size(axis_name: Any) -> int:
         ) from None
 
 
-def _check_state(updates: Any, state: CompressedMeanState, plans: dict[int, _Plan]) -> None:
+def _check_state(
+    updates: Any, state: CompressedMeanState, plans: dict[int, _Plan], servers: bool
+) -> None:
     leaves = jax.tree_util.tree_flatten_with_path(updates)[0]
-    for name, tree in (("worker_residual", state.worker_residual),
-                       ("server_residual", state.server_residual)):  # fmt: skip
+    fields = [("worker_residual", state.worker_residual)]
+    if servers:
+        fields.append(("server_residual", state.server_residual))
+    for name, tree in fields:
         got = jax.tree.leaves(tree)
         if len(got) != len(leaves):
             raise ValueError(
@@ -295,7 +322,12 @@ def compressed_mean(
     - ``"2bit"`` (MXNet's): :math:`C(x) = \tau` where :math:`x \ge \tau`,
       :math:`-\tau` where :math:`x \le -\tau`, else 0 (:math:`\tau` = ``threshold``),
       4 values per byte with MXNet's codes (0b11, 0b10, 0b00; first value in the
-      high bits).
+      high bits). Its server step is MXNet's exact aggregation instead of a
+      recompression: server :math:`j` adds up the codes of its chunk, an integer
+      :math:`k \in [-n, n]` per entry, sent back in one byte (int8; int16 beyond
+      127 devices), and every device decodes :math:`o = \tau k / n`, exactly the mean
+      of the :math:`c_i` (MXNet sums the decompressed pushes and pulls the sum
+      uncompressed). So 2bit keeps worker residuals only.
     - ``"1bit"`` (1-bit SGD, 1-bit Adam): :math:`C(x) = \lambda\, \mathrm{sign}(x)`,
       :math:`\mathrm{sign}(0) = +1`, :math:`\lambda = \|x\|_2 / \sqrt{d}` over the
       :math:`d` real entries, 8 values per byte. Padding is decoded as 0 and not
@@ -320,14 +352,23 @@ def compressed_mean(
     :math:`q = 2^{-11}` (plus float16's subnormal spacing); 1bit has
     :math:`q^2 = 2(1 - \|x\|_1 / (\sqrt d \|x\|_2))` in the 2-norm, with
     equality: 0.64 for a Gaussian vector, but about 0.9 once the residual
-    dominates :math:`x`, so its bound is data-dependent and loose. 2bit is no contraction, but with
-    :math:`|g| \le \tau` every residual stays in :math:`(-\tau, \tau)`, so the
-    error is below :math:`2\tau` entrywise. Without error feedback (both
-    residuals dropped) the errors add up step after step instead.
+    dominates :math:`x`, so its bound is data-dependent and loose. 2bit is no
+    contraction, but with :math:`|g| \le \tau` every worker residual stays in
+    :math:`(-\tau, \tau)` and there is no server residual, so the error is below
+    :math:`\tau` entrywise. Without error feedback (the residuals dropped) the
+    errors add up step after step instead.
 
     Bytes per device and step, for :math:`P` entries: all_to_all and all_gather
-    of :math:`P/4` (2bit), :math:`P/8` (1bit), :math:`P` (int8, plus 4 bytes per
-    scale) or :math:`2P` bytes (fp16), against :math:`4P` for a float32 all-reduce.
+    of :math:`P/8` (1bit), :math:`P` (int8, plus 4 bytes per scale) or :math:`2P`
+    bytes (fp16), for 2bit an all_to_all of :math:`P/4` and an all_gather of
+    :math:`P`, against :math:`4P` for a float32 all-reduce (twice that on the wire:
+    a reduce-scatter and an all-gather).
+
+    MXNet's threshold applies to its gradients, sums over each device's batch
+    (``loss.backward()`` of the per-sample losses; ``Trainer.step(batch_size)``
+    rescales after the exchange). gradtx differentiates a mean loss, so MXNet's
+    ``threshold`` :math:`\tau` on :math:`b` samples per device is :math:`\tau / b`
+    here, and gives MXNet's numbers.
 
     Args:
       scheme: ``"bf16"``, ``"fp16"``, ``"int8"``, ``"2bit"`` or ``"1bit"``.
@@ -399,6 +440,8 @@ def compressed_mean(
     if not isinstance(error_feedback, bool | np.bool_):
         raise ValueError(f"{_WHO}: error_feedback must be True or False, got {error_feedback!r}")
     keeps_residuals = scheme != "bf16" and bool(error_feedback)
+    # 2bit's servers add the codes up exactly (MXNet's aggregation): nothing left to keep.
+    server_feedback = keeps_residuals and scheme != "2bit"
 
     def plans_for(leaves: list[Any], devices: int) -> dict[int, _Plan]:
         return {
@@ -422,7 +465,8 @@ def compressed_mean(
             jnp.zeros((1, plans[i].chunk), jnp.float32) if i in plans else placeholder
             for i in range(len(leaves))
         ]
-        state = CompressedMeanState(treedef.unflatten(worker), treedef.unflatten(server))
+        servers = treedef.unflatten(server) if server_feedback else ()
+        state = CompressedMeanState(treedef.unflatten(worker), servers)
         if types_varying():  # each device's residuals are its own: typed so, like the updates
             state = jax.lax.pcast(state, axis_name, to="varying")
         return state
@@ -459,12 +503,13 @@ def compressed_mean(
             means = [bf16_mean(g, devices) if _is_float(g) else g for g in leaves]
             return treedef.unflatten(means), state
         plans = plans_for(leaves, devices)
+        workers: list[Any] = [None] * len(leaves)
+        servers: list[Any] = [None] * len(leaves)
         if keeps_residuals:
-            _check_state(updates, state, plans)
-            workers: list[Any] = jax.tree.leaves(state.worker_residual)
-            servers: list[Any] = jax.tree.leaves(state.server_residual)
-        else:
-            workers = servers = [None] * len(leaves)
+            _check_state(updates, state, plans, server_feedback)
+            workers = jax.tree.leaves(state.worker_residual)
+        if server_feedback:
+            servers = jax.tree.leaves(state.server_residual)
         me = jax.lax.axis_index(axis_name)
 
         # Worker side: compress (gradient + residual), chunk j of every leaf to device j.
@@ -513,6 +558,9 @@ def compressed_mean(
         for i, plan in plans.items():
             cols = received[:, offset : offset + plan.row_bytes]
             offset += plan.row_bytes
+            if scheme == "2bit":
+                gathered_rows.append(_votes(cols[:, : plan.payload_per_row], devices))
+                continue
             scales = sent_scales(i, plan, cols)
             valid = me * plan.chunk + jnp.arange(plan.chunk) < plan.size
             chunk = _decode(
@@ -533,18 +581,87 @@ def compressed_mean(
 
         means, offset = list(leaves), 0
         for i, plan in plans.items():
-            cols = gathered[:, offset : offset + plan.row_bytes]
-            offset += plan.row_bytes
-            scales = sent_scales(i, plan, cols)
-            flat = _decode(
-                scheme, cols[:, : plan.payload_per_row], scales, threshold, plan.chunk, block_size
-            )
+            cols = gathered[:, offset : offset + plan.gathered_row_bytes]
+            offset += plan.gathered_row_bytes
+            if scheme == "2bit":
+                votes = jax.lax.bitcast_convert_type(
+                    cols.reshape(devices, plan.chunk, -1), _vote_dtype(devices)
+                ).reshape(devices, plan.chunk)
+                flat = votes.astype(jnp.float32) * jnp.float32(threshold) / devices
+            else:
+                scales = sent_scales(i, plan, cols)
+                flat = _decode(
+                    scheme,
+                    cols[:, : plan.payload_per_row],
+                    scales,
+                    threshold,
+                    plan.chunk,
+                    block_size,
+                )
             g = leaves[i]
             means[i] = _from_real(flat.reshape(-1)[: plan.size], jnp.shape(g), g.dtype)
         if keeps_residuals:
             state = CompressedMeanState(
-                treedef.unflatten(new_workers), treedef.unflatten(new_servers)
+                treedef.unflatten(new_workers),
+                treedef.unflatten(new_servers) if server_feedback else (),
             )
         return treedef.unflatten(means), state
 
     return GradientTransformation(init, update)
+
+
+_OPTIONS = ("threshold", "block_size", "error_feedback")
+
+
+def compression_from(who: str, compression: Any, axis_name: Any) -> GradientTransformation:
+    """The :func:`compressed_mean` that a ``compression=`` argument asks for, over ``axis_name``.
+
+    ``compression`` is a scheme name (``"2bit"``) or MXNet's ``compression_params``
+    dict, ``{"type": "2bit", "threshold": 0.5}``, whose other keys are
+    :func:`compressed_mean`'s keyword arguments.
+    """
+    if isinstance(compression, str):
+        scheme, options = compression, {}
+    elif isinstance(compression, Mapping):
+        options = dict(compression)
+        if "type" not in options:
+            raise ValueError(
+                f"{who}: compression as a dict needs its scheme under 'type', as MXNet's "
+                f"compression_params, e.g. {{'type': '2bit', 'threshold': 0.5}}; got "
+                f"{compression!r}"
+            )
+        scheme = options.pop("type")
+        unknown = sorted(set(options) - set(_OPTIONS), key=str)
+        if unknown:
+            raise ValueError(
+                f"{who}: compression has unknown keys {unknown}; it takes 'type' and "
+                f"{', '.join(map(repr, _OPTIONS))}"
+            )
+    else:
+        raise ValueError(
+            f"{who}: compression must be a scheme name ({', '.join(map(repr, SCHEMES))}) or a "
+            f"dict like {{'type': '2bit', 'threshold': 0.5}}, got {compression!r}"
+        )
+    if scheme not in SCHEMES:
+        raise ValueError(
+            f"{who}: compression's scheme must be one of {', '.join(map(repr, SCHEMES))}, "
+            f"got {scheme!r}"
+        )
+    return compressed_mean(scheme, axis_name, **options)
+
+
+def varying_over(axis_name: Any, tree: Any) -> Any:
+    """``tree`` typed as varying over ``axis_name`` (where shard_map tracks varying types).
+
+    Differentiating at these params leaves each device its own gradient, which
+    :func:`compressed_mean` needs, instead of autodiff's sum over the axis.
+    """
+    if axis_name not in varying_axes(jax.lax.axis_index(axis_name)):
+        return tree  # pmap, or check_vma=False: every value is per device already
+
+    def cast(x: Any) -> Any:
+        if not isinstance(x, jax.Array | np.ndarray) or axis_name in varying_axes(x):
+            return x
+        return jax.lax.pcast(x, axis_name, to="varying")
+
+    return jax.tree.map(cast, tree)

@@ -73,10 +73,12 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _worker(process_id: int, num_processes: int, port: int, out: Path) -> subprocess.Popen:
+def _worker(
+    process_id: int, num_processes: int, port: int, out: Path, *more: str
+) -> subprocess.Popen:
     args = [sys.executable, str(HERE / "worker.py"), str(process_id), str(num_processes)]
     return subprocess.Popen(
-        [*args, str(port), str(out)],
+        [*args, str(port), str(out), *more],
         env=_env(),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -114,3 +116,21 @@ def test_two_processes_train_like_one(tmp_path):
         for key in a.files:
             # Not bitwise: gloo sums across processes in another order than XLA within one.
             np.testing.assert_allclose(a[key], b[key], rtol=1e-6, atol=1e-7, err_msg=key)
+
+
+def test_two_processes_with_int8_compression_train_like_one(tmp_path):
+    """The compressed exchange over gloo (all_to_all and all_gather of uint8 across the
+    processes) gives one process's numbers: its float32 sums may add up in another
+    order, and a scale that moves by an ulp can move an int8 code by one step."""
+    port = _free_port()
+    two, one = tmp_path / "two.npz", tmp_path / "one.npz"
+    outputs = _finish([_worker(i, 2, port, two, "int8") for i in range(2)], timeout=240)
+    assert "process 0/2: 8 devices, 4 local" in outputs[0]
+    _finish([_worker(0, 1, port, one, "int8")], timeout=240)
+    with np.load(two) as a, np.load(one) as b:
+        assert sorted(a.files) == sorted(b.files)
+        residuals = [k for k in a.files if "worker_residual" in k]
+        assert residuals and a[residuals[0]].shape[0] == 8  # one row per device
+        for key in a.files:
+            scale = max(np.abs(b[key]).max(), 1e-30)
+            np.testing.assert_allclose(a[key], b[key], rtol=1e-5, atol=1e-5 * scale, err_msg=key)

@@ -109,12 +109,12 @@ def test_sweep_example_chooses_on_validation_and_reports_test(tmp_path, capsys):
     assert (tmp_path / "sweep.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def _run_example(*args: str) -> str:
+def _run_example(*args: str, script: str = "data_parallel.py") -> str:
     import subprocess
 
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
     result = subprocess.run(
-        [sys.executable, str(EXAMPLES / "data_parallel.py"), *args],
+        [sys.executable, str(EXAMPLES / script), *args],
         env=env,
         capture_output=True,
         text=True,
@@ -134,6 +134,21 @@ def test_data_parallel_example_one_and_two_processes():
     assert "[Gloo]" not in two  # gloo's connection log is not the example's output
     losses = lambda text: [line for line in text.splitlines() if line.startswith("step")]  # noqa: E731
     assert losses(one) == losses(two)  # the same run, printed to 4 decimals
+
+
+def test_compressed_training_keeps_2bit_and_1bit_within_a_point(tmp_path):
+    out = _run_example("--out", str(tmp_path / "c.png"), script="compressed_training.py")
+    accuracy = {
+        line.split()[0]: float(line.split("test accuracy ")[1].split("%")[0])
+        for line in out.splitlines()
+        if "test accuracy" in line
+    }
+    assert set(accuracy) == {"float32", "bf16", "int8", "2bit,", "1bit"}, out
+    assert accuracy["float32"] > 94, out
+    for scheme in ("2bit,", "1bit"):
+        assert abs(accuracy[scheme] - accuracy["float32"]) <= 1.0, out
+    assert abs(accuracy["int8"] - accuracy["float32"]) <= 0.3, out
+    assert (tmp_path / "c.png").stat().st_size > 10_000
 
 
 def test_custom_transform_example_reports_the_impure_one(capsys):
@@ -222,6 +237,7 @@ def test_modern_learners_example_trains_every_contrib_learner(tmp_path):
 
 PICTURE_EXAMPLES = [
     "schedules_gallery", "lr_finder", "trainer", "sweep", "learner_gallery", "modern_learners",
+    "compressed_training",
 ]  # fmt: skip
 
 

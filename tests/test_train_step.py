@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -163,3 +164,40 @@ def test_the_norm_metrics_are_optaxs_tree_norm_one_cheap_reduction():
         np.testing.assert_allclose(metrics["grad_norm"], optax.tree.norm(grads), rtol=1e-6)
     assert np.isinf(metrics["grad_norm"])  # optax's too; clip_by_global_norm's stays finite
     assert np.isfinite(gradtx.tree.global_norm(grads))
+
+
+def _mse(p, batch):
+    return jnp.mean((batch @ p["w"]) ** 2)
+
+
+@pytest.mark.parametrize(
+    ("compression", "match"),
+    [
+        ("zip", r"make_train_step: compression's scheme must be one of 'bf16'.*got 'zip'"),
+        ({"threshold": 0.5}, r"compression as a dict needs its scheme under 'type'"),
+        ({"type": "2bit", "treshold": 0.5}, r"compression has unknown keys \['treshold'\]"),
+        ({"type": "2bit", "threshold": 0.0}, r"threshold"),
+        ({"type": "2bit", "threshold": -1.0}, r"threshold"),
+        ({"type": "int8", "threshold": 0.5}, r"threshold applies to scheme '2bit' only"),
+        (3, r"compression must be a scheme name"),
+    ],
+)
+def test_bad_compression_is_refused_naming_it(compression, match):
+    mesh = jax.make_mesh((1,), ("data",))
+    with pytest.raises(ValueError, match=match):
+        gradtx.make_train_step(_mse, gradtx.sgd(0.1), mesh=mesh, compression=compression)
+
+
+def test_compression_without_a_data_axis_is_refused():
+    with pytest.raises(ValueError, match=r"compression exchanges the gradients over a data axis"):
+        gradtx.make_train_step(_mse, gradtx.sgd(0.1), compression="int8")
+    with pytest.raises(ValueError, match=r"compression exchanges the gradients over a data axis"):
+        gradtx.Trainer(_mse, gradtx.sgd(0.1), {"w": jnp.ones((2, 2))}, compression="1bit")
+    with pytest.raises(ValueError, match=r"axis_name must name the one data axis"):
+        gradtx.make_train_step(_mse, gradtx.sgd(0.1), axis_name=("a", "b"), compression="1bit")
+
+
+def test_step_init_is_the_optimizers_init_on_one_device():
+    step = gradtx.make_train_step(_mse, gradtx.adam(1e-2))
+    params = {"w": jnp.ones((2, 2))}
+    chex.assert_trees_all_equal(step.init(params), gradtx.adam(1e-2).init(params))

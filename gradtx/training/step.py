@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, cast
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
+from jax.sharding import PartitionSpec as P
 
+from gradtx.compression import CompressedMeanState, compression_from, varying_over
 from gradtx.core import GradientTransformation, apply_updates, extras_filter
 from gradtx.fused import after, runs_kernel, update_and_apply
 from gradtx.hyperparams import get_hyperparams
@@ -231,6 +233,7 @@ def make_train_step(
     data_axis: str = "data",
     axis_name: Any = None,
     fused: bool | None = None,
+    compression: str | Mapping[str, Any] | None = None,
 ) -> TrainStep:
     """A jitted ``step(params, opt_state, batch) -> (params, opt_state, metrics)``.
 
@@ -293,6 +296,19 @@ def make_train_step(
       before the update, so every copy takes the same step and the norms are
       global; ``n`` is the local batch size.
 
+    ``compression`` (with either) exchanges the gradients compressed, by
+    :func:`gradtx.compressed_mean` over the data axis (``data_axis``, or
+    ``axis_name``), in place of the float32 mean: a scheme name (``"bf16"``,
+    ``"fp16"``, ``"int8"``, ``"2bit"``, ``"1bit"``) or MXNet's
+    ``compression_params`` dict, ``{"type": "2bit", "threshold": 0.5}``, whose
+    other keys are ``compressed_mean``'s (``threshold``, ``block_size``,
+    ``error_feedback``). Each device differentiates its own slice of the batch;
+    the optimizer gets the compressed mean. The state is then ``(residuals,
+    optimizer state)``, what ``chain(compressed_mean(...), optimizer)`` keeps,
+    the error-feedback residuals one row per device (``PartitionSpec(data_axis)``):
+    make it with ``step.init(params)``. On a mesh the loss and ``aux`` are the
+    means over the devices of their slices' (integers as float means).
+
     Args:
       loss_fn: ``loss_fn(params, batch) -> loss`` (a scalar), or
         ``-> (loss, aux)`` with ``has_aux=True``.
@@ -306,9 +322,15 @@ def make_train_step(
       fused: None (the default) fuses where it can on one device; True asks for
         :func:`gradtx.fused_update` and rejects ``mesh`` and ``axis_name``;
         False never fuses.
+      compression: None (float32 gradients), or the scheme (above).
+
+    ``step.init(params)`` makes the state the step takes: ``optimizer.init`` of
+    the params' arrays, made on the mesh (each moment sharded like its param),
+    with the residuals when compressing.
 
     Raises:
-      ValueError: ``data_axis`` not in the mesh, or (at call time) a batch that
+      ValueError: ``data_axis`` not in the mesh, ``compression`` unknown, with
+        bad options or without ``mesh``/``axis_name``, or (at call time) a batch that
         does not split evenly over it, or whose leaves disagree on ``n``.
       TypeError: (at call time) params with no array leaf to train.
     """
@@ -333,20 +355,58 @@ def make_train_step(
             f"{who}: fused=True runs a one-device CPU kernel; drop it to train with "
             f"{'mesh' if mesh is not None else 'axis_name'}"
         )
+    compress = None
+    if compression is not None:
+        if mesh is None and axis_name is None:
+            raise ValueError(
+                f"{who}: compression exchanges the gradients over a data axis, and there is "
+                f"none: pass mesh= (data parallel over data_axis={data_axis!r}) or axis_name= "
+                f"(a step inside shard_map or pmap)"
+            )
+        compress = compression_from(who, compression, axis_name if mesh is None else data_axis)
     fusing = fused is True or (fused is None and mesh is None and axis_name is None)
     keep = extras_filter(optimizer.update)
+
+    def exchanged(loss_of: Callable, params: Any, residuals: Any, batch: Any) -> tuple:
+        """Loss, aux, the compressed mean gradient and the new residuals, on the mesh."""
+        exchange = cast(GradientTransformation, compress)
+
+        def local(params, residuals, batch):
+            own = varying_over(data_axis, params)  # this device's gradient, not autodiff's sum
+            out, grads = jax.value_and_grad(loss_of, has_aux=has_aux)(own, batch)
+            loss, aux = out if has_aux else (out, None)
+            grads, residuals = exchange.update(grads, residuals)
+            return _pmean(loss, data_axis), _pmean(aux, data_axis), grads, residuals
+
+        split_batch = jax.tree.map(lambda x: P(data_axis) if jnp.ndim(x) else P(), batch)
+        return jax.shard_map(
+            local,
+            mesh=mesh,
+            in_specs=(P(), P(data_axis), split_batch),
+            out_specs=(P(), P(), P(), P(data_axis)),
+            axis_names=frozenset({data_axis}),
+        )(params, residuals, batch)
 
     def step(static, params, opt_state, batch):
         # With a static part, params are the arrays alone: the loss sees the whole model.
         loss_of = loss_fn if static is None else lambda a, b: loss_fn(static.combine(a), b)
         size = leading_size(batch, who)
+        if compress is not None:
+            residuals, opt_state = _with_residuals(who, opt_state)
         in_place = fusing and runs_kernel(optimizer, opt_state, params)
         settled = _settled(loss_of, has_aux) if in_place else loss_of
-        grad_fn = jax.value_and_grad(settled, has_aux=has_aux)
-        out, grads = grad_fn(params, batch)
-        loss, aux = out if has_aux else (out, None)
-        if axis_name is not None:
+        if compress is not None and mesh is not None:
+            loss, aux, grads, residuals = exchanged(loss_of, params, residuals, batch)
+            out = loss
+        else:
+            own = params if compress is None else varying_over(axis_name, params)
+            out, grads = jax.value_and_grad(settled, has_aux=has_aux)(own, batch)
+            loss, aux = out if has_aux else (out, None)
+        if axis_name is not None and compress is None:
             loss, grads = _mean_over(axis_name, loss, grads)
+        elif axis_name is not None:
+            loss = jax.lax.pmean(loss, axis_name)
+            grads, residuals = cast(GradientTransformation, compress).update(grads, residuals)
         extras = keep(
             step_extras(loss, size, grads, objective_on(loss_of, batch, has_aux, axis_name))
         )
@@ -362,7 +422,15 @@ def make_train_step(
         metrics.update(get_hyperparams(opt_state))
         if has_aux:
             metrics["aux"] = aux
+        if compress is not None:
+            opt_state = residuals, opt_state
         return params, opt_state, metrics
+
+    def init_here(params):
+        arrays = split_checked(who, params)[0]
+        if compress is None:
+            return optimizer.init(arrays)
+        return compress.init(arrays), optimizer.init(arrays)
 
     donated = (0, 1) if donate else ()
     if mesh is None:
@@ -388,7 +456,7 @@ def make_train_step(
             arrays, opt_state, metrics = with_static(static, arrays, opt_state, batch)
             return combine(arrays, static), opt_state, metrics
 
-        return _TrainStep(train_step, plain)
+        return _TrainStep(train_step, init_here, plain)
 
     sharding.check_axis(who, mesh, data_axis, "data_axis")
     compiled: dict[Any, Callable] = {}
@@ -415,19 +483,72 @@ def make_train_step(
         params, opt_state, metrics = out
         return combine(params, static), opt_state, metrics
 
-    return sharded_step
+    def init_on_mesh(params):
+        arrays = split_checked(who, params)[0]
+        arrays = sharding.place(arrays, sharding.shardings_of(arrays, mesh))
+        with jax.set_mesh(mesh):
+            inner = jax.jit(optimizer.init)(arrays)
+            if compress is None:
+                return inner
+            per_device = jax.shard_map(
+                compress.init,
+                mesh=mesh,
+                in_specs=P(),
+                out_specs=P(data_axis),
+                axis_names=frozenset({data_axis}),
+            )
+            return jax.jit(per_device)(arrays), inner
+
+    return _TrainStep(sharded_step, init_on_mesh)
 
 
 class _TrainStep:
-    """The one-device step: a function, with the jitted step of array trees' ``lower``, etc."""
+    """The step: a function with ``init``, and (on one device) the jitted step's ``lower``, etc."""
 
-    __slots__ = ("_call", "_plain", "__weakref__")  # pmap holds the step by weak reference
+    __slots__ = ("_call", "_init", "_plain", "__weakref__")  # pmap holds it by weak reference
 
-    def __init__(self, call: TrainStep, plain: Any):
-        self._call, self._plain = call, plain
+    def __init__(self, call: TrainStep, init: Callable[[Any], Any], plain: Any = None):
+        self._call, self._init, self._plain = call, init, plain
 
     def __call__(self, params: Any, opt_state: Any, batch: Any) -> tuple[Any, Any, dict]:
         return self._call(params, opt_state, batch)
 
+    def init(self, params: Any) -> Any:
+        """The state this step takes for ``params``: ``optimizer.init`` of their arrays.
+
+        On a mesh it is made there, each moment sharded like its param. With
+        ``compression`` it is ``(residuals, optimizer's state)``, the state of
+        ``chain(compressed_mean(...), optimizer)``, the residuals one row per device
+        of the data axis (inside ``shard_map``/``pmap``, call it there).
+        """
+        return self._init(params)
+
     def __getattr__(self, name: str) -> Any:
+        if self._plain is None:
+            raise AttributeError(f"a step on a mesh has no attribute {name!r}")
         return getattr(self._plain, name)
+
+
+def _pmean(tree: Any, axis_name: Any) -> Any:
+    """The mean over the axis of every leaf (integers and booleans as float32 means)."""
+
+    def mean(x: Any) -> Any:
+        if not jnp.issubdtype(jnp.result_type(x), jnp.inexact):
+            x = jnp.asarray(x, jnp.float32)
+        return jax.lax.pmean(x, axis_name)
+
+    return jax.tree.map(mean, tree)
+
+
+def _with_residuals(who: str, opt_state: Any) -> tuple[Any, Any]:
+    if (
+        isinstance(opt_state, tuple)
+        and len(opt_state) == 2
+        and isinstance(opt_state[0], CompressedMeanState)
+    ):
+        return opt_state
+    raise ValueError(
+        f"{who}: with compression, opt_state holds the error-feedback residuals beside the "
+        f"optimizer's state (the state of chain(compressed_mean(...), optimizer)); make it "
+        f"with step.init(params), not optimizer.init(params)"
+    )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable, Iterable, Iterator, Sized
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sized
 from typing import Any, cast
 
 import jax
@@ -76,6 +76,12 @@ class Trainer:
         on CPU for learners with a kernel, the same numbers and history), False
         never does. Without kernels (no compiler, nothing cached) it trains
         through the plain path, with one :class:`gradtx.FusedFallbackWarning`.
+      compression: with a mesh, exchange the gradients compressed, as in
+        :func:`make_train_step`: ``"bf16"``, ``"fp16"``, ``"int8"``, ``"2bit"``,
+        ``"1bit"``, or MXNet's ``compression_params`` dict such as
+        ``{"type": "2bit", "threshold": 0.5}``. :attr:`opt_state` is then
+        ``(residuals, optimizer state)``; :meth:`save` and :meth:`load` keep the
+        error-feedback residuals, and :attr:`hyperparams` reads the optimizer's.
     """
 
     def __init__(
@@ -90,9 +96,16 @@ class Trainer:
         param_specs: Any = None,
         data_axis: str = "data",
         fused: bool | None = None,
+        compression: str | Mapping[str, Any] | None = None,
     ):
         self._train_step = make_train_step(
-            loss_fn, optimizer, has_aux=has_aux, mesh=mesh, data_axis=data_axis, fused=fused
+            loss_fn,
+            optimizer,
+            has_aux=has_aux,
+            mesh=mesh,
+            data_axis=data_axis,
+            fused=fused,
+            compression=compression,
         )
         self.optimizer = optimizer
         self.mesh = mesh
@@ -106,8 +119,7 @@ class Trainer:
             placement = sharding.param_shardings("Trainer", mesh, arrays, param_specs)
             placed = sharding.place(arrays, placement)
             arrays = jax.tree.map(lambda x: x.copy(), placed)  # never donate the caller's
-            with jax.set_mesh(mesh):
-                self.opt_state = jax.jit(optimizer.init)(arrays)
+            self.opt_state = self._train_step.init(arrays)
         self.params = combine(arrays, static)
         self.progress = progress
         self._eval_params: Callable[[Any, Any], Any] | None = None

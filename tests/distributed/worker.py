@@ -1,10 +1,11 @@
-"""One process of a data-parallel run: ``python worker.py PROCESS_ID NUM_PROCESSES PORT OUT``.
+"""One process of a data-parallel run: ``python worker.py ID PROCESSES PORT OUT [SCHEME]``.
 
 With NUM_PROCESSES > 1 it joins a ``jax.distributed`` job on 127.0.0.1:PORT
 (CPU collectives over gloo) with 4 local devices; with 1 it runs alone on 8.
 Either way the mesh has 8 devices on a ``data`` axis, each process feeds its
 own slice of every batch, and the Trainer saves the final params and state to
-OUT (process 0 writes).
+OUT (process 0 writes). With SCHEME the gradients are exchanged compressed
+(``Trainer(compression=SCHEME)``).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import os
 import sys
 
 process_id, num_processes, port, out = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
+compression = sys.argv[5] if len(sys.argv) > 5 else None
 os.environ["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={8 // num_processes}"
 
 import jax  # noqa: E402
@@ -38,6 +40,7 @@ trainer = gradtx.Trainer(
     init_params(),
     progress=False,
     mesh=mesh,
+    compression=compression,
 )
 per_process = 32 // num_processes
 mine = slice(process_id * per_process, (process_id + 1) * per_process)
