@@ -203,6 +203,7 @@ def test_torch_lab_trains_every_configuration_as_torch_does():
     assert example.relative_difference(ours, theirs) > 1e-2
 
 
+@pytest.mark.slow  # about 50 s / 15 s of CPU: with GRADTX_SLOW=1
 def test_modern_learners_example_trains_every_contrib_learner(tmp_path):
     out = tmp_path / "modern_learners.png"
     figures = _load("modern_learners").main(out, epochs=10)

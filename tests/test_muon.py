@@ -413,6 +413,7 @@ def _train_digits(make_opt, lrs):
     return np.asarray(losses), np.asarray(accuracies)
 
 
+@pytest.mark.slow  # about 50 s / 15 s of CPU: with GRADTX_SLOW=1
 def test_muon_on_conv_kernels_trains_digits_better_than_adamw():
     """150 steps of 64 images, three learning rates each: AdamW's, then Muon's with its
     AdamW branch (the biases) at AdamW's best rate. Measured (training loss, test
