@@ -1,4 +1,4 @@
-"""Bytes on the wire for gradtx.compression.compressed_mean, read off the HLO (no timing).
+"""Bytes on the wire for gradtx.compressed_mean and powersgd_mean, read off the HLO (no timing).
 
 For each scheme, the data-parallel exchange of one gradient tree inside
 ``shard_map`` over 8 host devices is lowered, its collectives read from the HLO
@@ -101,7 +101,7 @@ def describe(found: list[Collective]) -> str:
 def exchange_hlo(tx_or_none, grads, mesh, axis: str = "data", compiled: bool = False) -> str:
     """The HLO of one exchange of ``grads`` (one copy per device of ``mesh``'s ``axis``).
 
-    ``tx_or_none`` is a ``compressed_mean`` transform, or None for a float32
+    ``tx_or_none`` is a ``compressed_mean`` or ``powersgd_mean`` transform, or None for a float32
     ``pmean``. The state is initialised inside the same ``shard_map``.
     """
     import jax
@@ -127,6 +127,8 @@ SCHEMES = {
     "int8, blocks of 256": ("int8", {"block_size": 256}),
     "2bit": ("2bit", {}),
     "1bit": ("1bit", {}),
+    "powersgd, rank 1": ("powersgd", {"rank": 1, "start_step": 0}),
+    "powersgd, rank 4": ("powersgd", {"rank": 4, "start_step": 0}),
 }
 
 
@@ -148,7 +150,7 @@ def main() -> None:
     import jax
     from jax.sharding import AxisType
 
-    from gradtx.compression import compressed_mean
+    from gradtx.compression import compression_from
 
     mesh = jax.make_mesh((8,), ("data",), axis_types=(AxisType.Auto,))
     print(f"jax {jax.__version__}, {jax.device_count()} devices, one data axis of 8")
@@ -158,7 +160,7 @@ def main() -> None:
         print(f"{'scheme':<22}{'collective ops':<66}{'bytes per step':>15}{'ratio to f32':>14}")
         baseline = None
         for name, spec in SCHEMES.items():
-            tx = None if spec is None else compressed_mean(spec[0], "data", **spec[1])
+            tx = spec and compression_from("bench", {"type": spec[0], **spec[1]}, "data")
             found = collectives(exchange_hlo(tx, grads, mesh))
             sent = wire_bytes(found)
             baseline = baseline or sent

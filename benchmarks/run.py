@@ -12,8 +12,12 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import os
+import subprocess
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import jax
@@ -411,6 +415,14 @@ def main() -> None:
     bench_user_step.table(args.quick, rounds, steps)
     print("\nWhat a jitted step pays per buffer in and out, computing nothing:")
     bench_buffers.table(args.quick, rounds, steps)
+    print("\nCompressed gradient exchange (compression=), bytes per step from the HLO:")
+    sys.stdout.flush()
+    # It needs 8 host devices, which are fixed when JAX starts: its own process.
+    subprocess.run(
+        [sys.executable, str(Path(__file__).with_name("bench_compression.py"))],
+        env={**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8"},
+        check=True,
+    )
 
 
 if __name__ == "__main__":

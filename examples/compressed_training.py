@@ -12,8 +12,10 @@ starts from the same initialisation and sees the same minibatches. 2bit uses
 MXNet's threshold scheme at MXNet's default ``threshold`` of 0.5 for a gradient
 summed over each device's 8 samples, which is 0.5 / 8 = 0.0625 for the gradient
 of the mean loss that gradtx differentiates (``--threshold``); 1bit is 1-bit
-SGD's sign with a per-tensor scale. Both keep error-feedback residuals in the
-optimizer state, so what one step's compression leaves out is sent later.
+SGD's sign with a per-tensor scale. PowerSGD (torch's DDP hook) sends each
+weight matrix as two rank-2 factors after one epoch of plain means. All three
+keep error-feedback residuals in the optimizer state, so what one step's
+compression leaves out is sent later.
 
 The script prints each run's final training loss and test accuracy (450 held-out
 images), and draws the training loss of every run per step (a 21-step moving
@@ -54,6 +56,8 @@ def schemes(threshold: float) -> dict[str, object]:
         "int8": "int8",
         f"2bit, threshold {threshold:g}": {"type": "2bit", "threshold": threshold},
         "1bit": "1bit",
+        # torch's advice: plain means for about the first 10% of the run (one epoch here)
+        "PowerSGD, rank 2": {"type": "powersgd", "rank": 2, "start_step": 21},
     }
 
 

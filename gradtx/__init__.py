@@ -77,6 +77,7 @@ from gradtx.multi_steps import (
 )
 from gradtx.optax_state import from_optax_state, to_optax_state
 from gradtx.packing import GroupedState, Packed, PackedState, grouped, pack, packed
+from gradtx.powersgd import PowerSGDState, powersgd_mean
 from gradtx.schedules.optax_schedules import (
     constant_schedule,
     cosine_decay_schedule,
@@ -135,6 +136,7 @@ __version__ = "0.1.0"
 __all__ = [
     "AccumulateState",
     "CompressedMeanState",
+    "PowerSGDState",
     "ApplyEvery",
     "ConditionallyMaskState",
     "ConditionallyTransformState",
@@ -239,6 +241,7 @@ __all__ = [
     "set_hyperparams",
     "state_dict",
     "compressed_mean",
+    "powersgd_mean",
     "from_optax_state",
     "to_optax_state",
     "stateless",

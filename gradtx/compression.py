@@ -21,9 +21,11 @@ import numpy as np
 
 from gradtx import checks
 from gradtx.core import GradientTransformation
+from gradtx.powersgd import powersgd_mean
 from gradtx.tree import varying_axes
 
 SCHEMES = ("bf16", "fp16", "int8", "2bit", "1bit")
+EXCHANGES = (*SCHEMES, "powersgd")  # what compression= takes: powersgd is gradtx.powersgd_mean
 _WHO = "compressed_mean"
 _FLOAT16_MAX = float(np.finfo(np.float16).max)  # 65504
 _INT8_LEVELS = 127.0  # symmetric: -127..127, so that -x encodes as the negation of x
@@ -611,14 +613,24 @@ def compressed_mean(
 
 
 _OPTIONS = ("threshold", "block_size", "error_feedback")
+_POWERSGD_OPTIONS = (
+    "rank",
+    "start_step",
+    "min_compression_rate",
+    "error_feedback",
+    "warm_start",
+    "orthogonalization_epsilon",
+    "seed",
+)
 
 
 def compression_from(who: str, compression: Any, axis_name: Any) -> GradientTransformation:
-    """The :func:`compressed_mean` that a ``compression=`` argument asks for, over ``axis_name``.
+    """The exchange that a ``compression=`` argument asks for, over ``axis_name``.
 
     ``compression`` is a scheme name (``"2bit"``) or MXNet's ``compression_params``
     dict, ``{"type": "2bit", "threshold": 0.5}``, whose other keys are
-    :func:`compressed_mean`'s keyword arguments.
+    :func:`compressed_mean`'s keyword arguments; ``"powersgd"`` is
+    :func:`gradtx.powersgd_mean`, with its keyword arguments as the keys.
     """
     if isinstance(compression, str):
         scheme, options = compression, {}
@@ -631,22 +643,25 @@ def compression_from(who: str, compression: Any, axis_name: Any) -> GradientTran
                 f"{compression!r}"
             )
         scheme = options.pop("type")
-        unknown = sorted(set(options) - set(_OPTIONS), key=str)
+        allowed = _POWERSGD_OPTIONS if scheme == "powersgd" else _OPTIONS
+        unknown = sorted(set(options) - set(allowed), key=str)
         if unknown:
             raise ValueError(
-                f"{who}: compression has unknown keys {unknown}; it takes 'type' and "
-                f"{', '.join(map(repr, _OPTIONS))}"
+                f"{who}: compression has unknown keys {unknown}; with type {scheme!r} it takes "
+                f"'type' and {', '.join(map(repr, allowed))}"
             )
     else:
         raise ValueError(
-            f"{who}: compression must be a scheme name ({', '.join(map(repr, SCHEMES))}) or a "
-            f"dict like {{'type': '2bit', 'threshold': 0.5}}, got {compression!r}"
+            f"{who}: compression must be a scheme name ({', '.join(map(repr, EXCHANGES))}) or "
+            f"a dict like {{'type': '2bit', 'threshold': 0.5}}, got {compression!r}"
         )
-    if scheme not in SCHEMES:
+    if scheme not in EXCHANGES:
         raise ValueError(
-            f"{who}: compression's scheme must be one of {', '.join(map(repr, SCHEMES))}, "
+            f"{who}: compression's scheme must be one of {', '.join(map(repr, EXCHANGES))}, "
             f"got {scheme!r}"
         )
+    if scheme == "powersgd":
+        return powersgd_mean(axis_name, **options)
     return compressed_mean(scheme, axis_name, **options)
 
 

@@ -136,16 +136,16 @@ def test_data_parallel_example_one_and_two_processes():
     assert losses(one) == losses(two)  # the same run, printed to 4 decimals
 
 
-def test_compressed_training_keeps_2bit_and_1bit_within_a_point(tmp_path):
+def test_compressed_training_keeps_2bit_1bit_and_powersgd_within_a_point(tmp_path):
     out = _run_example("--out", str(tmp_path / "c.png"), script="compressed_training.py")
     accuracy = {
         line.split()[0]: float(line.split("test accuracy ")[1].split("%")[0])
         for line in out.splitlines()
         if "test accuracy" in line
     }
-    assert set(accuracy) == {"float32", "bf16", "int8", "2bit,", "1bit"}, out
+    assert set(accuracy) == {"float32", "bf16", "int8", "2bit,", "1bit", "PowerSGD,"}, out
     assert accuracy["float32"] > 94, out
-    for scheme in ("2bit,", "1bit"):
+    for scheme in ("2bit,", "1bit", "PowerSGD,"):
         assert abs(accuracy[scheme] - accuracy["float32"]) <= 1.0, out
     assert abs(accuracy["int8"] - accuracy["float32"]) <= 0.3, out
     assert (tmp_path / "c.png").stat().st_size > 10_000

@@ -180,6 +180,13 @@ def _mse(p, batch):
         ({"type": "2bit", "threshold": -1.0}, r"threshold"),
         ({"type": "int8", "threshold": 0.5}, r"threshold applies to scheme '2bit' only"),
         (3, r"compression must be a scheme name"),
+        ({"type": "powersgd", "rank": 0}, r"powersgd_mean: rank must be a positive integer"),
+        ({"type": "powersgd", "rank": 1.5}, r"powersgd_mean: rank must be"),
+        ({"type": "powersgd", "start_step": -1}, r"start_step must be an integer >= 0"),
+        ({"type": "powersgd", "min_compression_rate": 0}, r"min_compression_rate"),
+        ({"type": "powersgd", "orthogonalization_epsilon": -1e-8}, r"orthogonalization_epsilon"),
+        ({"type": "powersgd", "warm_start": "yes"}, r"warm_start must be True or False"),
+        ({"type": "powersgd", "threshold": 0.5}, r"unknown keys \['threshold'\]; with type 'po"),
     ],
 )
 def test_bad_compression_is_refused_naming_it(compression, match):

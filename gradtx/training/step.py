@@ -16,6 +16,7 @@ from gradtx.compression import CompressedMeanState, compression_from, varying_ov
 from gradtx.core import GradientTransformation, apply_updates, extras_filter
 from gradtx.fused import after, runs_kernel, update_and_apply
 from gradtx.hyperparams import get_hyperparams
+from gradtx.powersgd import PowerSGDState
 from gradtx.training import sharding
 from gradtx.tree import metric_norm, varying_axes
 
@@ -302,12 +303,16 @@ def make_train_step(
     ``"fp16"``, ``"int8"``, ``"2bit"``, ``"1bit"``) or MXNet's
     ``compression_params`` dict, ``{"type": "2bit", "threshold": 0.5}``, whose
     other keys are ``compressed_mean``'s (``threshold``, ``block_size``,
-    ``error_feedback``). Each device differentiates its own slice of the batch;
-    the optimizer gets the compressed mean. The state is then ``(residuals,
-    optimizer state)``, what ``chain(compressed_mean(...), optimizer)`` keeps,
-    the error-feedback residuals one row per device (``PartitionSpec(data_axis)``):
-    make it with ``step.init(params)``. On a mesh the loss and ``aux`` are the
-    means over the devices of their slices' (integers as float means).
+    ``error_feedback``); ``"powersgd"`` is torch's low-rank DDP hook,
+    :func:`gradtx.powersgd_mean`, with its arguments as the keys
+    (``{"type": "powersgd", "rank": 2, "start_step": 100}``). Each device
+    differentiates its own slice of the batch; the optimizer gets the compressed
+    mean. The state is then ``(residuals, optimizer state)``, what
+    ``chain(compressed_mean(...), optimizer)`` keeps, the error-feedback residuals
+    (PowerSGD's errors and factors) one row per device
+    (``PartitionSpec(data_axis)``): make it with ``step.init(params)``. On a mesh
+    the loss and ``aux`` are the means over the devices of their slices'
+    (integers as float means).
 
     Args:
       loss_fn: ``loss_fn(params, batch) -> loss`` (a scalar), or
@@ -544,7 +549,7 @@ def _with_residuals(who: str, opt_state: Any) -> tuple[Any, Any]:
     if (
         isinstance(opt_state, tuple)
         and len(opt_state) == 2
-        and isinstance(opt_state[0], CompressedMeanState)
+        and isinstance(opt_state[0], CompressedMeanState | PowerSGDState)
     ):
         return opt_state
     raise ValueError(

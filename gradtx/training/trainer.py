@@ -78,8 +78,9 @@ class Trainer:
         through the plain path, with one :class:`gradtx.FusedFallbackWarning`.
       compression: with a mesh, exchange the gradients compressed, as in
         :func:`make_train_step`: ``"bf16"``, ``"fp16"``, ``"int8"``, ``"2bit"``,
-        ``"1bit"``, or MXNet's ``compression_params`` dict such as
-        ``{"type": "2bit", "threshold": 0.5}``. :attr:`opt_state` is then
+        ``"1bit"``, ``"powersgd"`` (:func:`gradtx.powersgd_mean`), or MXNet's
+        ``compression_params`` dict such as ``{"type": "2bit", "threshold": 0.5}``
+        (``{"type": "powersgd", "rank": 2}``). :attr:`opt_state` is then
         ``(residuals, optimizer state)``; :meth:`save` and :meth:`load` keep the
         error-feedback residuals, and :attr:`hyperparams` reads the optimizer's.
     """

@@ -591,14 +591,21 @@ def test_inside_shard_map_with_axis_name_equals_the_mesh_step():
         np.testing.assert_allclose(p1[key], p2[key], rtol=1e-6, atol=1e-7)
 
 
-def test_trainer_with_compression_saves_and_resumes_its_residuals(tmp_path):
+@pytest.mark.parametrize(
+    "compression, field",
+    [
+        ({"type": "2bit", "threshold": 0.05}, "worker_residual"),
+        ({"type": "powersgd", "rank": 1, "start_step": 1, "min_compression_rate": 1}, "error"),
+    ],
+)
+def test_trainer_with_compression_saves_and_resumes_its_residuals(tmp_path, compression, field):
     params, x, y = _regression()
     mesh = jax.make_mesh((N,), ("data",))
     opt = gradtx.inject_hyperparams(gradtx.sgd)(learning_rate=0.1, momentum=0.9)
 
     def trainer():
         return gradtx.Trainer(_loss, opt, params, mesh=mesh, progress=False,
-                              compression={"type": "2bit", "threshold": 0.05})  # fmt: skip
+                              compression=compression)  # fmt: skip
 
     whole = trainer()
     for k in range(4):
@@ -608,7 +615,7 @@ def test_trainer_with_compression_saves_and_resumes_its_residuals(tmp_path):
         first.step((x[k], y[k]))
     first.save(tmp_path / "ckpt.npz")
     with np.load(tmp_path / "ckpt.npz") as saved:
-        residuals = [k for k in saved.files if "worker_residual" in k]
+        residuals = [k for k in saved.files if field in k]
         assert residuals and np.abs(saved[residuals[0]]).max() > 0
     resumed = trainer()
     resumed.load(tmp_path / "ckpt.npz")
@@ -640,3 +647,147 @@ def test_the_plain_optimizer_state_is_refused_with_compression():
     step = gradtx.make_train_step(_loss, gradtx.adam(1e-2), mesh=mesh, compression="1bit")
     with pytest.raises(ValueError, match=r"step.init\(params\), not optimizer.init"):
         step(params, gradtx.adam(1e-2).init(params), (x[0], y[0]))
+
+
+# ---------------------------------------------------------------------------------------
+# PowerSGD: torch's own powerSGD_hook, run for 8 simulated ranks, is the oracle.
+
+from torch_powersgd import run_hook, starting_qs  # noqa: E402
+
+from gradtx.powersgd import PowerSGDState, powersgd_mean  # noqa: E402
+
+PSGD_SHAPES = {"w": (24, 40), "conv": (6, 3, 3, 3), "b": (40,), "s": (), "small": (3, 4)}
+
+
+def _psgd_grads(steps, seed=11):
+    grads = gradient_stream(PSGD_SHAPES, steps, seed=seed)
+    rng = np.random.default_rng(seed + 1)
+    z = rng.normal(size=(steps, N, 10, 12)) + 1j * rng.normal(size=(steps, N, 10, 12))
+    grads["z"] = z.astype(np.complex64)  # the hook sees its (10, 24) real view
+    return grads
+
+
+def _torch_means(grads, steps, **kwargs):
+    keys = sorted(grads)  # jax.tree.leaves' order of a dict
+    per_step = [[[grads[key][k, i] for key in keys] for i in range(N)] for k in range(steps)]
+    return keys, run_hook(per_step, **kwargs)
+
+
+@pytest.mark.parametrize(
+    "rank, warm, feedback", [(1, True, True), (2, True, True), (4, True, True), (2, True, False)]
+)
+def test_powersgd_equals_torchs_hook_step_for_step(rank, warm, feedback):
+    """Gram-Schmidt (rank 1, 2) and QR (rank 4), plain means for two steps first, small,
+    1-D and scalar leaves sent whole, a conv kernel as (6, 27), a complex matrix."""
+    steps = 6
+    grads = _psgd_grads(steps)
+    keys, want = _torch_means(grads, steps, matrix_approximation_rank=rank,
+                              start_powerSGD_iter=2, warm_start=warm,
+                              use_error_feedback=feedback, random_seed=3)  # fmt: skip
+    qs = starting_qs([grads[key][0, 0] for key in keys], rank, 2, seed=3)
+    # (n + m) r 2 < n m: rank 4 leaves the (6, 27) kernel and (10, 24) complex matrix whole.
+    sent_low_rank = ["w", "conv", "z"] if rank < 4 else ["w"]
+    assert set(qs) == {keys.index(key) for key in sent_low_rank}
+    tx = powersgd_mean("data", rank, start_step=2, warm_start=warm, error_feedback=feedback)
+
+    def run(grads, qs):
+        local = jax.tree.map(lambda g: g[:, 0], grads)
+        state = tx.init(jax.tree.map(lambda g: g[0], local))
+        start = {k: jax.lax.pcast(qs[k][None], "data", to="varying") for k in qs}
+        state = state._replace(q={**state.q, **start})
+
+        def body(state, g):
+            out, state = tx.update(g, state)
+            return state, out
+
+        return jax.lax.scan(body, state, local)[1]
+
+    start = {keys[i]: jnp.asarray(q) for i, q in qs.items()}
+    outs = jax.jit(jax.shard_map(run, mesh=MESH, in_specs=(P(None, "data"), P()), out_specs=P()))(
+        grads, start
+    )
+    for k in range(steps):
+        for key, expected in zip(keys, want[k], strict=True):
+            # float32 rounding, which each power iteration carries on: to 1e-5 of the leaf
+            scale = float(np.abs(expected).max())
+            np.testing.assert_allclose(outs[key][k], expected, rtol=2e-5, atol=1e-5 * scale,
+                                       err_msg=(key, k))  # fmt: skip
+    # After the plain steps the compressed matrices are not their exact means.
+    exact = grads["w"][2:].mean(1)
+    assert np.abs(np.asarray(outs["w"][2:]) - exact).max() > 0.1
+
+
+def test_powersgd_of_full_rank_is_the_exact_mean_with_or_without_warm_start():
+    grads = {"w": gradient_stream({"w": (6, 9)}, 3, seed=5)["w"]}
+    for warm in (True, False):
+        tx = powersgd_mean("data", 6, start_step=0, min_compression_rate=0.1, warm_start=warm)
+        outs, states = mapped_steps(tx)(grads)
+        np.testing.assert_allclose(outs["w"], grads["w"].mean(1), rtol=1e-4, atol=1e-5)
+        assert states.q["w"].shape == (3, N, 9, 6) if warm else states.q == ()
+        # torch's errors: each device's (gradient + error) minus the mean, so here the sum
+        # over steps of its deviations from the mean (they add up to zero over devices).
+        deviations = (grads["w"] - grads["w"].mean(1, keepdims=True)).sum(0)
+        np.testing.assert_allclose(states.error["w"][-1], deviations, rtol=1e-4, atol=1e-4)
+
+
+def test_powersgd_error_feedback_telescopes_and_without_it_drifts():
+    """Sum of the means over 200 steps minus the sum of exact means is minus the mean of
+    the current errors; without feedback the rank-1 exchange loses the same part each step."""
+    steps = 200
+    grads = gradient_stream({"w": (12, 25)}, steps, seed=6, noise=0.05)
+    exact = grads["w"].astype(np.float64).mean(1).sum(0)
+    drift = {}
+    for feedback in (True, False):
+        tx = powersgd_mean("data", 1, start_step=0, error_feedback=feedback)
+        outs, states = mapped_steps(tx)(grads)
+        gap = np.asarray(outs["w"], np.float64).sum(0) - exact
+        drift[feedback] = np.abs(gap).max()
+        if feedback:
+            errors = np.asarray(states.error["w"][-1], np.float64)
+            np.testing.assert_allclose(gap, -errors.mean(0), atol=2e-3)
+    assert drift[True] < 3 * np.abs(grads["w"]).max(), drift  # the residual's size
+    assert drift[False] > 20 * drift[True], drift
+
+
+def test_powersgd_through_make_train_step_matches_the_hook_and_optax():
+    """Oracle: per-device gradients of each 4-sample slice (jax.grad on the host), torch's
+    hook on them (two plain steps, then rank 1), and optax.adam's update of that mean."""
+    rng = np.random.default_rng(2)
+    params = {"w": rng.normal(size=(6, 5)).astype(np.float32), "b": np.zeros(5, np.float32)}
+    x = rng.normal(size=(5, 32, 6)).astype(np.float32)
+    y = rng.normal(size=(5, 32, 5)).astype(np.float32)
+    mesh = jax.make_mesh((N,), ("data",))
+    config = {"type": "powersgd", "rank": 1, "start_step": 2, "seed": 3}
+    step = gradtx.make_train_step(_loss, gradtx.adam(1e-2), mesh=mesh, compression=config)
+    residuals, inner = step.init(params)
+    assert isinstance(residuals, PowerSGDState)
+    assert residuals.error["w"].sharding.spec == P("data", None, None)
+    q = starting_qs([params["b"], params["w"]], 1, 2, seed=3)[1]  # the leaves' sorted order
+    q = jax.device_put(np.broadcast_to(q, (N, *q.shape)), residuals.q["w"].sharding)
+    state = residuals._replace(q={"b": residuals.q["b"], "w": q}), inner
+    got = jax.tree.map(jnp.array, params)
+    want, opt = dict(params), optax.adam(1e-2)
+    opt_state = opt.init(want)
+    per_step = []
+    for k in range(5):
+        got, state, _ = step(got, state, (x[k], y[k]))
+        slices = [(x[k][i * 4 : (i + 1) * 4], y[k][i * 4 : (i + 1) * 4]) for i in range(N)]
+        grads = [jax.grad(_loss)(want, s) for s in slices]
+        per_step.append([[np.asarray(g["b"]), np.asarray(g["w"])] for g in grads])
+        # The hook keeps its state in Python: rerun it over the steps so far, take the last.
+        b, w = run_hook(per_step, start_powerSGD_iter=2, random_seed=3)[-1]
+        updates, opt_state = opt.update({"b": b, "w": w}, opt_state, want)
+        want = optax.apply_updates(want, updates)
+        for key in params:
+            np.testing.assert_allclose(got[key], want[key], rtol=2e-5, atol=2e-6, err_msg=(key, k))
+
+
+def test_powersgd_sends_the_factors_and_the_small_leaves_in_float32():
+    grads = _large_tree()  # w1 (256, 1024), b1 (1024,), w2 (1024, 250), b2 (250,)
+    tx = powersgd_mean("data", 2, start_step=0)
+    found = collectives(exchange_hlo(tx, grads, MESH))
+    assert {(c.op, c.dtypes) for c in found} == {("all-reduce", ("f32",))}, found
+    factors = (256 + 1024) * 2 + (1024 + 250) * 2  # P and Q of each matrix
+    assert sum(c.elements for c in found) == factors + 1024 + 250
+    f32 = collectives(exchange_hlo(None, grads, MESH))
+    assert wire_bytes(found) / wire_bytes(f32) == pytest.approx((factors + 1274) / 519_418)
