@@ -172,7 +172,7 @@ NOT_TRANSFORMS = {
     "value_and_grad_from_state",  # the line searches' value_and_grad
     "schedule_free_eval_params", "eval_params",  # schedule-free's params to evaluate at
     "from_optax_state", "to_optax_state",  # converting optax checkpoints
-    "compressed_mean",  # needs a bound data axis: tests/distributed/compression_cases.py
+    "compressed_mean", "powersgd_mean",  # need a bound data axis: distributed/compression_cases
     "orthogonalize_via_newton_schulz",  # Muon's iteration on one matrix
     "global_norm", "incremental_update", "periodic_update", "safe_norm",  # gradtx.utils
     "safe_root_mean_squares", "scale_gradient", "tree_map_params",
