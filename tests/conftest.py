@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from _pytest.mark.structures import ParameterSet
 from hypothesis import settings
 
 # The default run draws the same examples every time, so a red CI means a change broke
@@ -24,7 +25,8 @@ settings.load_profile(
 # The default run (CI's, the README's command) keeps every feature tested in every form it
 # has; GRADTX_SLOW=1 runs the whole suite, adding the repetitions that cost most of its time:
 # tests marked `slow` (the heavy examples and guide pages, the kernel rebuild, the mesh cases
-# of five sixths of the learners; slow_where marks parameters), the no-jit halves of the
+# of most learners; slow_where marks parameters, and sampled all but every k-th learner of
+# the per-learner checks that each cost a compilation per case), the no-jit halves of the
 # long comparisons in WITHOUT_JIT_IS_SLOW (their jitted halves run by default), and more
 # hypothesis examples (examples()).
 SLOW = bool(os.environ.get("GRADTX_SLOW"))
@@ -43,6 +45,22 @@ def examples(n: int) -> int:
 def slow_where(values, is_slow):
     """``values`` as pytest parameters, those for which ``is_slow`` holds marked ``slow``."""
     return [pytest.param(v, marks=pytest.mark.slow) if is_slow(v) else v for v in values]
+
+
+def sampled(values, keep: int = 2, offset: int = 0):
+    """``values`` as pytest parameters: by default those at ``offset``, ``offset + keep``, ...,
+    the others marked ``slow``. For checks repeated per learner at a compilation per case,
+    whose learners the other tests cover too; tests of one module take turns at ``offset``
+    so that each learner meets some of them by default."""
+    out = []
+    for i, v in enumerate(values):
+        if i % keep == offset % keep:
+            out.append(v)
+        elif isinstance(v, ParameterSet):
+            out.append(pytest.param(*v.values, marks=[*v.marks, pytest.mark.slow], id=v.id))
+        else:
+            out.append(pytest.param(v, marks=pytest.mark.slow))
+    return out
 
 
 def pytest_configure(config):

@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import SLOW
+from conftest import SLOW, sampled
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -262,7 +262,9 @@ COMPLEX_DRAWS = {"adafactor": {"dtype_momentum": None}}
 COMPLEX_LEAF = jnp.asarray([[0.5 - 1.0j, 2.0 + 0.25j], [-1.5j, 0.75]], jnp.complex64)
 
 
-@pytest.mark.parametrize("name", FACTORIES)
+# Half the factories by default (tests/test_complex.py compares every learner that takes a
+# complex leaf with optax's), all of them with GRADTX_SLOW=1.
+@pytest.mark.parametrize("name", sampled(FACTORIES))
 @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(params=pytrees(max_leaves=3), data=st.data())
 def test_transform_passes_the_checks_on_a_tree_with_a_complex_leaf(name, params, data):

@@ -16,7 +16,7 @@ from xml.etree import ElementTree
 
 import numpy as np
 import pytest
-from conftest import slow_where
+from conftest import SLOW, slow_where
 
 HERE = Path(__file__).resolve().parent / "distributed"
 
@@ -29,7 +29,7 @@ def _env(devices: int | None = None) -> dict[str, str]:
     return env
 
 
-MESH_SHARDS = 6  # the per-learner cases, split over this many processes
+MESH_SHARDS = 12  # the per-learner cases, split over this many processes
 
 
 def run_cases(tmp_path, cases: str, *args: str, env: dict | None = None) -> dict:
@@ -46,25 +46,26 @@ def run_cases(tmp_path, cases: str, *args: str, env: dict | None = None) -> dict
     )
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-3000:]
     suite = ElementTree.parse(report).getroot().find("testsuite")
-    assert int(suite.get("skipped")) == 0, suite.attrib
-    return {key: int(suite.get(key)) for key in ("tests", "skipped")}
+    # Only the cases marked slow skip, and only outside the whole suite.
+    assert int(suite.get("skipped")) == 0 or not SLOW, suite.attrib
+    return {"ran": int(suite.get("tests")) - int(suite.get("skipped"))}
 
 
-# The first shard (every case without a learner, a sixth of the learners) by default.
+# The first shard (every case without a learner, a twelfth of the learners) by default.
 @pytest.mark.parametrize("shard", slow_where(range(MESH_SHARDS), lambda shard: shard > 0))
 def test_eight_device_cases(tmp_path, shard):
     # The cases that take no learner run once, in shard 0.
     only = ["-k", "mesh_4x2_equals_single_device or explicit_sharding_raises"] if shard else []
     env = {"GRADTX_MESH_SHARD": f"{shard}/{MESH_SHARDS}"}
-    assert run_cases(tmp_path, "mesh_cases.py", *only, env=env)["tests"] > 10
+    assert run_cases(tmp_path, "mesh_cases.py", *only, env=env)["ran"] > 10
 
 
 def test_orbax_checkpoints_on_eight_devices(tmp_path):
-    assert run_cases(tmp_path, "orbax_cases.py")["tests"] >= 7
+    assert run_cases(tmp_path, "orbax_cases.py")["ran"] >= 7
 
 
 def test_compressed_mean_on_eight_devices(tmp_path):
-    assert run_cases(tmp_path, "compression_cases.py")["tests"] >= 25
+    assert run_cases(tmp_path, "compression_cases.py")["ran"] >= 25
 
 
 def _free_port() -> int:

@@ -57,8 +57,10 @@ for path, line, code in BLOCKS:
 
 
 # The pages whose code takes longest (a learner of each kind trained, optax's calls compared,
-# L-BFGS to convergence): the whole suite's.
-SLOW_PAGES = {"learners.md", "optax.md", "lbfgs.md"}
+# L-BFGS to convergence, the modern learners' comparison, torch's loops beside gradtx's, the
+# fused kernels timed): the whole suite's.
+SLOW_PAGES = {"learners.md", "optax.md", "lbfgs.md", "modern_learners.md", "torch.md",
+              "performance.md"}  # fmt: skip
 
 
 @pytest.mark.parametrize(

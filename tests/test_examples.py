@@ -136,6 +136,7 @@ def test_data_parallel_example_one_and_two_processes():
     assert losses(one) == losses(two)  # the same run, printed to 4 decimals
 
 
+@pytest.mark.slow  # 8 devices on 2 cores, six runs of 10 epochs: with GRADTX_SLOW=1
 def test_compressed_training_keeps_2bit_1bit_and_powersgd_within_a_point(tmp_path):
     out = _run_example("--out", str(tmp_path / "c.png"), script="compressed_training.py")
     accuracy = {

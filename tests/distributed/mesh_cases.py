@@ -511,7 +511,8 @@ def _shard_mapped_muon_step(opt, m, specs, param_specs):
 @pytest.mark.parametrize(
     "layout",
     [
-        ((8,), ("model",), MUON_SPECS),
+        # One model axis: the two-axis layout below covers it; 20 s of the default run.
+        pytest.param(((8,), ("model",), MUON_SPECS), marks=pytest.mark.slow),
         # Both axes of the mesh split one dimension, and a matrix along both of its own.
         (
             (2, 4),
