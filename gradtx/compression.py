@@ -22,7 +22,7 @@ import numpy as np
 from gradtx import checks
 from gradtx.core import GradientTransformation
 from gradtx.powersgd import powersgd_mean
-from gradtx.tree import varying_axes
+from gradtx.tree import bound_axis_size, check_not_yet_reduced, tracks_varying, varying_axes
 
 SCHEMES = ("bf16", "fp16", "int8", "2bit", "1bit")
 EXCHANGES = (*SCHEMES, "powersgd")  # what compression= takes: powersgd is gradtx.powersgd_mean
@@ -239,17 +239,6 @@ def _power_of_two_scale(peak: jax.Array, devices: int) -> jax.Array:
     return jnp.where(usable, jnp.exp2(exponent), 1.0)
 
 
-def _bound_size(axis_name: Any) -> int:
-    try:
-        return jax.lax.axis_size(axis_name)
-    except NameError:
-        raise ValueError(
-            f"{_WHO}: axis_name {axis_name!r} is not bound here: call init and update inside "
-            f"jax.shard_map (with {axis_name!r} a manual axis of its mesh) or "
-            f"jax.pmap(..., axis_name={axis_name!r})"
-        ) from None
-
-
 def _check_state(
     updates: Any, state: CompressedMeanState, plans: dict[int, _Plan], servers: bool
 ) -> None:
@@ -453,7 +442,7 @@ def compressed_mean(
         }
 
     def init(params):
-        devices = _bound_size(axis_name)
+        devices = bound_axis_size(_WHO, axis_name)
         if not keeps_residuals:
             return CompressedMeanState((), ())
         leaves, treedef = jax.tree.flatten(params)
@@ -469,28 +458,9 @@ def compressed_mean(
         ]
         servers = treedef.unflatten(server) if server_feedback else ()
         state = CompressedMeanState(treedef.unflatten(worker), servers)
-        if types_varying():  # each device's residuals are its own: typed so, like the updates
+        if tracks_varying(axis_name):  # each device's residuals are its own, like the updates
             state = jax.lax.pcast(state, axis_name, to="varying")
         return state
-
-    def types_varying() -> bool:
-        """Whether shard_map tracks varying axes here (off: check_vma=False, and pmap)."""
-        return axis_name in varying_axes(jax.lax.axis_index(axis_name))
-
-    def check_varying(updates: Any) -> None:
-        if not types_varying():
-            return  # without varying-axis types autodiff sums nothing: nothing to see
-        for path, g in jax.tree_util.tree_flatten_with_path(updates)[0]:
-            if _is_float(g) and axis_name not in varying_axes(g):
-                raise ValueError(
-                    f"{_WHO}: the gradient at {checks.path_name(path)} does not vary over "
-                    f"axis {axis_name!r}: it is already reduced over the axis (with "
-                    f"check_vma=True, shard_map's autodiff sums the gradients of replicated "
-                    f"params), and compressing it would average a sum. Make the params "
-                    f"varying before taking the gradient (jax.lax.pvary, in this JAX "
-                    f"jax.grad(loss)(jax.lax.pcast(params, {axis_name!r}, to='varying'), "
-                    f"batch)) so that each device keeps its own, or use check_vma=False"
-                )
 
     def bf16_mean(g: jax.Array, devices: int) -> jax.Array:
         total = jax.lax.psum(_as_real(g).astype(jnp.bfloat16), axis_name)
@@ -498,8 +468,8 @@ def compressed_mean(
 
     def update(updates, state, params=None, **extra):
         del params, extra
-        devices = _bound_size(axis_name)
-        check_varying(updates)
+        devices = bound_axis_size(_WHO, axis_name)
+        check_not_yet_reduced(_WHO, axis_name, updates)
         leaves, treedef = jax.tree.flatten(updates)
         if scheme == "bf16":
             means = [bf16_mean(g, devices) if _is_float(g) else g for g in leaves]
@@ -671,7 +641,7 @@ def varying_over(axis_name: Any, tree: Any) -> Any:
     Differentiating at these params leaves each device its own gradient, which
     :func:`compressed_mean` needs, instead of autodiff's sum over the axis.
     """
-    if axis_name not in varying_axes(jax.lax.axis_index(axis_name)):
+    if not tracks_varying(axis_name):
         return tree  # pmap, or check_vma=False: every value is per device already
 
     def cast(x: Any) -> Any:

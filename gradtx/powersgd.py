@@ -17,7 +17,7 @@ import numpy as np
 
 from gradtx import checks
 from gradtx.core import GradientTransformation
-from gradtx.tree import varying_axes
+from gradtx.tree import bound_axis_size, check_not_yet_reduced, tracks_varying, varying_axes
 
 _WHO = "powersgd_mean"
 
@@ -213,12 +213,9 @@ def powersgd_mean(
             for i, x in enumerate(leaves)
         ]
 
-    def types_varying() -> bool:
-        return axis_name in varying_axes(jax.lax.axis_index(axis_name))
-
     def varying(tree: Any) -> Any:
         """Each device's rows typed as its own (the state's spec stacks them over the axis)."""
-        if not types_varying():
+        if not tracks_varying(axis_name):
             return tree
 
         def cast(x: Any) -> Any:
@@ -229,7 +226,7 @@ def powersgd_mean(
         return jax.tree.map(cast, tree)
 
     def init(params):
-        _bound_size(axis_name)
+        bound_axis_size(_WHO, axis_name)
         leaves, treedef = jax.tree.flatten(params)
         ranks = ranks_for(leaves)
         placeholder = jnp.zeros((1, 0), jnp.float32)
@@ -248,19 +245,6 @@ def powersgd_mean(
             drawn = starting_q(leaves, ranks, 0)
             q = treedef.unflatten([placeholder if d is None else d[None] for d in drawn])
         return varying(PowerSGDState(jnp.zeros((1,), jnp.int32), error, q))
-
-    def check_varying(updates: Any) -> None:
-        if not types_varying():
-            return
-        for path, g in jax.tree_util.tree_flatten_with_path(updates)[0]:
-            if _is_float(g) and axis_name not in varying_axes(g):
-                raise ValueError(
-                    f"{_WHO}: the gradient at {checks.path_name(path)} does not vary over "
-                    f"axis {axis_name!r}: it is already reduced over the axis (shard_map's "
-                    f"autodiff sums the gradients of replicated params). Take the gradient "
-                    f"at jax.lax.pcast(params, {axis_name!r}, to='varying'), or use "
-                    f"check_vma=False"
-                )
 
     def compressed(leaves, state, ranks, devices):
         """Means and new state fields after ``start_step``: torch's hook, leaf by leaf."""
@@ -303,8 +287,8 @@ def powersgd_mean(
 
     def update(updates, state, params=None, **extra):
         del params, extra
-        devices = _bound_size(axis_name)
-        check_varying(updates)
+        devices = bound_axis_size(_WHO, axis_name)
+        check_not_yet_reduced(_WHO, axis_name, updates)
         leaves, treedef = jax.tree.flatten(updates)
         ranks = ranks_for(leaves)
         _check_state(leaves, treedef, state, ranks, error_feedback, warm_start)
@@ -338,24 +322,13 @@ def powersgd_mean(
             means, error, q = low_rank(None)
         else:
             count = state.count[0]
-            if types_varying():  # the same on every device, but typed per device: cond needs
-                count = jax.lax.pmax(count, axis_name)  # one predicate around its collectives
+            if tracks_varying(axis_name):  # the same everywhere, but typed per device:
+                count = jax.lax.pmax(count, axis_name)  # cond needs one predicate for all
             means, error, q = jax.lax.cond(count < start_step, plain, low_rank, None)
         out = [means.get(i, g) for i, g in enumerate(leaves)]
         return treedef.unflatten(out), PowerSGDState(state.count + 1, error, q)
 
     return GradientTransformation(init, update)
-
-
-def _bound_size(axis_name: Any) -> int:
-    try:
-        return jax.lax.axis_size(axis_name)
-    except NameError:
-        raise ValueError(
-            f"{_WHO}: axis_name {axis_name!r} is not bound here: call init and update inside "
-            f"jax.shard_map (with {axis_name!r} a manual axis of its mesh) or "
-            f"jax.pmap(..., axis_name={axis_name!r})"
-        ) from None
 
 
 def _check_state(leaves, treedef, state, ranks, error_feedback, warm_start) -> None:

@@ -310,6 +310,47 @@ def varying_axes(x: Any) -> frozenset:
     return frozenset(getattr(manual_type, "varying", None) or getattr(aval, "vma", ()))
 
 
+def bound_axis_size(who: str, axis_name: Any) -> int:
+    """The size of ``axis_name`` where it is bound (inside ``shard_map`` or ``pmap``), else a
+    ValueError saying where to call ``who``'s ``init`` and ``update``."""
+    try:
+        return jax.lax.axis_size(axis_name)
+    except NameError:
+        raise ValueError(
+            f"{who}: axis_name {axis_name!r} is not bound here: call init and update inside "
+            f"jax.shard_map (with {axis_name!r} a manual axis of its mesh) or "
+            f"jax.pmap(..., axis_name={axis_name!r})"
+        ) from None
+
+
+def tracks_varying(axis_name: Any) -> bool:
+    """Whether shard_map types values as varying over ``axis_name`` here (not with
+    ``check_vma=False``, nor in ``pmap``)."""
+    return axis_name in varying_axes(jax.lax.axis_index(axis_name))
+
+
+def check_not_yet_reduced(who: str, axis_name: Any, grads: Any) -> None:
+    """Raise, naming the path, where a floating gradient no longer varies over ``axis_name``.
+
+    For an exchange that averages each device's own gradient: with ``check_vma=True``,
+    ``shard_map``'s autodiff already sums the gradients of replicated params.
+    """
+    if not tracks_varying(axis_name):
+        return  # without varying-axis types autodiff sums nothing: nothing to see
+    for path, g in jax.tree_util.tree_flatten_with_path(grads)[0]:
+        inexact = jnp.issubdtype(jnp.result_type(g), jnp.inexact)
+        if inexact and axis_name not in varying_axes(g):
+            raise ValueError(
+                f"{who}: the gradient at {jax.tree_util.keystr(path) or '<root>'} does not "
+                f"vary over axis {axis_name!r}: it is already reduced over the axis (with "
+                f"check_vma=True, shard_map's autodiff sums the gradients of replicated "
+                f"params), and averaging it would average a sum. Make the params "
+                f"varying before taking the gradient (jax.lax.pvary, in this JAX "
+                f"jax.grad(loss)(jax.lax.pcast(params, {axis_name!r}, to='varying'), "
+                f"batch)) so that each device keeps its own, or use check_vma=False"
+            )
+
+
 def global_shape(x: Any, spec: Any, where: str = "") -> tuple[int, ...]:
     """The shape of the whole leaf of which ``x`` is a ``shard_map`` block (see manual_split)."""
     shape = list(jnp.shape(x))
