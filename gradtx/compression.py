@@ -22,7 +22,7 @@ import numpy as np
 from gradtx import checks
 from gradtx.core import GradientTransformation
 from gradtx.powersgd import powersgd_mean
-from gradtx.tree import bound_axis_size, check_not_yet_reduced, tracks_varying, varying_axes
+from gradtx.tree import bound_axis_size, check_not_yet_reduced, tracks_varying
 
 SCHEMES = ("bf16", "fp16", "int8", "2bit", "1bit")
 EXCHANGES = (*SCHEMES, "powersgd")  # what compression= takes: powersgd is gradtx.powersgd_mean
@@ -633,20 +633,3 @@ def compression_from(who: str, compression: Any, axis_name: Any) -> GradientTran
     if scheme == "powersgd":
         return powersgd_mean(axis_name, **options)
     return compressed_mean(scheme, axis_name, **options)
-
-
-def varying_over(axis_name: Any, tree: Any) -> Any:
-    """``tree`` typed as varying over ``axis_name`` (where shard_map tracks varying types).
-
-    Differentiating at these params leaves each device its own gradient, which
-    :func:`compressed_mean` needs, instead of autodiff's sum over the axis.
-    """
-    if not tracks_varying(axis_name):
-        return tree  # pmap, or check_vma=False: every value is per device already
-
-    def cast(x: Any) -> Any:
-        if not isinstance(x, jax.Array | np.ndarray) or axis_name in varying_axes(x):
-            return x
-        return jax.lax.pcast(x, axis_name, to="varying")
-
-    return jax.tree.map(cast, tree)

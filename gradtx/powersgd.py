@@ -17,7 +17,7 @@ import numpy as np
 
 from gradtx import checks
 from gradtx.core import GradientTransformation
-from gradtx.tree import bound_axis_size, check_not_yet_reduced, tracks_varying, varying_axes
+from gradtx.tree import bound_axis_size, check_not_yet_reduced, tracks_varying, varying_over
 
 _WHO = "powersgd_mean"
 
@@ -213,18 +213,6 @@ def powersgd_mean(
             for i, x in enumerate(leaves)
         ]
 
-    def varying(tree: Any) -> Any:
-        """Each device's rows typed as its own (the state's spec stacks them over the axis)."""
-        if not tracks_varying(axis_name):
-            return tree
-
-        def cast(x: Any) -> Any:
-            if axis_name in varying_axes(x):
-                return x
-            return jax.lax.pcast(x, axis_name, to="varying")
-
-        return jax.tree.map(cast, tree)
-
     def init(params):
         bound_axis_size(_WHO, axis_name)
         leaves, treedef = jax.tree.flatten(params)
@@ -244,7 +232,7 @@ def powersgd_mean(
         if warm_start:
             drawn = starting_q(leaves, ranks, 0)
             q = treedef.unflatten([placeholder if d is None else d[None] for d in drawn])
-        return varying(PowerSGDState(jnp.zeros((1,), jnp.int32), error, q))
+        return varying_over(axis_name, PowerSGDState(jnp.zeros((1,), jnp.int32), error, q))
 
     def compressed(leaves, state, ranks, devices):
         """Means and new state fields after ``start_step``: torch's hook, leaf by leaf."""
@@ -292,7 +280,8 @@ def powersgd_mean(
         leaves, treedef = jax.tree.flatten(updates)
         ranks = ranks_for(leaves)
         _check_state(leaves, treedef, state, ranks, error_feedback, warm_start)
-        state = varying(state)  # a state set from outside (a replicated Q) is per device too
+        # A state set from outside (a replicated Q) is per device too.
+        state = varying_over(axis_name, state)
 
         def plain(_):
             means = {i: jax.lax.pmean(g, axis_name) for i, g in enumerate(leaves) if _is_float(g)}
@@ -314,9 +303,12 @@ def powersgd_mean(
             if warm_start:
                 olds = jax.tree.leaves(state.q)
                 q = treedef.unflatten(
-                    [varying(qs[i][None]) if i in qs else old for i, old in enumerate(olds)]
+                    [
+                        varying_over(axis_name, qs[i][None]) if i in qs else old
+                        for i, old in enumerate(olds)
+                    ]
                 )
-            return means, varying(error), q
+            return means, error, q  # the errors vary per device already, as the state does
 
         if start_step == 0:
             means, error, q = low_rank(None)
@@ -339,6 +331,7 @@ def _check_state(leaves, treedef, state, ranks, error_feedback, warm_start) -> N
         fields.append(("error", state.error, lambda i, x: (1, *jnp.shape(x))))
     if warm_start:
         fields.append(("q", state.q, lambda i, x: (1, _matrix_shape(x)[1], ranks[i])))
+    paths = [p for p, _ in jax.tree_util.tree_flatten_with_path(treedef.unflatten(leaves))[0]]
     for name, tree, want_of in fields:
         got = jax.tree.leaves(tree)
         if len(got) != len(leaves):
@@ -346,7 +339,6 @@ def _check_state(leaves, treedef, state, ranks, error_feedback, warm_start) -> N
                 f"{_WHO}: state.{name} has {len(got)} leaves but the updates have "
                 f"{len(leaves)}: init the state from params shaped like the gradients"
             )
-        paths = [p for p, _ in jax.tree_util.tree_flatten_with_path(treedef.unflatten(leaves))[0]]
         for i, (x, r) in enumerate(zip(leaves, got, strict=True)):
             if not _is_float(x) or (name == "q" and i not in ranks):
                 continue

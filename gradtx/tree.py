@@ -24,6 +24,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from gradtx.checks import path_name
 
@@ -329,6 +330,24 @@ def tracks_varying(axis_name: Any) -> bool:
     return axis_name in varying_axes(jax.lax.axis_index(axis_name))
 
 
+def varying_over(axis_name: Any, tree: Any) -> Any:
+    """``tree`` typed as varying over ``axis_name`` (where shard_map tracks varying types).
+
+    Differentiating at these params leaves each device its own gradient, which
+    :func:`gradtx.compressed_mean` and :func:`gradtx.powersgd_mean` need, instead of
+    autodiff's sum over the axis.
+    """
+    if not tracks_varying(axis_name):
+        return tree  # pmap, or check_vma=False: every value is per device already
+
+    def per_device(x: Any) -> Any:
+        if not isinstance(x, jax.Array | np.ndarray) or axis_name in varying_axes(x):
+            return x
+        return jax.lax.pcast(x, axis_name, to="varying")
+
+    return jax.tree.map(per_device, tree)
+
+
 def check_not_yet_reduced(who: str, axis_name: Any, grads: Any) -> None:
     """Raise, naming the path, where a floating gradient no longer varies over ``axis_name``.
 
@@ -341,7 +360,7 @@ def check_not_yet_reduced(who: str, axis_name: Any, grads: Any) -> None:
         inexact = jnp.issubdtype(jnp.result_type(g), jnp.inexact)
         if inexact and axis_name not in varying_axes(g):
             raise ValueError(
-                f"{who}: the gradient at {jax.tree_util.keystr(path) or '<root>'} does not "
+                f"{who}: the gradient at {path_name(path)} does not "
                 f"vary over axis {axis_name!r}: it is already reduced over the axis (with "
                 f"check_vma=True, shard_map's autodiff sums the gradients of replicated "
                 f"params), and averaging it would average a sum. Make the params "

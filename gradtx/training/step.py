@@ -12,13 +12,13 @@ import numpy as np
 from jax.sharding import Mesh
 from jax.sharding import PartitionSpec as P
 
-from gradtx.compression import CompressedMeanState, compression_from, varying_over
+from gradtx.compression import CompressedMeanState, compression_from
 from gradtx.core import GradientTransformation, apply_updates, extras_filter
 from gradtx.fused import after, runs_kernel, update_and_apply
 from gradtx.hyperparams import get_hyperparams
 from gradtx.powersgd import PowerSGDState
 from gradtx.training import sharding
-from gradtx.tree import metric_norm, varying_axes
+from gradtx.tree import metric_norm, varying_axes, varying_over
 
 TrainStep = Callable[[Any, Any, Any], tuple[Any, Any, dict]]
 
